@@ -1,0 +1,28 @@
+"""zooscope: compare networks; embed, index and rank a model zoo.
+
+>>> import zooscope as zs
+>>> zs.measures.linear_cka([[0., 1.], [1., 0.], [2., 2.]], [[0., 1.], [1., 0.], [2., 2.]])
+1.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zooscope import measures
+from zooscope._validation import ZooscopeInputError
+
+__version__ = "0.1.0"
+__all__ = ["Zoo", "ZooscopeInputError", "__version__", "compare", "measures"]
+
+
+def __getattr__(name: str) -> Any:  # torch-heavy parts load on first use
+    if name == "compare":
+        from zooscope.embed.compare import compare
+
+        return compare
+    if name == "Zoo":
+        from zooscope.zoo.zoo import Zoo
+
+        return Zoo
+    raise AttributeError(f"module 'zooscope' has no attribute {name!r}")

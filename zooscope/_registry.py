@@ -1,0 +1,75 @@
+"""One small registry class shared by measures and embedding kinds (timm's idea, plus a helpful error)."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from zooscope._validation import ZooscopeInputError
+
+M = TypeVar("M")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Entry(Generic[M]):
+    """A registered callable with its metadata; attribute access falls through to the metadata."""
+
+    name: str
+    fn: Callable[..., Any]
+    meta: M
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:  # m.is_metric, m.invariances: DESIGN.md's contract
+        if attr == "meta" or attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self.meta, attr)
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self.fn.__doc__
+
+
+class Registry(Generic[M]):
+    """Name -> (callable, metadata). Names are the functions' own names."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._entries: dict[str, Entry[M]] = {}
+
+    def register(self, meta: M, name: str | None = None) -> Callable[[F], F]:
+        """Register the decorated function under its own name (or ``name``) with ``meta``."""
+
+        def add(fn: F) -> F:
+            key = name or fn.__name__
+            if key in self._entries:
+                raise RuntimeError(f"{self.what} {key!r} is registered twice")
+            self._entries[key] = Entry(key, fn, meta)
+            return fn  # stays a plain function: importable, testable, greppable
+
+        return add
+
+    def get(self, name: str) -> Entry[M]:
+        """Return the entry called ``name``; an unknown name lists close matches and every valid one."""
+        if name not in self._entries:
+            near = difflib.get_close_matches(name, list(self._entries), n=3)
+            hint = f" Did you mean {', '.join(near)}?" if near else ""
+            raise ZooscopeInputError(
+                f"Unknown {self.what} {name!r}.{hint} Valid names: {', '.join(self.available())}."
+            )
+        return self._entries[name]
+
+    def available(self, pattern: str = "*") -> list[str]:
+        """Sorted registered names matching a glob ``pattern``."""
+        return sorted(fnmatch.filter(self._entries, pattern))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self):
+        return iter(self.available())

@@ -1,0 +1,147 @@
+"""Boundary checks and the one error type for bad input (STYLE.md §4).
+
+Validate once, at the public boundary; private helpers assume clean float64 arrays.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+class ZooscopeInputError(ValueError):
+    """Bad input: the message says what is wrong, the values seen, and the fix."""
+
+
+def _to_numpy(A: Any) -> np.ndarray:
+    """torch tensors (any device, with or without grad) and array-likes -> numpy."""
+    if hasattr(A, "detach") and hasattr(A, "cpu"):  # torch.Tensor without importing torch
+        A = A.detach().cpu()
+        if str(A.dtype) in ("torch.bfloat16", "torch.float16"):
+            A = A.float()
+        A = A.numpy()
+    return np.asarray(A)
+
+
+def as_matrix(A: npt.ArrayLike, name: str = "X", *, dtype: Any = np.float64) -> np.ndarray:
+    """Return ``A`` as a 2-D float64 (n_samples, n_features) array, with a reshape hint otherwise."""
+    arr = _to_numpy(A)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ZooscopeInputError(f"{name} must be a numeric array; got dtype {arr.dtype}.")
+    if arr.ndim == 1:
+        raise ZooscopeInputError(
+            f"{name} must be 2-D (n_samples, n_features); got shape {arr.shape}. "
+            f"Use {name}.reshape(-1, 1) for one feature."
+        )
+    if arr.ndim > 2:
+        raise ZooscopeInputError(
+            f"{name} must be 2-D (n_samples, n_features); got shape {arr.shape}. "
+            f"Flatten each example first: {name}.reshape(len({name}), -1)."
+        )
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_finite(A: np.ndarray, name: str) -> None:
+    """Raise if ``A`` holds NaN or Inf, naming the first bad row."""
+    if not np.isfinite(A).all():
+        row = int(np.argwhere(~np.isfinite(A))[0, 0])
+        raise ZooscopeInputError(
+            f"{name} contains NaN or Inf (first in row {row}). Check the checkpoint, or keep rows "
+            f"{name}[np.isfinite({name}).all(axis=1)]."
+        )
+
+
+def check_not_constant(A: np.ndarray, name: str) -> None:
+    """Raise if every example has the same representation (a dead or constant layer)."""
+    if A.shape[0] > 1 and float(np.ptp(A, axis=0).max(initial=0.0)) == 0.0:
+        raise ZooscopeInputError(
+            f"{name} is the same for every example (a dead or constant layer), so the measure is "
+            "undefined. Choose another layer."
+        )
+
+
+def check_paired(
+    X: npt.ArrayLike, Y: npt.ArrayLike, *, min_samples: int = 2, names: tuple[str, str] = ("X", "Y")
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return X, Y as float64 (n_samples, n_features) arrays describing the same inputs."""
+    nx, ny = names
+    X, Y = as_matrix(X, nx), as_matrix(Y, ny)
+    if X.shape[0] != Y.shape[0]:
+        raise ZooscopeInputError(
+            f"{nx} and {ny} must hold the same examples in the same order, but {nx} has {X.shape[0]} rows "
+            f"and {ny} has {Y.shape[0]}. Extract both from one DataLoader with shuffle=False."
+        )
+    if X.shape[0] < min_samples:
+        raise ZooscopeInputError(f"This measure needs at least {min_samples} examples; got {X.shape[0]}.")
+    for name, A in ((nx, X), (ny, Y)):
+        if A.shape[1] == 0:
+            raise ZooscopeInputError(f"{name} has no features (shape {A.shape}).")
+        check_finite(A, name)
+        check_not_constant(A, name)
+    return X, Y
+
+
+def check_gram(K: npt.ArrayLike, name: str = "K", *, min_samples: int = 2) -> np.ndarray:
+    """Return a square, symmetric, finite float64 Gram matrix."""
+    K = as_matrix(K, name)
+    if K.shape[0] != K.shape[1]:
+        raise ZooscopeInputError(
+            f"{name} must be a square (n_samples, n_samples) Gram matrix; got shape {K.shape}. "
+            "Pass activations to linear_cka/rbf_cka instead, or build the Gram with gram_linear."
+        )
+    if K.shape[0] < min_samples:
+        raise ZooscopeInputError(f"This measure needs at least {min_samples} examples; got {K.shape[0]}.")
+    check_finite(K, name)
+    scale = max(float(np.abs(K).max()), 1e-300)
+    if not np.allclose(K, K.T, rtol=1e-6, atol=1e-9 * scale):
+        raise ZooscopeInputError(f"{name} must be symmetric (a Gram matrix); max |{name} - {name}.T| = "
+                                 f"{float(np.abs(K - K.T).max()):.3g}.")
+    return K
+
+
+def check_gram_pair(
+    K: npt.ArrayLike, L: npt.ArrayLike, *, min_samples: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two Gram matrices over the same examples."""
+    K, L = check_gram(K, "K", min_samples=min_samples), check_gram(L, "L", min_samples=min_samples)
+    if K.shape != L.shape:
+        raise ZooscopeInputError(
+            f"K and L must be Gram matrices over the same examples; got shapes {K.shape} and {L.shape}."
+        )
+    return K, L
+
+
+def check_positive(value: float, name: str, owner: str) -> float:
+    """sklearn-worded check for a float in (0, inf); also catches NaN."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ZooscopeInputError(f"{name!r} of {owner} must be a float in (0, inf); got {value!r}.") from None
+    if not v > 0 or not np.isfinite(v):
+        raise ZooscopeInputError(f"{name!r} of {owner} must be a float in (0, inf); got {value!r}.")
+    return v
+
+
+def check_choice(value: str, choices: Iterable[str], name: str, owner: str) -> str:
+    """A string option among ``choices``, with close matches in the error."""
+    choices = list(choices)
+    if value not in choices:
+        near = difflib.get_close_matches(str(value), choices, n=3)
+        hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
+        raise ZooscopeInputError(
+            f"{name!r} of {owner} must be one of {', '.join(map(repr, choices))}; got {value!r}.{hint}"
+        )
+    return value
+
+
+def unknown_name_error(what: str, name: str, valid: Iterable[str]) -> ZooscopeInputError:
+    """'unknown layer 'layer5'; did you mean …? valid: …' as one error."""
+    valid = list(valid)
+    near = difflib.get_close_matches(str(name), valid, n=3)
+    hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
+    shown = ", ".join(valid[:60]) + (f", … ({len(valid)} in all)" if len(valid) > 60 else "")
+    return ZooscopeInputError(f"Unknown {what} {name!r}.{hint} Valid: {shown}.")

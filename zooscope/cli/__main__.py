@@ -1,0 +1,3 @@
+from zooscope.cli import main
+
+main()

@@ -1,0 +1,36 @@
+"""The registry of embedding kinds: how a (network, dataset) pair becomes vectors for the zoo's indices.
+
+Two shapes of kind exist (``EmbeddingMeta.subject``):
+
+* ``"model"``   -- one vector per (model, layer) on the zoo's fixed probe inputs, e.g. ``cka`` (the CKA signature)
+  and ``gradsketch``.  Signature: ``fn(model: nn.Module, x: Tensor, *, layers: list[str] | None, **params)
+  -> dict[str, np.ndarray]`` (layer name -> 1-D float32 vector).
+* ``"dataset"`` -- one vector per labelled dataset through the zoo's probe network, e.g. ``task2vec``.
+  Signature: ``fn(x: Tensor, y: Tensor, *, probe: nn.Module, **params) -> np.ndarray`` (1-D float32).
+
+``version`` is stored with every vector: bumping it tells the zoo to re-embed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from zooscope._registry import Registry
+
+
+@dataclass(frozen=True)
+class EmbeddingMeta:
+    """What one embedding kind produces and how its vectors are indexed."""
+
+    subject: Literal["model", "dataset"]
+    metric: Literal["ip", "l2"] = "ip"
+    normalized: bool = True  # unit vectors: inner product == cosine
+    index_factory: str = "IDMap2,Flat"  # to scale, change the string, not code
+    version: str = "1"
+    params: dict[str, Any] = field(default_factory=dict)  # defaults, stored with each vector
+    pending: str = ""  # non-empty: the kind is declared but cannot run yet; the message says why
+    description: str = ""
+
+
+EMBEDDINGS: Registry[EmbeddingMeta] = Registry("embedding kind")

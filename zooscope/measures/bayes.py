@@ -1,0 +1,3 @@
+"""bayes measures (in progress)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""cca measures (in progress)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""cka measures (in progress)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""diffusion measures (in progress)."""
+
+__all__: list[str] = []

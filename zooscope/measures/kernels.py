@@ -1,0 +1,3 @@
+"""kernels measures (in progress)."""
+
+__all__: list[str] = []

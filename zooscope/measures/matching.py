@@ -1,0 +1,3 @@
+"""matching measures (in progress)."""
+
+__all__: list[str] = []

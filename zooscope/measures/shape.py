@@ -1,0 +1,3 @@
+"""shape measures (in progress)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""sketch measures (in progress)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""transfer measures (in progress)."""
+
+__all__: list[str] = []
