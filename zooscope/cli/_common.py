@@ -30,8 +30,12 @@ def default_zoo() -> str:
 
 ZooOpt = Annotated[
     str,
-    typer.Option("--zoo", help="Zoo folder (or a catalog URL). Default: $ZOOSCOPE_ZOO, else ./zoo.",
-                 default_factory=default_zoo, show_default=False),
+    typer.Option(
+        "--zoo",
+        help="Zoo folder (or a catalog URL). Default: $ZOOSCOPE_ZOO, else ./zoo.",
+        default_factory=default_zoo,
+        show_default=False,
+    ),
 ]
 FormatOpt = Annotated[str, typer.Option("--format", help="Output format: table, csv or json.")]
 
@@ -66,8 +70,9 @@ def print_table(df: pd.DataFrame, *, title: str | None = None, index: bool = Fal
     out.print(t)
 
 
-def emit(df: pd.DataFrame, fmt: str = "table", path: Path | None = None, *, index: bool = False,
-         title: str | None = None) -> None:
+def emit(
+    df: pd.DataFrame, fmt: str = "table", path: Path | None = None, *, index: bool = False, title: str | None = None
+) -> None:
     """Write ``df`` to ``path`` (.csv/.json/.parquet by suffix) or print it in ``fmt`` on stdout."""
     if path is not None:
         write_table(df, path, index=index)
@@ -91,8 +96,9 @@ def write_table(df: pd.DataFrame, path: Path, *, index: bool = False) -> None:
     suffix = path.suffix.lower()
     writers: dict[str, Callable[[], None]] = {
         ".csv": lambda: df.to_csv(tmp, index=index),
-        ".json": lambda: tmp.write_text(json.dumps(json.loads(df.to_json(orient="split" if index else "records")),
-                                                   indent=1)),
+        ".json": lambda: tmp.write_text(
+            json.dumps(json.loads(df.to_json(orient="split" if index else "records")), indent=1)
+        ),
         ".parquet": lambda: df.to_parquet(tmp, index=index),
     }
     if suffix not in writers:

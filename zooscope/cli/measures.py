@@ -27,13 +27,15 @@ def measures_cmd(
         rows = []
         for name in M.available(pattern):
             m = M.get(name)
-            rows.append({
-                "measure": name,
-                "larger_is_more_similar": m.larger_is_more_similar,
-                "is_metric": m.is_metric,
-                "invariances": str(m.invariances).replace("Inv.", ""),
-                "bounds": m.bounds,
-                "inputs": m.inputs,
-                "layerwise": m.layerwise,
-            })
+            rows.append(
+                {
+                    "measure": name,
+                    "larger_is_more_similar": m.larger_is_more_similar,
+                    "is_metric": m.is_metric,
+                    "invariances": str(m.invariances).replace("Inv.", ""),
+                    "bounds": m.bounds,
+                    "inputs": m.inputs,
+                    "layerwise": m.layerwise,
+                }
+            )
         emit(pd.DataFrame(rows), fmt)

@@ -1,0 +1,22 @@
+"""`zooscope init`: create an empty zoo."""
+
+from __future__ import annotations
+
+import typer
+
+from zooscope.cli._common import ZooOpt, err, user_errors
+
+app = typer.Typer()
+
+
+@app.command("init")
+def init_cmd(zoo: ZooOpt) -> None:
+    """Create an empty zoo (catalog, vector store, index folder); a no-op on an existing zoo.
+
+    Example: zooscope init --zoo ./zoo
+    """
+    from zooscope.zoo.zoo import Zoo
+
+    with user_errors():
+        z = Zoo.open(zoo)
+        err.print(f"zoo ready at {z.path} ({len(z.models())} models, {len(z.datasets())} datasets)")

@@ -1,0 +1,43 @@
+"""`zooscope similar`: the zoo models most similar to a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from zooscope.cli._common import FormatOpt, ZooOpt, emit, user_errors
+
+app = typer.Typer()
+
+
+@app.command("similar")
+def similar_cmd(
+    model: Annotated[str, typer.Argument(help="A model in the zoo, or a name for a new model given by --arch.")],
+    zoo: ZooOpt,
+    k: Annotated[int, typer.Option("--k", min=1, help="Number of neighbours to return.")] = 10,
+    by: Annotated[str, typer.Option(help="Embedding kind: cka, task2vec or gradsketch.")] = "cka",
+    arch: Annotated[str | None, typer.Option(help="Spec of a NEW model (not in the zoo), embedded on the fly.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint of the new model (.safetensors).")] = None,
+    kwargs: Annotated[str | None, typer.Option(help="JSON kwargs of the new model's factory.")] = None,
+    rule: Annotated[
+        str, typer.Option(help="Model-level score: layer (the penultimate layer) or best_match.")
+    ] = "layer",
+    fmt: FormatOpt = "table",
+    out: Annotated[Path | None, typer.Option(help="Write .csv/.json/.parquet instead of printing.")] = None,
+) -> None:
+    """Rank the zoo models most similar to MODEL (a zoo model never lists itself).
+
+    Example: zooscope similar mnv3-digits --k 5 --by cka
+    """
+    from zooscope.zoo.zoo import Zoo
+
+    with user_errors():
+        z = Zoo.open(zoo)
+        kw = json.loads(kwargs) if kwargs else None
+        table = z.similar(
+            model, k=k, by=by, arch=arch, checkpoint=str(checkpoint) if checkpoint else None, kwargs=kw, rule=rule
+        )
+        emit(table, fmt, out, title=f"most similar to {model} (by {by})")
