@@ -1,0 +1,167 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from zooscope import Zoo
+from zooscope._validation import ZooscopeInputError
+from zooscope.zoo import _vectors
+
+from zoo_helpers import KW, SPEC, checkpoints, clone_zoo, make_zoo
+
+SCORE_TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def zoo_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    make_zoo(root)
+    return root
+
+
+@pytest.fixture
+def zoo(zoo_dir):
+    return Zoo.open(zoo_dir)
+
+
+def test_add_model_records_sha256_and_input_shape(zoo):
+    from zooscope.zoo.models import sha256_file
+
+    rec = zoo.models().set_index("name").loc["cnn1"]
+    assert tuple(rec["input_shape"]) == (1, 8, 8)
+    assert rec["checkpoint_sha256"] == sha256_file(checkpoints()[1])
+    assert zoo.datasets().set_index("name").loc["digits", "num_classes"] == 10
+
+
+def test_every_model_has_one_cka_row_and_the_index_holds_them(zoo):
+    rows = zoo.catalog.embeddings(kind="cka")
+    assert sorted(r["model"] for r in rows) == ["cnn0", "cnn0-copy", "cnn1", "cnn2"]
+    assert all(r["params"]["penultimate"] == "conv3" for r in rows)
+    index = _vectors.load_index(zoo, "cka", "penultimate")
+    assert sorted(index.ids().tolist()) == sorted(r["id"] for r in rows)
+    assert zoo.check().empty
+
+
+@pytest.mark.parametrize("rule", ["layer", "best_match"])
+def test_faiss_top_k_equals_brute_force(zoo, rule):
+    fast = zoo.similar("cnn1", k=3, rule=rule)
+    exact = zoo.similar("cnn1", k=3, rule=rule, exact=True)
+    assert fast["model"].tolist() == exact["model"].tolist()
+    np.testing.assert_allclose(fast["score"], exact["score"], atol=SCORE_TOL)
+
+
+def test_similar_ranks_the_identical_copy_first_and_never_the_query(zoo):
+    table = zoo.similar("cnn0", k=10)
+    assert "cnn0" not in table["model"].tolist()
+    assert table["model"].iloc[0] == "cnn0-copy"
+    assert table["score"].iloc[0] == pytest.approx(1.0, abs=SCORE_TOL)
+    assert table["rank"].tolist() == list(range(1, len(table) + 1))
+    assert (np.diff(table["score"]) <= 0).all()
+
+
+def test_similar_score_is_the_linear_cka_of_penultimate_layers(zoo):
+    from safetensors.torch import load_file
+
+    from zooscope.embed.capture import capture
+    from zooscope.measures import linear_cka
+    from zooscope.zoo.models import build_model
+
+    x = load_file(str(zoo.root / zoo.probe_set((1, 8, 8))["file"]))["x"]
+    acts = [capture(build_model(SPEC, KW, p), x, ["conv3"])["conv3"].double().numpy() for p in checkpoints()[:2]]
+    table = zoo.similar("cnn0", k=10).set_index("model")
+    assert table.loc["cnn1", "score"] == pytest.approx(linear_cka(*acts), abs=SCORE_TOL)
+
+
+def test_a_new_checkpoint_is_embedded_on_the_fly_and_not_added(zoo):
+    before = zoo.models()["name"].tolist()
+    table = zoo.similar("query", k=2, arch=SPEC, checkpoint=checkpoints()[2], kwargs=KW)
+    assert table["model"].iloc[0] == "cnn2"
+    assert table["score"].iloc[0] == pytest.approx(1.0, abs=SCORE_TOL)
+    assert zoo.models()["name"].tolist() == before
+
+
+def test_reopened_zoo_gives_the_same_answers(zoo_dir):
+    a = Zoo.open(zoo_dir).similar("cnn2", k=3)
+    b = Zoo.open(zoo_dir).similar("cnn2", k=3)
+    assert a.equals(b)
+
+
+def test_embed_again_skips_everything(zoo):
+    report = zoo.embed(kinds=("cka",))
+    assert set(report["status"]) == {"skipped"}
+
+
+def test_removing_a_model_removes_its_vectors_and_index_entries(zoo_dir, tmp_path):
+    zoo = clone_zoo(zoo_dir, tmp_path / "z")
+    row = zoo.catalog.embeddings(kind="cka", model="cnn2")[0]
+    zoo.remove_model("cnn2")
+    assert zoo.catalog.embeddings(model="cnn2") == []
+    assert row["vector_key"] not in zoo.store.keys("cka")
+    for policy in ("penultimate", "layers"):
+        ids = _vectors.load_index(zoo, "cka", policy).ids()
+        assert row["id"] not in ids and row["id"] not in ids // _vectors.LAYER_STRIDE
+    assert "cnn2" not in zoo.similar("cnn1", k=10)["model"].tolist()
+    assert zoo.check().empty
+
+
+def test_check_reports_a_changed_checkpoint_and_an_orphan_vector(zoo_dir, tmp_path):
+    zoo = clone_zoo(zoo_dir, tmp_path / "z")
+    ck = tmp_path / "moved.safetensors"
+    ck.write_bytes(checkpoints()[1].read_bytes())
+    zoo.add_model("mutable", SPEC, ck, kwargs=KW)
+    ck.write_bytes(checkpoints()[2].read_bytes())  # same architecture, other weights
+    key = zoo.store.put(np.ones(4, dtype=np.float32), kind="cka")
+    problems = zoo.check()
+    assert set(problems["problem"]) == {"checkpoint changed", "orphan vector"}
+    assert problems.set_index("problem").loc["checkpoint changed", "subject"] == "mutable"
+    fixed = zoo.check(fix=True)
+    assert key not in zoo.store.keys("cka")
+    assert fixed["problem"].tolist() == ["checkpoint changed"]  # only reported: the user re-adds the model
+
+
+def test_pickle_checkpoint_that_runs_code_is_refused(tmp_path, zoo):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"conv1.0.weight": Evil()}, f)
+    with pytest.raises(ZooscopeInputError, match="(?i)refused"):
+        zoo.add_model("evil", SPEC, path, kwargs=KW)
+    assert "evil" not in zoo.models()["name"].tolist()
+
+
+def test_bad_inputs_raise_one_clear_error_each(tmp_path, zoo):
+    empty = Zoo.open(tmp_path / "empty")
+    with pytest.raises(ZooscopeInputError, match="no models"):
+        empty.similar("anything")
+    with pytest.raises(ZooscopeInputError, match="Did you mean 'cnn1'"):
+        zoo.similar("cnn11")
+    with pytest.raises(ZooscopeInputError, match="Did you mean 'cka'"):
+        zoo.similar("cnn1", by="ckaa")
+    with pytest.raises(ZooscopeInputError, match="Unknown layer"):
+        zoo.similar("cnn1", layer="conv9")
+    with pytest.raises(ZooscopeInputError, match="already a zoo model"):
+        zoo.similar("cnn1", arch=SPEC, checkpoint=checkpoints()[0], kwargs=KW)
+    with pytest.raises(ZooscopeInputError, match="input shape"):
+        zoo.add_model("mlp", "zooscope.zoo.models:mlp", kwargs={"in_features": 7}, input_shape=(1, 8, 8))
+    with pytest.raises(ZooscopeInputError, match="storage"):
+        Zoo.open("postgresql://user@localhost/zoo")
+    with pytest.raises(ZooscopeInputError, match="already in the zoo"):
+        zoo.add_model("cnn1", SPEC, checkpoints()[1], kwargs=KW)
+
+
+def test_a_failing_pair_is_recorded_and_the_run_continues(zoo_dir, tmp_path):
+    zoo = clone_zoo(zoo_dir, tmp_path / "z")
+    ck = tmp_path / "gone.safetensors"
+    ck.write_bytes(checkpoints()[0].read_bytes())
+    zoo.add_model("gone", SPEC, ck, kwargs=KW)
+    ck.unlink()
+    zoo.add_model("fresh", SPEC, checkpoints()[1], kwargs=KW)
+    report = zoo.embed(kinds=("cka",)).set_index("model")
+    assert report.loc["gone", "status"] == "failed"
+    assert report.loc["fresh", "status"] == "embedded"
+    assert zoo.failures()["model"].tolist() == ["gone"]
+    assert torch.get_num_threads() >= 1

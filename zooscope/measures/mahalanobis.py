@@ -1,0 +1,294 @@
+"""Mahalanobis-like distances between network outputs (Singer & Coifman 2008; Bertalan et al. 2020).
+
+A network maps inputs x (on a d-dimensional set) to observations y = N(x) in R^m. Near x_i,
+y_j - y_i ~ J_i (x_j - x_i) with J_i = dy/dx (m, d), so the covariance C_i = J_i J_i^T undoes the
+observation map: with C^+ its pseudo-inverse,
+
+    d^2(y_i, y_j) = 1/2 (y_i - y_j)^T (C_i^+ + C_j^+) (y_i - y_j) = ||x_i - x_j||^2 + O(||x_i - x_j||^4).
+
+Two networks observing the same inputs through different (invertible) maps therefore see the same
+intrinsic geometry, which is what lets their diffusion maps agree (see :mod:`zooscope.measures.diffusion`).
+
+``jacobian_covariances`` gets C_i from torch autodiff; ``burst_covariances`` estimates it from short
+"bursts" of perturbed inputs, for black-box networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from zooscope._validation import ZooscopeInputError, _to_numpy, as_matrix, check_finite, check_positive
+
+__all__ = ["burst_covariances", "jacobian_covariances", "mahalanobis_sq_distances"]
+
+_CHUNK_ELEMENTS = 4_000_000  # (rows x cols x rank) floats per block of the pairwise computation: ~32 MB
+
+
+def _torch_inputs(x: Any, fn: Callable[..., Any], dtype: Any) -> Any:
+    """``x`` as a tensor in ``fn``'s dtype and device (float64 for plain functions)."""
+    import torch
+
+    xt = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    params = list(fn.parameters()) if isinstance(fn, torch.nn.Module) else []
+    if dtype is None:
+        dtype = params[0].dtype if params and params[0].is_floating_point() else torch.float64
+    return xt.to(dtype=dtype, device=params[0].device if params else xt.device)
+
+
+def _check_inputs(x: Any, name: str = "x") -> None:
+    arr = _to_numpy(x)
+    if arr.ndim < 2 or arr.shape[0] < 1:
+        raise ZooscopeInputError(
+            f"{name} must have shape (n_samples, *input_shape) with n_samples >= 1; got shape {arr.shape}. "
+            f"Use {name}.reshape(-1, 1) for scalar inputs."
+        )
+    check_finite(arr.reshape(arr.shape[0], -1).astype(np.float64), name)
+
+
+def _outputs_2d(y: Any, n: int) -> Any:
+    if y.ndim < 1 or y.shape[0] != n:
+        raise ZooscopeInputError(
+            f"fn must map a batch of {n} inputs to a batch of {n} outputs; got output shape {tuple(y.shape)}."
+        )
+    return y.reshape(n, -1)
+
+
+def jacobian_covariances(
+    fn: Callable[..., Any], x: npt.ArrayLike, *, batch_size: int = 256, dtype: Any = None
+) -> np.ndarray:
+    """Output covariances C_i = J_i J_i^T from the Jacobian J_i = d fn(x_i) / d x_i (torch autodiff).
+
+    Parameters
+    ----------
+    fn : callable
+        A torch function or ``nn.Module`` mapping a batch (b, *input_shape) to outputs (b, *output_shape);
+        the samples of a batch must not interact (call ``model.eval()`` first if it has batch norm).
+    x : array-like or torch.Tensor of shape (n_samples, *input_shape)
+        The inputs at which to differentiate.
+    batch_size : int, default=256
+        Inputs per forward pass.
+    dtype : torch.dtype, optional
+        Dtype for the forward pass; default: that of ``fn``'s first parameter, else float64.
+
+    Returns
+    -------
+    np.ndarray of shape (n_samples, m, m)
+        float64 covariances, m = prod(output_shape); rank <= min(m, prod(input_shape)).
+
+    Notes
+    -----
+    One backward pass per output unit (m passes per batch): cheap for the small m of network outputs or
+    a few selected neurons. J_i is cast to float64 before the product, so C_i has exact rank <= d up to
+    float64 round-off even when ``fn`` runs in float32.
+
+    Examples
+    --------
+    >>> import torch
+    >>> C = jacobian_covariances(lambda x: torch.cat([x, 2 * x], dim=1), np.zeros((3, 1)))
+    >>> C[0].tolist()
+    [[1.0, 2.0], [2.0, 4.0]]
+    """
+    import torch
+
+    if not callable(fn):
+        raise ZooscopeInputError(f"fn must be a callable (a torch function or nn.Module); got {type(fn)}.")
+    _check_inputs(x)
+    if int(batch_size) < 1:
+        raise ZooscopeInputError(f"'batch_size' of jacobian_covariances must be >= 1; got {batch_size}.")
+    xt = _torch_inputs(x, fn, dtype)
+    out = []
+    for start in range(0, xt.shape[0], int(batch_size)):
+        xb = xt[start : start + int(batch_size)].clone().requires_grad_(True)
+        with torch.enable_grad():
+            y = _outputs_2d(fn(xb), xb.shape[0])
+            rows = []
+            for k in range(y.shape[1]):  # d y_k / d x for every sample at once: samples are independent
+                (g,) = torch.autograd.grad(y[:, k].sum(), xb, retain_graph=k + 1 < y.shape[1],
+                                           allow_unused=True)
+                rows.append(torch.zeros_like(xb) if g is None else g)
+        J = torch.stack(rows, dim=1).reshape(xb.shape[0], y.shape[1], -1).detach().cpu().double().numpy()
+        out.append(J @ J.transpose(0, 2, 1))
+    return np.concatenate(out, axis=0)
+
+
+def _apply_numpy(fn: Callable[..., Any], X: np.ndarray) -> np.ndarray:
+    """Call ``fn`` on a float64 batch: torch modules get a tensor in their dtype, others numpy."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    if torch is not None and isinstance(fn, torch.nn.Module):
+        with torch.no_grad():
+            y = fn(_torch_inputs(X, fn, None))
+        return _to_numpy(y).astype(np.float64).reshape(X.shape[0], -1)
+    y = _to_numpy(fn(X)).astype(np.float64)
+    return _outputs_2d(y, X.shape[0])
+
+
+def burst_covariances(
+    fn: Callable[..., Any],
+    x: npt.ArrayLike,
+    radius: float,
+    n_burst: int = 32,
+    seed: int | np.random.Generator = 0,
+) -> np.ndarray:
+    """Output covariances from short input "bursts": C_i ~ Cov[fn(x_i + radius * xi)] / radius^2.
+
+    Parameters
+    ----------
+    fn : callable
+        Maps a batch of inputs (b, *input_shape) to outputs (b, *output_shape): a numpy function, or a torch
+        ``nn.Module`` (called under ``no_grad`` in its own dtype). No gradients are needed.
+    x : array-like of shape (n_samples, *input_shape)
+        Burst centres.
+    radius : float
+        Standard deviation of the isotropic Gaussian burst, xi ~ N(0, I). Small compared with the scale on
+        which fn curves, large compared with the output noise.
+    n_burst : int, default=32
+        Perturbed inputs per centre; use at least input_dim + 1 (more gives a less noisy estimate).
+    seed : int or np.random.Generator, default=0
+        Randomness of the bursts.
+
+    Returns
+    -------
+    np.ndarray of shape (n_samples, m, m)
+        float64 estimates of J_i J_i^T (the 1/radius^2 puts them on the scale of ``jacobian_covariances``).
+
+    Notes
+    -----
+    Cov[J xi radius] = radius^2 J J^T, so dividing by radius^2 estimates J J^T with a bias O(radius^2) from
+    curvature. Curvature and sampling noise also fill the directions normal to the output manifold with
+    small eigenvalues: pass ``rank=input_dim`` to :func:`mahalanobis_sq_distances` so they are not inverted.
+    """
+    if not callable(fn):
+        raise ZooscopeInputError(f"fn must be a callable; got {type(fn)}.")
+    _check_inputs(x)
+    radius = check_positive(radius, "radius", "burst_covariances")
+    if int(n_burst) < 2:
+        raise ZooscopeInputError(f"'n_burst' of burst_covariances must be >= 2; got {n_burst}.")
+    X = _to_numpy(x).astype(np.float64)
+    n, shape = X.shape[0], X.shape[1:]
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        burst = X[i][None] + radius * rng.standard_normal((int(n_burst), *shape))
+        Yb = _apply_numpy(fn, burst)
+        Yb = Yb - Yb.mean(axis=0)
+        out.append(Yb.T @ Yb / ((int(n_burst) - 1) * radius**2))
+    return np.stack(out)
+
+
+def _whitening_factors(C: np.ndarray, rank: int | None, rcond: float) -> np.ndarray:
+    """B_i (n, m, r) with B_i B_i^T = C_i^+: the pseudo-inverse rule lives here."""
+    lam, V = np.linalg.eigh(C)  # ascending; C_i symmetric PSD
+    lam, V = lam[:, ::-1], V[:, :, ::-1]
+    keep = lam > rcond * np.maximum(lam[:, :1], np.finfo(np.float64).tiny)
+    if rank is not None:
+        keep[:, int(rank):] = False
+    r = max(int(keep.sum(axis=1).max()), 1)  # pad to the largest kept rank with zero columns
+    inv_sqrt = np.where(keep, 1.0 / np.sqrt(np.where(keep, lam, 1.0)), 0.0)[:, :r]
+    return V[:, :, :r] * inv_sqrt[:, None, :]
+
+
+def _check_covariances(C: npt.ArrayLike, n: int, m: int, name: str) -> np.ndarray:
+    C = _to_numpy(C).astype(np.float64)
+    if C.shape != (n, m, m):
+        raise ZooscopeInputError(
+            f"{name} must have shape (n_samples, m, m) = ({n}, {m}, {m}) to match the observations; got "
+            f"{C.shape}. Build it with jacobian_covariances(fn, x) or burst_covariances(fn, x, radius)."
+        )
+    check_finite(C.reshape(n, -1), name)
+    return 0.5 * (C + C.transpose(0, 2, 1))
+
+
+def _quadratic_forms(B: np.ndarray, centres: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Q[i, j] = ||B_i^T (others_j - centres_i)||^2 for every pair, in row blocks bounded in memory."""
+    n1, n2, r = B.shape[0], others.shape[0], B.shape[2]
+    Q = np.empty((n1, n2))
+    step = max(1, _CHUNK_ELEMENTS // max(1, n2 * r))
+    for s in range(0, n1, step):
+        Bs = B[s : s + step]
+        proj = np.einsum("imr,jm->ijr", Bs, others) - np.einsum("imr,im->ir", Bs, centres[s : s + step])[:, None]
+        Q[s : s + step] = np.einsum("ijr,ijr->ij", proj, proj)
+    return Q
+
+
+def mahalanobis_sq_distances(
+    Y: npt.ArrayLike,
+    covariances: npt.ArrayLike,
+    Y_other: npt.ArrayLike | None = None,
+    covariances_other: npt.ArrayLike | None = None,
+    *,
+    rank: int | None = None,
+    rcond: float = 1e-10,
+) -> np.ndarray:
+    """Pairwise d^2(y_i, y_j) = 1/2 (y_i - y_j)^T (C_i^+ + C_j^+) (y_i - y_j).
+
+    Parameters
+    ----------
+    Y : array-like of shape (n_samples, m)
+        Observations (network outputs or selected activations).
+    covariances : array-like of shape (n_samples, m, m)
+        C_i for each row of ``Y`` (``jacobian_covariances`` or ``burst_covariances``).
+    Y_other, covariances_other : array-like of shape (n_other, m) and (n_other, m, m), optional
+        A second set (e.g. new points for a Nyström extension); default: ``Y`` itself.
+    rank : int, optional
+        Keep at most the ``rank`` largest eigenvalues of each C_i (set it to the input dimension d for
+        burst covariances, whose noise fills the other directions).
+    rcond : float, default=1e-10
+        Pseudo-inverse rule: with C_i = V diag(lambda) V^T, lambda sorted descending, C_i^+ keeps the
+        eigenpairs with lambda_k > rcond * lambda_1 (and k <= rank), and inverts only those.
+
+    Returns
+    -------
+    np.ndarray of shape (n_samples, n_other)
+        Squared distances >= 0 (0 on the diagonal when ``Y_other`` is None). Approximates
+        ||x_i - x_j||^2 in the input coordinates, up to O(||x_i - x_j||^4).
+
+    Notes
+    -----
+    The approximation is local. With m > d the pseudo-inverse ignores the part of y_i - y_j normal to
+    the tangent spaces, so two far-apart points of a strongly curved output manifold can get a much too
+    small d^2 (a "shortcut"). Use a kernel bandwidth that only reaches nearby points (a small
+    ``epsilon_scale`` in :class:`DiffusionMaps`), or observe fewer, less curved units.
+
+    Examples
+    --------
+    >>> Y = np.array([[0.0, 0.0], [2.0, 4.0]])            # y = (2x, 4x) at x = 0 and x = 1
+    >>> C = np.tile([[4.0, 8.0], [8.0, 16.0]], (2, 1, 1))  # J J^T with J = (2, 4)^T
+    >>> round(float(mahalanobis_sq_distances(Y, C)[0, 1]), 12)
+    1.0
+    """
+    Y1 = as_matrix(Y, "Y")
+    check_finite(Y1, "Y")
+    n, m = Y1.shape
+    C1 = _check_covariances(covariances, n, m, "covariances")
+    rcond = check_positive(rcond, "rcond", "mahalanobis_sq_distances")
+    if rank is not None and int(rank) < 1:
+        raise ZooscopeInputError(f"'rank' of mahalanobis_sq_distances must be None or >= 1; got {rank}.")
+    same = Y_other is None
+    if same != (covariances_other is None):
+        raise ZooscopeInputError("Pass Y_other and covariances_other together (or neither).")
+    if same:
+        Y2, C2 = Y1, C1
+    else:
+        Y2 = as_matrix(Y_other, "Y_other")
+        check_finite(Y2, "Y_other")
+        if Y2.shape[1] != m:
+            raise ZooscopeInputError(f"Y_other must have {m} columns like Y; got shape {Y2.shape}.")
+        C2 = _check_covariances(covariances_other, Y2.shape[0], m, "covariances_other")
+    centre = Y1.mean(axis=0)  # centre first: big offsets would cancel in B^T y_j - B^T y_i
+    Y1c, Y2c = Y1 - centre, Y2 - centre
+    B1 = _whitening_factors(C1, rank, rcond)
+    Q1 = _quadratic_forms(B1, Y1c, Y2c)  # (y_j - y_i)^T C_i^+ (y_j - y_i)
+    if same:
+        D2 = 0.5 * (Q1 + Q1.T)
+        np.fill_diagonal(D2, 0.0)
+        return D2
+    B2 = _whitening_factors(C2, rank, rcond)
+    Q2 = _quadratic_forms(B2, Y2c, Y1c).T  # (y_i - y_j)^T C_j^+ (y_i - y_j)
+    return 0.5 * (Q1 + Q2)

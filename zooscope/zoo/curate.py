@@ -1,0 +1,172 @@
+"""Curating a zoo: near-duplicate groups, clusters, a 2-D map, and a layer × layer heat-map of two models.
+
+All of them start from `similarity_matrix`: ``by="cka"`` is linear CKA between the models' penultimate-layer
+signatures (NaN between models on different probe sets), ``by="task2vec"`` is 1 − d_sym between the task vectors
+of the datasets the models were trained on (models with no task vector are left out).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from zooscope._validation import ZooscopeInputError, check_choice
+from zooscope.zoo import _vectors
+
+if TYPE_CHECKING:
+    from zooscope.zoo.zoo import Zoo
+
+__all__ = ["clusters", "duplicates", "pair_heatmap", "similarity_matrix", "zoo_map"]
+
+log = logging.getLogger(__name__)
+
+
+def similarity_matrix(zoo: Zoo, by: str = "cka") -> pd.DataFrame:
+    """Model × model similarity (larger = more similar; 1 on the diagonal).
+
+    Returns
+    -------
+    pandas.DataFrame of shape (n_models, n_models)
+        Index and columns are model names (embedded models only).
+    """
+    check_choice(by, ("cka", "task2vec", "gradsketch"), "by", "similarity_matrix")
+    if by == "task2vec":
+        from zooscope.embed.task2vec import task_distance
+
+        vecs = {r["dataset"]: np.asarray(_vectors.read_stack(zoo, r), dtype=np.float64)
+                for r in _vectors.current_rows(zoo, "task2vec")}
+        src = {m["name"]: m["trained_on"] for m in zoo.catalog.models() if m["trained_on"] in vecs}
+        names = sorted(src)
+        S = np.array([[1.0 - task_distance(vecs[src[a]], vecs[src[b]]) if src[a] != src[b] else 1.0
+                       for b in names] for a in names]).reshape(len(names), len(names))
+    else:
+        rows = sorted(_vectors.current_rows(zoo, by), key=lambda r: r["model"])
+        names = [r["model"] for r in rows]
+        V = [_vectors.layer_vector(zoo, r) for r in rows]
+        probe = [r["params"]["request"].get("probe_set") for r in rows]
+        S = np.full((len(rows), len(rows)), np.nan)
+        for i in range(len(rows)):
+            for j in range(i, len(rows)):
+                if probe[i] == probe[j]:
+                    S[i, j] = S[j, i] = float(V[i] @ V[j])
+    if len(names) < 2:
+        raise ZooscopeInputError(f"Curation needs at least two models with a {by!r} embedding; found {len(names)}. "
+                                 f"Run zoo.embed(kinds=('{by}',)) first.")
+    return pd.DataFrame(S, index=names, columns=names)
+
+
+def duplicates(zoo: Zoo, threshold: float = 0.995, by: str = "cka") -> pd.DataFrame:
+    """Groups of near-identical models: connected components of the graph "similarity >= threshold".
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns group, model, min_similarity (the smallest similarity inside the group); one row per model of
+        every group with at least two models.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    if not 0 < float(threshold) <= 1:
+        raise ZooscopeInputError(f"'threshold' of duplicates must be in (0, 1]; got {threshold!r}.")
+    S = similarity_matrix(zoo, by)
+    A = np.nan_to_num(S.to_numpy(), nan=-np.inf) >= float(threshold)
+    _, labels = connected_components(A, directed=False)
+    out, g = [], 0
+    for lab in np.unique(labels):
+        members = np.flatnonzero(labels == lab)
+        if len(members) < 2:
+            continue
+        g += 1
+        inner = float(np.nanmin(S.to_numpy()[np.ix_(members, members)]))
+        out += [{"group": g, "model": S.index[i], "min_similarity": inner} for i in members]
+    return pd.DataFrame(out, columns=["group", "model", "min_similarity"])
+
+
+def clusters(zoo: Zoo, n_clusters: int | None = None, by: str = "cka", *, method: str = "agglomerative",
+             distance_threshold: float = 0.5) -> pd.DataFrame:
+    """Cluster the models on the distance 1 − similarity (scikit-learn).
+
+    Parameters
+    ----------
+    n_clusters : int, optional
+        None: agglomerative clustering cut at ``distance_threshold`` (average linkage).
+    method : {"agglomerative", "spectral"}, default="agglomerative"
+        "spectral" uses the clipped similarity as a precomputed affinity and needs ``n_clusters``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns model, cluster.
+    """
+    check_choice(method, ("agglomerative", "spectral"), "method", "clusters")
+    S = similarity_matrix(zoo, by)
+    sim = np.clip(np.nan_to_num(S.to_numpy(), nan=0.0), 0.0, 1.0)
+    if method == "spectral":
+        from sklearn.cluster import SpectralClustering
+
+        if n_clusters is None:
+            raise ZooscopeInputError("method='spectral' needs n_clusters.")
+        labels = SpectralClustering(n_clusters=int(n_clusters), affinity="precomputed",
+                                    random_state=0).fit_predict(sim)
+    else:
+        from sklearn.cluster import AgglomerativeClustering
+
+        kw = ({"n_clusters": int(n_clusters)} if n_clusters is not None
+              else {"n_clusters": None, "distance_threshold": float(distance_threshold)})
+        labels = AgglomerativeClustering(metric="precomputed", linkage="average", **kw).fit_predict(1.0 - sim)
+    return pd.DataFrame({"model": S.index, "cluster": labels.astype(int)})
+
+
+def zoo_map(zoo: Zoo, by: str = "cka", path: str | Path | None = None, *, seed: int = 0) -> pd.DataFrame:
+    """2-D map of the zoo: metric MDS (scikit-learn, ``dissimilarity="precomputed"``, seeded) of 1 − similarity.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns model, x, y, trained_on; also drawn to ``path`` (PNG) via `zooscope.plot.zoo_map` when given.
+    """
+    from sklearn.manifold import MDS
+
+    S = similarity_matrix(zoo, by)
+    D = 1.0 - np.clip(np.nan_to_num(S.to_numpy(), nan=0.0), 0.0, 1.0)
+    D = (D + D.T) / 2
+    np.fill_diagonal(D, 0.0)
+    import inspect
+
+    if "metric_mds" in inspect.signature(MDS).parameters:  # scikit-learn >= 1.8 deprecates dissimilarity=
+        mds = MDS(n_components=2, metric="precomputed", init="random", random_state=seed, n_init=4)
+    else:
+        mds = MDS(n_components=2, dissimilarity="precomputed", random_state=seed, n_init=4)
+    xy = mds.fit_transform(D)
+    src = {m["name"]: m["trained_on"] for m in zoo.catalog.models()}
+    df = pd.DataFrame({"model": S.index, "x": xy[:, 0], "y": xy[:, 1], "trained_on": [src.get(n) for n in S.index]})
+    if path is not None:
+        from zooscope.plot import zoo_map as draw
+
+        draw(df, path, title=f"zoo map ({by})")
+    return df
+
+
+def pair_heatmap(zoo: Zoo, a: str, b: str, path: str | Path, *, measure: str = "linear_cka") -> pd.DataFrame:
+    """Layer × layer comparison of two zoo models on the probe set of their input shape, drawn to ``path``."""
+    from safetensors.torch import load_file
+
+    from zooscope.embed.compare import compare
+    from zooscope.plot import heatmap
+    from zooscope.zoo._embedrun import probe_set
+    from zooscope.zoo.models import build_model
+
+    ra, rb = zoo.catalog.get_model(a), zoo.catalog.get_model(b)
+    if tuple(ra["input_shape"] or ()) != tuple(rb["input_shape"] or ()):
+        raise ZooscopeInputError(f"{a!r} takes inputs {ra['input_shape']} and {b!r} takes {rb['input_shape']}; "
+                                 "a layer × layer comparison needs the same inputs.")
+    x = load_file(str(zoo.root / probe_set(zoo, tuple(ra["input_shape"]))["file"]))["x"]
+    ma = build_model(ra["spec"], ra["kwargs"], ra["checkpoint"])
+    mb = build_model(rb["spec"], rb["kwargs"], rb["checkpoint"])
+    table = compare(ma, mb, x, measure=measure)
+    heatmap(table, path, title=f"{a} vs {b}")
+    return table

@@ -1,0 +1,182 @@
+"""Run embedding jobs: in this process (``backend="local"``) or as Ray tasks (``backend="ray"``).
+
+A job is a plain, picklable dict planned by the driver (`zooscope.zoo.Zoo.embed`): what to build, which probe file
+or dataset to read, and the embedding kind with its parameters. `compute_job` turns one job into vectors and
+touches no catalog; the driver is the only catalog writer, so workers on other machines need only read access to
+the checkpoints, the dataset sources and the zoo's ``probes/`` folder (shared storage).
+
+Ray is an optional extra (``pip install 'zooscope[ray]'``) imported only when ``backend="ray"``. Each Ray task asks
+for one CPU and sets one torch thread (two torch processes with two threads each on two cores run ~10× slower).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from zooscope._validation import ZooscopeInputError
+
+__all__ = ["compute_job", "load_kinds", "penultimate_layer", "run_jobs"]
+
+log = logging.getLogger(__name__)
+
+# Modules that register embedding kinds; a module not written yet is skipped.
+KIND_MODULES = ("zooscope.embed.signature", "zooscope.embed.task2vec", "zooscope.embed.gradsketch")
+
+
+def load_kinds() -> None:
+    """Import every module that registers embedding kinds (idempotent)."""
+    for mod in KIND_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+def penultimate_layer(model: Any, layers: list[str]) -> str:
+    """The layer the zoo compares models at by default.
+
+    Rule: the last captured layer that is not the classifier (``model.get_classifier()``, as timm models and
+    zooscope's factories expose it); without a ``get_classifier``, the last but one captured layer when the last
+    is an ``nn.Linear`` (taken to be the head), else the last layer.
+    """
+    from torch import nn
+
+    if not layers:
+        raise ZooscopeInputError("The model has no captured layers.")
+    names = {id(m): n for n, m in model.named_modules() if n}
+    head_name = None
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        head = get_classifier()
+        if isinstance(head, nn.Module):
+            head_name = names.get(id(head))
+    elif len(layers) > 1 and isinstance(dict(model.named_modules()).get(layers[-1]), nn.Linear):
+        head_name = layers[-1]
+    rest = [name for name in layers if name != head_name]
+    return rest[-1] if rest else layers[-1]
+
+
+def _load_probe(path: str) -> Any:
+    from safetensors.torch import load_file
+
+    return load_file(path)["x"]
+
+
+def compute_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Compute the vectors of one planned job (no catalog access).
+
+    Parameters
+    ----------
+    job : dict
+        Keys ``kind``, ``subject`` ("model" or "dataset"), ``name``, ``kind_params`` and, for model kinds,
+        ``arch``, ``kwargs``, ``checkpoint``, ``probe_file``; for dataset kinds ``source``, ``split``, ``seed``,
+        ``max_samples`` and ``probe_net`` (``{"arch", "kwargs", "checkpoint"}``).
+
+    Returns
+    -------
+    dict
+        ``vectors``: float32 array of shape (n_layers, dim) for model kinds or (dim,) for dataset kinds;
+        ``layers`` and ``penultimate`` (model kinds); ``seconds``.
+    """
+    from zooscope.embed._kinds import EMBEDDINGS
+    from zooscope.zoo.models import build_model
+
+    load_kinds()
+    t0 = time.perf_counter()
+    fn = EMBEDDINGS.get(job["kind"]).fn
+    params = dict(job.get("kind_params") or {})
+    if job["subject"] == "model":
+        model = build_model(job["arch"], job.get("kwargs"), job.get("checkpoint")).eval()
+        out = fn(model, _load_probe(job["probe_file"]), layers=job.get("layers"), **params)
+        layers = list(out)
+        dims = {np.asarray(v).shape for v in out.values()}
+        if len(dims) != 1:
+            raise ZooscopeInputError(f"Kind {job['kind']!r} returned vectors of different shapes {sorted(dims)}.")
+        return {"vectors": np.stack([np.asarray(v, dtype=np.float32) for v in out.values()]),
+                "layers": layers, "penultimate": penultimate_layer(model, layers),
+                "seconds": time.perf_counter() - t0}
+    from zooscope.zoo.datasets import load_dataset, probe_subset
+
+    ds = load_dataset(job["source"], split=job.get("split", "train"), seed=int(job.get("seed", 0)))
+    if ds.y is None:
+        raise ZooscopeInputError(f"Dataset {job['name']!r} has no labels; kind {job['kind']!r} needs labels.")
+    if job.get("max_samples") and len(ds.x) > int(job["max_samples"]):
+        ds = probe_subset(ds, int(job["max_samples"]), seed=int(job.get("seed", 0)))
+    net = job["probe_net"]
+    probe = build_model(net["arch"], net.get("kwargs"), net.get("checkpoint"))
+    vec = np.asarray(fn(ds.x, ds.y, probe=probe, **params), dtype=np.float32).reshape(-1)
+    return {"vectors": vec, "layers": None, "penultimate": None, "seconds": time.perf_counter() - t0}
+
+
+def _safe(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
+    """Run one job; an exception becomes its message (with the last frames) instead of stopping the run."""
+    try:
+        return job, compute_job(job), None
+    except Exception as e:  # one bad pair must not stop the others: the driver records it
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=-3))
+        return job, None, f"{type(e).__name__}: {e}\n{tb}"
+
+
+def _ray_task(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    return _safe(job)
+
+
+def run_jobs(jobs: Iterable[dict[str, Any]], *, backend: str = "local", address: str | None = None,
+             max_in_flight: int = 256) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None, str | None]]:
+    """Yield ``(job, result, error)`` as jobs finish (``result`` None and ``error`` set on failure).
+
+    Parameters
+    ----------
+    jobs : iterable of dict
+        Planned jobs (see `compute_job`).
+    backend : {"local", "ray"}, default="local"
+        ``"local"`` runs them one by one in this process; ``"ray"`` submits one task per job (1 CPU, 1 torch
+        thread) to the cluster at ``address`` (``"auto"``, ``"ray://host:10001"``; None starts a local Ray).
+    address : str, optional
+        Ray only.
+    max_in_flight : int, default=256
+        Ray only: tasks submitted ahead of the driver's writes (bounds object-store memory).
+    """
+    jobs = list(jobs)
+    if backend == "local":
+        for job in jobs:
+            yield _safe(job)
+        return
+    if backend != "ray":
+        raise ZooscopeInputError(f"'backend' of Zoo.embed must be 'local' or 'ray'; got {backend!r}.")
+    try:
+        import ray
+    except ImportError:
+        raise ZooscopeInputError(
+            "backend='ray' needs Ray, an optional extra: pip install 'zooscope[ray]' (or pip install ray), "
+            "then start a cluster (ray start --head) or pass address=None for a local one."
+        ) from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=1)(_ray_task)
+    pending: list[Any] = []
+    queue = iter(jobs)
+    for job in queue:
+        pending.append(task.remote(job))
+        if len(pending) >= max_in_flight:
+            break
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        for ref in done:
+            yield ray.get(ref)
+        for job in queue:  # refill one slot per finished task
+            pending.append(task.remote(job))
+            break

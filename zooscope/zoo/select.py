@@ -1,0 +1,240 @@
+"""Two-stage model selection: which zoo model to fine-tune for a new labelled dataset.
+
+Stage 1 (cheap, task vectors). The target's Task2Vec vector is compared with the task vectors of the datasets the
+zoo models were trained on by the asymmetric distance d_asym(source → target) = d_sym − α·d_sym(source, trivial)
+(Achille et al. 2019; α = 0.15; the trivial task is the probe with an untrained head, computed once per probe on
+the zoo's probe inputs and cached). The ``pool`` nearest sources' models are kept, plus every model whose training
+data is unknown (scored by transferability only).
+
+Stage 2 (exact, features). Each candidate's penultimate features on the target (a stratified subset of at most
+``max_examples``) are scored with LogME (You et al. 2021) and H-score (Bao et al. 2019); models with a classifier
+head also get LEEP (Nguyen et al. 2020) and NCE (Tran et al. 2019) from their softmax outputs.
+
+Combined score (documented rule): every method's column is rank-normalised over the candidates that have it
+(best = 1, worst = 0, ties averaged; task distance: smaller is better) and the score is the mean of a candidate's
+available normalised ranks. Missing methods (no head, unknown training data) are left out, not counted as zero.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from zooscope._validation import ZooscopeInputError, check_choice
+from zooscope.zoo import _vectors
+
+if TYPE_CHECKING:
+    from zooscope.zoo.zoo import Zoo
+
+__all__ = ["METHODS", "combine_ranks", "select"]
+
+log = logging.getLogger(__name__)
+
+METHODS = ("task2vec", "logme", "leep", "nce", "hscore")
+# method -> (names tried in zooscope.measures.transfer, input: "features" or "probs" or "labels")
+_SCORERS = {"logme": (("logme",), "features"), "hscore": (("h_score", "hscore"), "features"),
+            "leep": (("leep",), "probs"), "nce": (("nce",), "labels")}
+_COLUMN = {"task2vec": "task_distance"}
+
+
+def _scorer(method: str) -> Any:
+    from zooscope.measures import transfer
+
+    for name in _SCORERS[method][0]:
+        fn = getattr(transfer, name, None)
+        if callable(fn):
+            return fn
+    raise ZooscopeInputError(f"Selection method {method!r} is not available in this install "
+                             f"(zooscope.measures.transfer has no {_SCORERS[method][0][0]}). Drop it from methods=.")
+
+
+def combine_ranks(table: pd.DataFrame, columns: Sequence[str], smaller_is_better: Sequence[str] = ()) -> np.ndarray:
+    """Mean of per-column rank-normalised scores in [0, 1] (1 = best), ignoring NaN cells.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+    columns : sequence of str
+    smaller_is_better : sequence of str
+        Columns where smaller values are better (distances).
+
+    Returns
+    -------
+    ndarray of shape (len(table),)
+        NaN for a row with no value in any column.
+    """
+    parts = []
+    for c in columns:
+        col = table[c].astype(float)
+        col = -col if c in smaller_is_better else col
+        r = col.rank(method="average")
+        m = int(col.notna().sum())
+        parts.append(((r - 1) / (m - 1)) if m > 1 else r.where(r.isna(), 1.0))
+    if not parts:
+        return np.full(len(table), np.nan)
+    return pd.concat(parts, axis=1).mean(axis=1, skipna=True).to_numpy(dtype=float)
+
+
+def _task_distances(zoo: Zoo, target: str, models: list[dict], alpha: float) -> dict[str, float]:
+    """d_asym(source → target) of each model with a known source task (embedding missing task vectors)."""
+    from zooscope.embed.task2vec import task_distance
+
+    registered = {d["name"] for d in zoo.catalog.datasets()}
+    sources = sorted({m["trained_on"] for m in models if m["trained_on"] in registered})
+    zoo.embed(kinds=("task2vec",), datasets=sorted({target, *sources}))
+    vecs = {r["dataset"]: np.asarray(_vectors.read_stack(zoo, r), dtype=np.float64)
+            for r in _vectors.current_rows(zoo, "task2vec")}
+    if target not in vecs:
+        raise ZooscopeInputError(f"The task2vec embedding of {target!r} failed; see zoo.failures().")
+    trivial = _trivial(zoo, target)
+    return {m["name"]: float(task_distance(vecs[m["trained_on"]], vecs[target], kind="asym", alpha=alpha,
+                                           trivial=trivial))
+            for m in models if m["trained_on"] in vecs}
+
+
+def _trivial(zoo: Zoo, target: str) -> np.ndarray:
+    """The trivial task's vector for the target's probe network (cached under ``cache/task2vec_trivial``)."""
+    from safetensors.torch import load_file
+
+    from zooscope.embed.task2vec import Task2Vec, index_vector
+    from zooscope.zoo._embedrun import probe_set
+    from zooscope.zoo.models import build_model
+
+    row = _vectors.current_rows(zoo, "task2vec", dataset=target)[0]
+    req = row["params"]["request"]
+    shape = tuple(zoo.catalog.get_dataset(target)["input_shape"])
+    probe = probe_set(zoo, shape)
+    from zooscope.zoo.catalog import params_hash
+
+    path = zoo.root / "cache" / "task2vec_trivial" / f"{params_hash({**req, 'probe': probe['id']})[:24]}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    net = req["probe_net"]
+    params = {k: v for k, v in req["params"].items() if k not in ("progress",)}
+    t2v = Task2Vec(build_model(net["arch"], net.get("kwargs"), net.get("checkpoint")), **params)
+    vec = index_vector(t2v.embed_trivial(load_file(str(zoo.root / probe["file"]))["x"]).hessian)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vec, allow_pickle=False)
+    return vec
+
+
+def _features(model: Any, x: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """(penultimate features (n, p), softmax outputs (n, C) or None when the model has no classifier head)."""
+    import torch
+
+    from zooscope.embed.capture import capture, default_layers
+    from zooscope.zoo.parallel import penultimate_layer
+
+    model.eval()
+    layers = default_layers(model)
+    pen = penultimate_layer(model, layers)
+    feats = capture(model, x, [pen])[pen].double().numpy()
+    with torch.no_grad():
+        out = model(x[:2])
+    probs = None
+    if out.ndim == 2 and out.shape[1] > 1 and pen != layers[-1]:
+        with torch.no_grad():
+            probs = torch.cat([torch.softmax(model(x[i:i + 256]).double(), 1) for i in range(0, len(x), 256)])
+        probs = probs.numpy()
+    return feats, probs
+
+
+def select(zoo: Zoo, dataset: str, k: int = 10, *, candidates: Sequence[str] | None = None,
+           methods: Sequence[str] = METHODS, pool: int | None = None, alpha: float = 0.15,
+           max_examples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Rank the zoo models to transfer from for a registered labelled ``dataset``.
+
+    Parameters
+    ----------
+    zoo : Zoo
+    dataset : str
+        A registered dataset with at least two classes.
+    k : int, default=10
+    candidates : sequence of str, optional
+        Restrict to these models (default: every model whose input shape fits the dataset).
+    methods : sequence of str, default=("task2vec", "logme", "leep", "nce", "hscore")
+    pool : int, optional
+        Stage-1 survivors with known source tasks (default max(3k, 10)).
+    alpha : float, default=0.15
+        d_asym's complexity weight.
+    max_examples : int, default=1000
+        Target examples used for the transferability scores (stratified, seeded).
+    seed : int, default=0
+
+    Returns
+    -------
+    pandas.DataFrame
+        rank, model, score (combined, in [0, 1], larger = better), task_distance, logme, leep, nce, hscore,
+        arch, trained_on, why.
+    """
+    from zooscope.zoo.datasets import check_labelled, load_dataset, probe_subset
+    from zooscope.zoo.models import build_model
+
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ZooscopeInputError(f"'k' of Zoo.select must be an int >= 1; got {k!r}.")
+    methods = [check_choice(m, METHODS, "methods", "Zoo.select") for m in methods]
+    if not methods:
+        raise ZooscopeInputError(f"Zoo.select needs at least one method among {', '.join(METHODS)}.")
+    scorers = {m: _scorer(m) for m in methods if m != "task2vec"}
+    all_models = zoo.catalog.models()
+    if not all_models:
+        raise ZooscopeInputError("The zoo has no models. Add some (zoo.add_model) before selecting.")
+    rec = zoo.catalog.get_dataset(dataset)
+    ds = check_labelled(load_dataset(rec["source"], split=rec["meta"].get("split", "train"),
+                                     seed=int(rec["meta"].get("seed", 0))))
+    models = all_models if candidates is None else [zoo.catalog.get_model(n) for n in candidates]
+    fits = [m for m in models if m["input_shape"] and tuple(m["input_shape"]) == ds.input_shape]
+    if not fits:
+        shapes = sorted({tuple(m["input_shape"] or ()) for m in models})
+        raise ZooscopeInputError(f"No candidate model takes inputs of shape {ds.input_shape} (dataset {dataset!r}); "
+                                 f"the models take {shapes}. Resize the dataset (e.g. '?size=28') or add models.")
+    dist: dict[str, float] = {}
+    if "task2vec" in methods:
+        dist = _task_distances(zoo, dataset, fits, alpha)
+        keep = sorted(dist, key=dist.get)[: (pool or max(3 * k, 10))]
+        fits = [m for m in fits if m["name"] in keep or m["name"] not in dist]
+    sub = probe_subset(ds, min(max_examples, len(ds)), seed=seed)
+    y = sub.y.numpy()
+    rows = []
+    for m in fits:
+        row: dict[str, Any] = {"model": m["name"], "task_distance": dist.get(m["name"], np.nan)}
+        net = build_model(m["spec"], m["kwargs"], m["checkpoint"])
+        feats, probs = _features(net, sub.x)
+        for meth, fn in scorers.items():
+            kind = _SCORERS[meth][1]
+            if kind == "features":
+                row[meth] = float(fn(feats, y))
+            elif probs is None:
+                row[meth] = np.nan
+            else:
+                row[meth] = float(fn(probs if kind == "probs" else probs.argmax(1), y))
+        rows.append(row | {"arch": m["spec"], "trained_on": m["trained_on"]})
+    cols = ["task_distance" if m == "task2vec" else m for m in methods]
+    table = pd.DataFrame(rows)
+    table["score"] = combine_ranks(table, cols, smaller_is_better=("task_distance",))
+    table["why"] = [_why(table, i, cols) for i in range(len(table))]
+    table = table.sort_values(["score", "model"], ascending=[False, True], na_position="last").head(k)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    order = ["rank", "model", "score", *[c for c in ("task_distance", *scorers) if c in table]]
+    return table[[*order, "arch", "trained_on", "why"]].reset_index(drop=True)
+
+
+def _why(table: pd.DataFrame, i: int, cols: list[str]) -> str:
+    row = table.iloc[i]
+    parts = []
+    if "task_distance" in cols:
+        if np.isnan(row["task_distance"]):
+            parts.append("training data unknown: transferability only")
+        else:
+            nearest = row["task_distance"] <= table["task_distance"].min(skipna=True)
+            parts.append(f"{'nearest' if nearest else 'source'} task ({row['trained_on']}, "
+                         f"d_asym={row['task_distance']:.3g})")
+    names = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}
+    best = [names[c] for c in cols if c in names and not np.isnan(row[c]) and row[c] >= table[c].max(skipna=True)]
+    if best:
+        parts.append("best " + ", ".join(best))
+    return "; ".join(parts)
