@@ -63,7 +63,8 @@ def test_permuted_copy_is_recovered_with_correlation_one(permuted_checkpoints, t
 
 def test_semi_method_between_two_layers_of_one_model():
     result = runner.invoke(app, ["match", SPEC, SPEC, "--kwargs-a", KW, "--data", DATA, "--n", "48",
-                                 "--layer", "conv2", "--layer-b", "conv3", "--method", "semi", "--format", "json"])
+                                 "--layer", "conv2", "--layer-b", "conv3", "--spatial", "mean", "--method", "semi",
+                                 "--format", "json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout[result.stdout.index("["):])
     assert len(rows) == 32 and {"unit_a", "unit_b", "correlation"} <= set(rows[0])

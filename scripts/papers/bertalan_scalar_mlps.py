@@ -86,7 +86,7 @@ def main() -> None:
     ya = obs_a(torch.as_tensor(x)).detach().numpy()
     ca = jacobian_covariances(obs_a, x)
 
-    print(f"\n{'B observed through':<26}{'metric':<13}{'held-out error':>15}{'coord |corr|':>16}  verdict")
+    print(f"\n{'B observed through':<26}{'metric':<13}{'held-out error':>15}  {'coord |corr|':<22}verdict")
     for label, obs_b in cases.items():
         yb = obs_b(torch.as_tensor(x)).detach().numpy()
         cb = jacobian_covariances(obs_b, x)
@@ -98,7 +98,7 @@ def main() -> None:
             err = nt.score(ya[te], yb[te], **kw_te)
             agree = ", ".join(f"{c:.3f}" for c in nt.coordinate_agreement_)
             verdict = "equivalent" if nt.is_equivalent(threshold=0.05) else "not equivalent"
-            print(f"{label:<26}{metric:<13}{err:>15.4f}{agree:>16}  {verdict}")
+            print(f"{label:<26}{metric:<13}{err:>15.4f}  {agree:<22}{verdict}")
 
     # Whitney's point: from A's three observations, B's output (a different network) is a function of x.
     nt = NetworkTransform(n_components=3, metric="mahalanobis", align="none")

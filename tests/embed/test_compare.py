@@ -196,3 +196,13 @@ def test_numpy_input_and_device_argument(nets, x):
     df_np = compare(a, b, x.numpy(), device="cpu")
     df_t = compare(a, b, x)
     np.testing.assert_allclose(df_np.to_numpy(), df_t.to_numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize(("measure", "kwargs"), [("linear_cka", {"debaised": True}),
+                                                 ("minibatch_cka", {"debiased": True})])
+def test_misspelt_measure_option_fails_before_any_forward(nets, x, measure, kwargs):
+    a, b = nets
+    counter = _Counter(a)
+    with pytest.raises(ZooscopeInputError, match=f"measure '{measure}' does not take"):
+        compare(a, b, x, measure=measure, **kwargs)
+    assert counter.calls == 0

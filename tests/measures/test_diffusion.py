@@ -13,6 +13,7 @@ from scipy import stats
 from zooscope import ZooscopeInputError
 from zooscope.measures import MEASURES, Inv
 from zooscope.measures.diffusion import DiffusionMaps, GeometricHarmonics, NotFittedError
+from zooscope.measures.geodesic import mahalanobis_geodesic_sq_distances
 from zooscope.measures.mahalanobis import burst_covariances, jacobian_covariances, mahalanobis_sq_distances
 from zooscope.measures.transform import NetworkTransform, relative_error, transform_error
 
@@ -167,6 +168,44 @@ def test_nystrom_is_stable_far_from_the_data(rng):
     assert np.isfinite(out).all()
 
 
+def wiggly_net(x):
+    """A strongly curved observation of t in [0, 1]: far arcs pass close to each other in R^3."""
+    t = x[:, 0]
+    return torch.stack([t, torch.sin(3 * np.pi * t) * t, torch.cos(2 * t) + t**2], dim=1)
+
+
+def test_geodesic_distances_remove_shortcuts_of_the_pairwise_formula():
+    x = np.random.default_rng(0).uniform(0, 1, size=(300, 1))
+    Y, C = wiggly_net(torch.as_tensor(x)).numpy(), jacobian_covariances(wiggly_net, x)
+    far = (x - x.T) ** 2 > 0.05
+    pairwise = mahalanobis_sq_distances(Y, C)[far] / ((x - x.T) ** 2)[far]
+    geodesic = mahalanobis_geodesic_sq_distances(Y, C, n_neighbors=10)[far] / ((x - x.T) ** 2)[far]
+    assert np.quantile(pairwise, 0.05) < 0.2            # shortcuts: measured 5 % quantile 0.03
+    assert np.quantile(geodesic, [0.01, 0.5, 0.99]) == pytest.approx([1, 1, 1], abs=0.1)  # 0.92, 1.00, 1.00
+    phi = DiffusionMaps(n_components=2, metric="mahalanobis", n_neighbors=10).fit(Y, covariances=C).eigenvectors_
+    for k in (1, 2):
+        assert corr(phi[:, k - 1], np.cos(k * np.pi * x[:, 0])) > CORR_TOL
+
+
+def test_geodesic_nystrom_reproduces_training_points(scalar_nets):
+    _, nets = scalar_nets
+    Y, C = nets["lin"]
+    dm = DiffusionMaps(n_components=3, metric="mahalanobis", n_neighbors=12).fit(Y[:200], covariances=C[:200])
+    np.testing.assert_allclose(dm.transform(Y[:200], covariances=C[:200]), dm.eigenvectors_, atol=1e-10)
+    new = dm.transform(Y[200:], covariances=C[200:])
+    assert np.isfinite(new).all() and new.shape == (200, 3)
+
+
+def test_geodesic_graph_disconnected_says_what_to_do(rng):
+    t = np.concatenate([np.linspace(0, 1, 20), np.linspace(5, 6, 20)])
+    Y = np.column_stack([t, 2 * t])
+    C = np.tile(np.outer([1.0, 2.0], [1.0, 2.0]), (40, 1, 1))
+    with pytest.raises(ZooscopeInputError, match="Increase n_neighbors"):
+        mahalanobis_geodesic_sq_distances(Y, C, n_neighbors=3)
+    np.testing.assert_allclose(mahalanobis_geodesic_sq_distances(Y, C, n_neighbors=25), (t[:, None] - t) ** 2,
+                               rtol=1e-9, atol=1e-12)   # a straight line: the path length is exact
+
+
 # --- Geometric harmonics -----------------------------------------------------------------------------
 
 def test_geometric_harmonics_extend_a_smooth_function(rng):
@@ -231,7 +270,7 @@ def test_sklearn_conventions(scalar_nets):
     _, nets = scalar_nets
     nt = NetworkTransform(n_components=2, align="sign", delta=1e-4)
     assert vars(nt) == {"n_components": 2, "metric": "euclidean", "align": "sign", "epsilon_scale": None,
-                        "alpha": 1.0, "delta": 1e-4, "rank": None, "rcond": 1e-10}
+                        "alpha": 1.0, "delta": 1e-4, "rank": None, "rcond": 1e-10, "n_neighbors": 10}
     ya, yb = nets["a"][0][:100], nets["lin"][0][:100]
     assert nt.fit(ya, yb) is nt
     assert nt.alignment_.shape == (2, 2) and np.allclose(np.abs(nt.alignment_), np.eye(2))

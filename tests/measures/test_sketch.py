@@ -10,10 +10,10 @@ from zooscope.measures.sketch import (
     CountSketch,
     SketchAccumulator,
     center_kernel,
-    gradient_kernel,
     grad_kernel_cka,
     grad_kernel_euclidean,
     grad_kernel_nbs,
+    gradient_kernel,
     jl_project,
     kernel_euclidean,
     kernel_index_matrix,
@@ -106,10 +106,12 @@ def test_sketched_cka_converges_towards_exact_as_M_grows(rng):
 def test_sketch_is_unbiased_for_the_mean_embedding(rng):
     # E[S^T S] = T I, so E[(SF)^T (SG)] / T = F^T G = sum_i f_i ⊗ g_i
     F, G = rng.normal(size=(30, 4)) + 1, rng.normal(size=(30, 3))
-    est = np.mean([SketchAccumulator(8, T=2, seed=s).update(F, G).SF_.T
-                   @ SketchAccumulator(8, T=2, seed=s).update(F, G).SG_ / 2 for s in range(3000)], axis=0)
+    draws = []
+    for s in range(2000):
+        acc = SketchAccumulator(8, T=2, seed=s).update(F, G)
+        draws.append(acc.SF_.T @ acc.SG_ / 2)
     target = F.T @ G
-    assert np.abs(est - target).max() < 0.05 * np.abs(target).max()
+    assert np.abs(np.mean(draws, axis=0) - target).max() < 0.06 * np.abs(target).max()  # MC error ~ 1/sqrt(2000)
 
 
 def test_sketch_errors_say_the_fix(rng):
@@ -205,12 +207,12 @@ def test_kernel_checks_say_the_fix(rng):
 
 @pytest.mark.parametrize("kind", ["gaussian", "sparse"])
 def test_jl_preserves_norms_and_inner_products_approximately(rng, kind):
-    X = rng.normal(size=(6, 9000))
-    Z = jl_project(X, 1024, seed=3, kind=kind)
+    X = rng.normal(size=(6, 5000))
+    Z = jl_project(X, 512, seed=3, kind=kind)
     np.testing.assert_allclose(Z @ Z.T / (X @ X.T).diagonal().mean(), X @ X.T / (X @ X.T).diagonal().mean(),
-                               atol=0.15)
-    np.testing.assert_array_equal(Z, jl_project(X, 1024, seed=3, kind=kind))
-    assert not np.allclose(Z, jl_project(X, 1024, seed=4, kind=kind))
+                               atol=0.2)  # JL: relative error ~ sqrt(2 / dim) per entry
+    np.testing.assert_array_equal(Z, jl_project(X, 512, seed=3, kind=kind))
+    assert not np.allclose(Z, jl_project(X, 512, seed=4, kind=kind))
 
 
 def test_gaussian_jl_is_prefix_consistent_and_sparse_is_sparse(rng):

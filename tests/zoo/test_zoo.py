@@ -3,12 +3,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from zoo_helpers import KW, SPEC, checkpoints, clone_zoo, make_zoo
 
 from zooscope import Zoo
 from zooscope._validation import ZooscopeInputError
 from zooscope.zoo import _vectors
-
-from zoo_helpers import KW, SPEC, checkpoints, clone_zoo, make_zoo
 
 SCORE_TOL = 1e-6
 
@@ -128,7 +127,7 @@ def test_pickle_checkpoint_that_runs_code_is_refused(tmp_path, zoo):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
         pickle.dump({"conv1.0.weight": Evil()}, f)
-    with pytest.raises(ZooscopeInputError, match="(?i)refused"):
+    with pytest.raises(ZooscopeInputError, match=r"(?i)refused"):
         zoo.add_model("evil", SPEC, path, kwargs=KW)
     assert "evil" not in zoo.models()["name"].tolist()
 
@@ -165,3 +164,14 @@ def test_a_failing_pair_is_recorded_and_the_run_continues(zoo_dir, tmp_path):
     assert report.loc["fresh", "status"] == "embedded"
     assert zoo.failures()["model"].tolist() == ["gone"]
     assert torch.get_num_threads() >= 1
+
+
+def test_ray_backend_without_ray_says_how_to_install(zoo):
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed")
+    with pytest.raises(ZooscopeInputError, match="pip install"):
+        zoo.embed(kinds=("cka",), backend="ray")
+    with pytest.raises(ZooscopeInputError, match="'local' or 'ray'"):
+        zoo.embed(kinds=("cka",), backend="dask")

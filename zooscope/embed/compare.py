@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import inspect
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -230,8 +231,10 @@ def compare(
     names_a = resolve_layers(model_a, layers_a)
     names_b = resolve_layers(model_b, layers_b if layers_b is not None or model_b is not model_a else names_a)
     n = n_examples(data)
-    nb = math.ceil(n / batch_size) if n is not None and not isinstance(data, DataLoader) else (
-        len(data) if isinstance(data, DataLoader) and n is not None else None)
+    if isinstance(data, DataLoader):
+        nb = len(data) if n is not None else None  # the loader's own batch size
+    else:
+        nb = math.ceil(n / batch_size) if n is not None else None
     desc = f"Comparing {len(names_a)} × {len(names_b)} layers" + (f" on {n:,} inputs" if n else "")
 
     if measure in COMPARERS:
@@ -254,6 +257,7 @@ def compare(
                 return ((x, x) for x in iter_batches(data, batch_size))
             return zip(iter_batches(data, batch_size), iter_batches(data_b, batch_size), strict=True)
 
+        _check_kwargs(measure, fn, 5, measure_kwargs)
         extra = {"total": nb, "description": desc} if fn is minibatch_cka else {}
         with on_device(model_a, device), on_device(model_b, device):
             values = fn(model_a, model_b, pairs, names_a, names_b, device=device, progress=progress,
@@ -272,6 +276,7 @@ def compare(
             raise ZooscopeInputError(
                 f"data_b is only for cross-dataset comparers; {measure!r} needs both models on the same inputs."
             )
+        _check_kwargs(measure, entry.fn, 2, measure_kwargs)
         acts_a, acts_b = _collect(model_a, model_b, data, names_a, names_b, batch_size, device, n, nb,
                                   max_memory_gb, progress, desc)
         values = _pairwise(measure, entry, acts_a, acts_b, measure_kwargs)
@@ -282,6 +287,22 @@ def compare(
                       columns=pd.Index(names_b, name="layer_b"))
     df.attrs.update(measure=measure, n_examples=n, larger_is_more_similar=bool(larger))
     return df
+
+
+def _check_kwargs(measure: str, fn: Callable[..., Any], n_positional: int, kwargs: dict[str, Any]) -> None:
+    """Unknown or misspelt measure options fail before any forward pass, naming the valid ones."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind_partial(*range(n_positional), **kwargs)
+    except TypeError as e:
+        valid = [p.name for p in list(sig.parameters.values())[n_positional:]
+                 if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("device", "progress")]
+        raise ZooscopeInputError(
+            f"measure {measure!r} does not take {sorted(kwargs)} ({e}); its options: {', '.join(valid) or 'none'}."
+        ) from None
 
 
 def _collect(

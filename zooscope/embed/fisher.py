@@ -26,6 +26,7 @@ Estimators of ``Σ_i w_i · mean_fanin(g_i²)`` (``w_i`` = per-example weights):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -220,18 +221,27 @@ def _ce_terms(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels, reduction="none")
 
 
+def _passes(p: torch.Tensor, w: torch.Tensor, labels: str, n_draws: int,
+            generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(labels ŷ, weights) of each backward pass: sampled ŷ ∼ p with weight w, or every class c with w·p_c."""
+    if labels == "exact":  # Σ_c p_c g_c²: the expectation over ŷ, no sampling noise (K passes)
+        return [(torch.full((p.shape[0],), c, dtype=torch.long), w.double() * p[:, c]) for c in range(p.shape[1])]
+    return [(torch.multinomial(p, 1, generator=generator)[:, 0], w.double()) for _ in range(n_draws)]
+
+
 def per_filter_fisher(
     net: nn.Module,
     targets: list[FisherTarget],
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
     *,
     estimator: str,
-    n_draws: int,
+    n_draws: int = 1,
+    labels: str = "sample",
     generator: torch.Generator,
     vmap_chunk: int | None = None,
     progress: Callable[[Iterator], Iterator] = iter,
 ) -> torch.Tensor:
-    """Accumulate ``Σ_draws Σ_i w_i · mean_fanin(g_i²)`` for every target; return the concatenated sums.
+    """Accumulate ``Σ_passes Σ_i w_i · mean_fanin(g_i²)`` for every target; return the concatenated sums.
 
     Parameters
     ----------
@@ -242,65 +252,68 @@ def per_filter_fisher(
     batches : iterator of (x, w)
         Inputs (B, ...) and per-example weights (B,) float.
     estimator : {"hooks", "vmap", "loop", "random_sign"}
-        See the module docstring ("auto"/"per_sample" are resolved by the caller).
-    n_draws : int
-        Model-sampled labels per example (each one Fisher term); the forward pass is shared.
+        See the module docstring ("auto"/"per_sample" are resolved by `resolve_estimator`).
+    n_draws : int, default=1
+        ``labels="sample"``: model-sampled labels per example (each one Fisher term); one shared forward.
+    labels : {"sample", "exact"}, default="sample"
+        "exact": the expectation over ``ŷ ∼ p(·|x)`` in closed form, ``Σ_c p_c g_c²`` (K backward passes).
     generator : torch.Generator
         Source of the sampled labels (and Rademacher signs); consumed in batch order.
 
     Returns
     -------
     torch.Tensor of shape (sum of out-channels,), float64
-        Unnormalised sums (divide by ``n_draws · Σ w``).
+        Unnormalised sums: divide by ``n_draws · Σ w`` ("sample") or ``Σ w`` ("exact").
     """
     for t in targets:
         t.acc = torch.zeros(t.weight.shape[0], dtype=torch.float64)
     params = [t.weight for t in targets]
     est = _HookEstimator(targets) if estimator == "hooks" else None
     for x, w in progress(batches):
-        if est is not None:
-            est.weights, est.calls = w, {}
-            with est:
+        if estimator in ("hooks", "random_sign"):
+            est_ctx = est if est is not None else contextlib.nullcontext()
+            if est is not None:
+                est.calls = {}
+            with est_ctx:
                 logits = net(x)
             p = torch.softmax(logits.detach().double(), -1)
-            for j in range(n_draws):
-                yhat = torch.multinomial(p, 1, generator=generator)[:, 0]
-                loss = _ce_terms(logits, yhat).sum()  # a SUM: the output gradients are per-sample
-                torch.autograd.grad(loss, params, retain_graph=j < n_draws - 1)  # hooks do the work
-            continue
-        if estimator == "random_sign":
-            logits = net(x)
-            p = torch.softmax(logits.detach().double(), -1)
-            for j in range(n_draws):
-                yhat = torch.multinomial(p, 1, generator=generator)[:, 0]
+            passes = _passes(p, w, labels, n_draws, generator)
+            for j, (yhat, wj) in enumerate(passes):
+                keep = j < len(passes) - 1
+                terms = _ce_terms(logits, yhat)
+                if est is not None:
+                    est.weights = wj
+                    # a SUM: the output gradients are per-sample; the hooks do the work
+                    torch.autograd.grad(terms.sum(), params, retain_graph=keep)
+                    continue
                 r = torch.randint(0, 2, (x.shape[0],), generator=generator).to(logits.dtype) * 2 - 1
-                loss = (r * w.to(logits.dtype).sqrt() * _ce_terms(logits, yhat)).sum()
-                grads = torch.autograd.grad(loss, params, retain_graph=j < n_draws - 1)
+                grads = torch.autograd.grad((r * wj.to(logits.dtype).sqrt() * terms).sum(), params,
+                                            retain_graph=keep)
                 for t, gr in zip(targets, grads, strict=True):
                     t.acc += gr.double().pow(2).reshape(gr.shape[0], -1).mean(1)
             continue
         with torch.no_grad():
             p = torch.softmax(net(x).double(), -1)
-        labels = [torch.multinomial(p, 1, generator=generator)[:, 0] for _ in range(n_draws)]
+        passes = _passes(p, w, labels, n_draws, generator)
         if estimator == "loop":
-            _loop(net, targets, x, w, labels)
+            _loop(net, targets, x, passes)
         else:
-            _vmap(net, targets, x, w, labels, vmap_chunk)
+            _vmap(net, targets, x, passes, vmap_chunk)
     return torch.cat([t.acc for t in targets])
 
 
-def _loop(net, targets, x, w, labels) -> None:
+def _loop(net, targets, x, passes) -> None:
     params = [t.weight for t in targets]
     for i in range(x.shape[0]):
         logits = net(x[i:i + 1])
-        for j, yhat in enumerate(labels):
+        for j, (yhat, w) in enumerate(passes):
             loss = _ce_terms(logits, yhat[i:i + 1]).sum()
-            grads = torch.autograd.grad(loss, params, retain_graph=j < len(labels) - 1)
+            grads = torch.autograd.grad(loss, params, retain_graph=j < len(passes) - 1)
             for t, gr in zip(targets, grads, strict=True):
                 t.acc += float(w[i]) * gr.double().pow(2).reshape(gr.shape[0], -1).mean(1)
 
 
-def _vmap(net, targets, x, w, labels, chunk) -> None:
+def _vmap(net, targets, x, passes, chunk) -> None:
     from torch.func import functional_call, grad, vmap
 
     names = {id(p): n for n, p in net.named_parameters()}
@@ -316,13 +329,12 @@ def _vmap(net, targets, x, w, labels, chunk) -> None:
     n_params = sum(t.weight.numel() for t in targets)
     chunk = chunk or max(1, min(x.shape[0], (1 << 25) // max(n_params, 1)))
     per_grad = vmap(grad(loss_one), in_dims=(None, 0, 0))
-    for yhat in labels:
+    for yhat, w in passes:
         for i in range(0, x.shape[0], chunk):
             gs = per_grad(theta, x[i:i + chunk], yhat[i:i + chunk])
-            wi = w[i:i + chunk].double()
             for k, t in zip(keys, targets, strict=True):
                 g2 = gs[k].double().pow(2).reshape(gs[k].shape[0], t.weight.shape[0], -1).mean(-1)
-                t.acc += wi @ g2
+                t.acc += w[i:i + chunk] @ g2
 
 
 def resolve_estimator(estimator: str, targets: list[FisherTarget]) -> tuple[str, str]:

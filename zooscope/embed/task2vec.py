@@ -214,17 +214,19 @@ class Task2Vec:
                  n_samples: int | None = None, batch_size: int = 64, head_epochs: int = 10,
                  head_lr: float = 4e-4, head_wd: float = 1e-4, head_draws: int = 10_000,
                  max_samples: int | None = None, seed: int = 0, estimator: str = "auto", skip_layers: int = 0,
-                 include_bn: bool = True, progress: bool = False) -> None:
+                 include_bn: bool = True, fisher_labels: Literal["sample", "exact"] = "sample",
+                 progress: bool = False) -> None:
         self.probe, self.method, self.n_samples, self.batch_size = probe, method, n_samples, batch_size
         self.head_epochs, self.head_lr, self.head_wd, self.head_draws = head_epochs, head_lr, head_wd, head_draws
         self.max_samples, self.seed, self.estimator, self.skip_layers = max_samples, seed, estimator, skip_layers
-        self.include_bn, self.progress = include_bn, progress
+        self.include_bn, self.fisher_labels, self.progress = include_bn, fisher_labels, progress
 
     def _check(self) -> None:
         if not isinstance(self.probe, nn.Module):
             raise ZooscopeInputError(f"probe must be a torch nn.Module; got {type(self.probe).__name__}.")
         check_choice(self.method, ("montecarlo", "variational"), "method", "Task2Vec")
         check_choice(self.estimator, _fisher.ESTIMATORS, "estimator", "Task2Vec")
+        check_choice(self.fisher_labels, ("sample", "exact"), "fisher_labels", "Task2Vec")
         for name in ("batch_size", "head_draws"):
             if int(getattr(self, name)) < 1:
                 raise ZooscopeInputError(f"{name!r} of Task2Vec must be an int >= 1; got {getattr(self, name)}.")
@@ -344,16 +346,19 @@ class Task2Vec:
         draws = 1 if self.n_samples is None else max(1, math.ceil(int(self.n_samples) / len(x)))
         n_batches = math.ceil(len(x) / int(self.batch_size))
         acc = _fisher.per_filter_fisher(
-            net, targets, self._batches(x, w), estimator=estimator, n_draws=draws, generator=gen,
+            net, targets, self._batches(x, w), estimator=estimator, n_draws=draws, labels=self.fisher_labels,
+            generator=gen,
             progress=lambda it: track(it, total=n_batches, description="task2vec fisher", enabled=self.progress))
-        hess = (acc / (draws * float(w.sum()))).numpy()
-        return hess, np.ones_like(hess), {"estimator": estimator, "estimator_reason": why, "label_draws": draws}
+        passes = draws if self.fisher_labels == "sample" else 1
+        hess = (acc / (passes * float(w.sum()))).numpy()
+        return hess, np.ones_like(hess), {"estimator": estimator, "estimator_reason": why,
+                                          "label_draws": draws if self.fisher_labels == "sample" else "exact"}
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters except the probe (stored with each vector)."""
         return {k: getattr(self, k) for k in ("method", "n_samples", "batch_size", "head_epochs", "head_lr",
                                                "head_wd", "head_draws", "max_samples", "seed", "estimator",
-                                               "skip_layers", "include_bn")}
+                                               "skip_layers", "include_bn", "fisher_labels")}
 
 
 # ------------------------------------------------------------------------------------------------- distances
@@ -468,7 +473,7 @@ def pdist(embeddings: Sequence[Any], **kwargs: Any) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ embedding kind
 _DEFAULTS = {"method": "montecarlo", "n_samples": None, "batch_size": 64, "head_epochs": 10, "head_lr": 4e-4,
              "head_wd": 1e-4, "head_draws": 10_000, "max_samples": None, "seed": 0, "estimator": "auto",
-             "skip_layers": 0, "include_bn": True}
+             "skip_layers": 0, "include_bn": True, "fisher_labels": "sample"}
 
 
 @EMBEDDINGS.register(EmbeddingMeta(

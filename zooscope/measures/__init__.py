@@ -15,6 +15,7 @@ from zooscope.measures.sketch import *  # noqa: F403
 from zooscope.measures.bayes import *  # noqa: F403
 from zooscope.measures.matching import *  # noqa: F403
 from zooscope.measures.mahalanobis import *  # noqa: F403
+from zooscope.measures.geodesic import *  # noqa: F403
 from zooscope.measures.diffusion import *  # noqa: F403
 from zooscope.measures.transform import *  # noqa: F403
 from zooscope.measures.transfer import *  # noqa: F403

@@ -95,22 +95,23 @@ def center_kernel(K: npt.ArrayLike) -> np.ndarray:
     return K - K.mean(axis=0, keepdims=True) - K.mean(axis=1, keepdims=True) + K.mean()
 
 
-def check_kernel_stack(Ks_a: Sequence[npt.ArrayLike], Ks_b: Sequence[npt.ArrayLike],
-                       owner: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def check_kernel_stack(Ks_a: Sequence[npt.ArrayLike], Ks_b: Sequence[npt.ArrayLike], owner: str,
+                       names: tuple[str, str] = ("Ks_a", "Ks_b")) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Validate two lists of kernels: square, finite, symmetric, one common size; float64, symmetrised."""
     out = []
-    for side, Ks in (("A", Ks_a), ("B", Ks_b)):
+    for side, Ks in zip(names, (Ks_a, Ks_b), strict=True):
         checked = []
         for i, K in enumerate(Ks):
-            K = as_matrix(K, f"kernel {i} of {side}")
+            what = side if len(Ks) == 1 and not side.startswith("Ks") else f"{side}[{i}]"
+            K = as_matrix(K, what)
             if K.shape[0] == 0:
-                raise ZooscopeInputError(f"{owner}: kernel {i} of {side} is empty (no examples).")
+                raise ZooscopeInputError(f"{owner}: {what} is empty (no examples).")
             if K.shape[0] != K.shape[1]:
-                raise ZooscopeInputError(f"{owner}: kernel {i} of {side} must be square; got shape {K.shape}.")
-            check_finite(K, f"kernel {i} of {side}")
+                raise ZooscopeInputError(f"{owner}: {what} must be a square kernel; got shape {K.shape}.")
+            check_finite(K, what)
             scale = max(float(np.abs(K).max(initial=0.0)), 1e-300)
             if not np.allclose(K, K.T, rtol=1e-5, atol=1e-7 * scale):
-                raise ZooscopeInputError(f"{owner}: kernel {i} of {side} is not symmetric.")
+                raise ZooscopeInputError(f"{owner}: {what} is not symmetric; pass a Gram/kernel matrix.")
             checked.append((K + K.T) / 2)
         out.append(checked)
     sizes = {K.shape[0] for K in out[0] + out[1]}
@@ -182,9 +183,9 @@ def kernel_index_matrix(Ks_a: Sequence[npt.ArrayLike], Ks_b: Sequence[npt.ArrayL
                 out[i, j] = np.linalg.norm(Ka - Kb)
         return out
     Ca, Cb = [center_kernel(K) for K in A], [center_kernel(K) for K in B]
-    for side, Cs in (("A", Ca), ("B", Cb)):
+    for side, Cs in (("Ks_a", Ca), ("Ks_b", Cb)):
         for i, C in enumerate(Cs):
-            _check_nondegenerate(C, f"Kernel {i} of {side}")
+            _check_nondegenerate(C, f"{side}[{i}]")
     if index == "cka":
         Va = np.stack([C.ravel() / np.linalg.norm(C) for C in Ca])
         Vb = np.stack([C.ravel() / np.linalg.norm(C) for C in Cb])

@@ -16,7 +16,8 @@ import scipy.linalg
 from scipy.spatial.distance import cdist
 
 from zooscope._validation import ZooscopeInputError, as_matrix, check_choice, check_finite, check_positive
-from zooscope.measures.mahalanobis import mahalanobis_sq_distances
+from zooscope.measures.geodesic import _GeodesicGraph
+from zooscope.measures.mahalanobis import _check_covariances, mahalanobis_sq_distances
 
 __all__ = ["DiffusionMaps", "GeometricHarmonics", "NotFittedError"]
 
@@ -87,6 +88,10 @@ class DiffusionMaps:
         The embedding is phi_k * lambda_k ** diffusion_time (0: the eigenvectors themselves).
     rank, rcond : int or None, float
         Pseudo-inverse rule of the Mahalanobis metric (see ``mahalanobis_sq_distances``).
+    n_neighbors : int, optional
+        With metric="mahalanobis": None uses the pairwise formula for every pair (valid only between
+        nearby points: pair it with a small ``epsilon_scale``); an int uses geodesic distances over a graph
+        of that many neighbours per point (``mahalanobis_geodesic_sq_distances``), valid for every pair.
 
     Attributes
     ----------
@@ -118,6 +123,7 @@ class DiffusionMaps:
         diffusion_time: float = 0.0,
         rank: int | None = None,
         rcond: float = 1e-10,
+        n_neighbors: int | None = None,
     ) -> None:
         self.n_components = n_components
         self.epsilon = epsilon
@@ -127,6 +133,7 @@ class DiffusionMaps:
         self.diffusion_time = diffusion_time
         self.rank = rank
         self.rcond = rcond
+        self.n_neighbors = n_neighbors
 
     # -- distances ------------------------------------------------------------------------------------
     def _train_sq_distances(self, X: npt.ArrayLike, covariances: npt.ArrayLike | None) -> np.ndarray:
@@ -150,8 +157,13 @@ class DiffusionMaps:
                 raise ZooscopeInputError(
                     "metric='mahalanobis' needs covariances of shape (n_samples, m, m): pass "
                     "covariances=jacobian_covariances(fn, x) (or burst_covariances), or use metric='euclidean'.")
-            self.covariances_fit_ = np.asarray(covariances, dtype=np.float64)
-            return mahalanobis_sq_distances(X, covariances, rank=self.rank, rcond=self.rcond)
+            C = _check_covariances(covariances, X.shape[0], X.shape[1], "covariances")
+            self.covariances_fit_ = C
+            if self.n_neighbors is not None:
+                rcond = check_positive(self.rcond, "rcond", owner)
+                self.graph_ = _GeodesicGraph(int(self.n_neighbors), self.rank, rcond, 0.5).fit(X, C)
+                return self.graph_.geodesic_**2
+            return mahalanobis_sq_distances(X, C, rank=self.rank, rcond=self.rcond)
         return cdist(X, X, "sqeuclidean")  # differences first: no cancellation from large offsets
 
     def _new_sq_distances(self, X: npt.ArrayLike, covariances: npt.ArrayLike | None) -> np.ndarray:
@@ -172,6 +184,8 @@ class DiffusionMaps:
             if covariances is None:
                 raise ZooscopeInputError("metric='mahalanobis' needs the covariances of the new points too: "
                                          "transform(X, covariances=jacobian_covariances(fn, x_new)).")
+            if self.n_neighbors is not None:
+                return self.graph_.extend(X, _check_covariances(covariances, X.shape[0], X.shape[1], "covariances"))
             return mahalanobis_sq_distances(X, covariances, self.X_fit_, self.covariances_fit_,
                                             rank=self.rank, rcond=self.rcond)
         if covariances is not None:

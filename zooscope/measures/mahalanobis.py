@@ -182,16 +182,28 @@ def burst_covariances(
     return np.stack(out)
 
 
-def _whitening_factors(C: np.ndarray, rank: int | None, rcond: float) -> np.ndarray:
-    """B_i (n, m, r) with B_i B_i^T = C_i^+: the pseudo-inverse rule lives here."""
+def _kept_eigenpairs(C: np.ndarray, rank: int | None, rcond: float) -> tuple[np.ndarray, ...]:
+    """Eigenpairs of each C_i, descending, with the pseudo-inverse rule's mask: the rule lives here."""
     lam, V = np.linalg.eigh(C)  # ascending; C_i symmetric PSD
     lam, V = lam[:, ::-1], V[:, :, ::-1]
     keep = lam > rcond * np.maximum(lam[:, :1], np.finfo(np.float64).tiny)
     if rank is not None:
         keep[:, int(rank):] = False
     r = max(int(keep.sum(axis=1).max()), 1)  # pad to the largest kept rank with zero columns
-    inv_sqrt = np.where(keep, 1.0 / np.sqrt(np.where(keep, lam, 1.0)), 0.0)[:, :r]
-    return V[:, :, :r] * inv_sqrt[:, None, :]
+    return lam[:, :r], V[:, :, :r], keep[:, :r]
+
+
+def _whitening_factors(C: np.ndarray, rank: int | None, rcond: float) -> np.ndarray:
+    """B_i (n, m, r) with B_i B_i^T = C_i^+."""
+    lam, V, keep = _kept_eigenpairs(C, rank, rcond)
+    inv_sqrt = np.where(keep, 1.0 / np.sqrt(np.where(keep, lam, 1.0)), 0.0)
+    return V * inv_sqrt[:, None, :]
+
+
+def _tangent_bases(C: np.ndarray, rank: int | None, rcond: float) -> np.ndarray:
+    """Orthonormal bases (n, m, r) of range(C_i), zero-padded: the tangent spaces of the output manifold."""
+    _, V, keep = _kept_eigenpairs(C, rank, rcond)
+    return V * keep[:, None, :]
 
 
 def _check_covariances(C: npt.ArrayLike, n: int, m: int, name: str) -> np.ndarray:

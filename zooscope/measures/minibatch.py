@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from zooscope._validation import ZooscopeInputError, check_choice, check_finite, check_not_constant
+from zooscope._validation import ZooscopeInputError, check_choice, check_finite
 from zooscope.measures.cka import _dot_debiased
-from zooscope.measures.kernels import _center_biased, _center_unbiased
+from zooscope.measures.kernels import _center_unbiased
 
 __all__ = ["MinibatchCKA", "linear_cka_matrix"]
 
@@ -62,10 +62,11 @@ class _Layer:
             raise ZooscopeInputError(
                 f"linear_cka_matrix needs at least {4 if debiased else 2} examples; got {X.shape[0]}."
             )
-        check_finite(X, name)
-        check_not_constant(X, name)
         self.n, p = X.shape
         mean = X.mean(axis=0, dtype=np.float64)
+        if not np.isfinite(mean).all():  # a NaN/Inf anywhere makes its column mean non-finite
+            check_finite(X, name)
+        # (a constant layer is caught below: its centred self-inner-product is 0)
         # Gram form (n²p/2 flops, syrk) pays off as soon as the layer is not tiny next to n.
         self.is_gram = 4 * p > self.n
         work = np.float64 if (exact or not self.is_gram) else np.float32
@@ -74,14 +75,29 @@ class _Layer:
         for s in range(0, self.n, rows):  # exact float64 centring, then (maybe) round to float32
             Xc[s : s + rows] = X[s : s + rows] - mean
         if self.is_gram:
-            K = Xc @ Xc.T  # numpy recognises X Xᵀ and calls syrk
-            K64 = K.astype(np.float64)
-            C = _center_unbiased(K64) if debiased else _center_biased(K64)
-            self.K = C.astype(K.dtype, copy=False)
+            self.K = _center_inplace(Xc @ Xc.T, debiased)  # numpy recognises X Xᵀ and calls syrk
         else:
             self.X = Xc
             self.r = np.einsum("ij,ij->i", Xc, Xc)
             self.s = float(self.r.sum())
+
+
+def _center_inplace(K: np.ndarray, unbiased: bool) -> np.ndarray:
+    """Biased or U-centring of a float32/float64 Gram in place; the means are summed in float64."""
+    n = K.shape[0]
+    if unbiased:  # the Demo's U-centring steps, see kernels._center_unbiased
+        np.fill_diagonal(K, 0.0)
+        means = K.sum(axis=0, dtype=np.float64) / (n - 2)
+        means -= means.sum() / (2.0 * (n - 1))
+    else:
+        means = K.mean(axis=0, dtype=np.float64)
+        means -= means.mean() / 2.0
+    m = means.astype(K.dtype)
+    K -= m[:, None]
+    K -= m[None, :]
+    if unbiased:
+        np.fill_diagonal(K, 0.0)
+    return K
 
 
 def _gram_gram(grams: list[_Layer]) -> np.ndarray:

@@ -40,6 +40,7 @@ from zooscope._validation import ZooscopeInputError, as_matrix, check_choice, ch
 from zooscope.measures._base import MEASURES, Inv, MeasureMeta
 from zooscope.measures._gradkernel import (
     center_kernel,
+    check_kernel_stack,
     gradient_kernel,
     kernel_index,
     kernel_index_matrix,
@@ -356,7 +357,8 @@ def kernel_euclidean(K: npt.ArrayLike, L: npt.ArrayLike) -> float:
     float
         >= 0; 0 iff K = L.  Not scale invariant: it also compares the kernels' magnitudes.
     """
-    return kernel_index(K, L, "euclidean")  # validates: square, symmetric, finite, same size
+    (K,), (L,) = check_kernel_stack([K], [L], "kernel_euclidean", names=("K", "L"))
+    return float(np.linalg.norm(K - L))
 
 
 def _grad_kernels(F_a, G_a, F_b, G_b, sketch_dim, sketch_blocks, seed, owner):

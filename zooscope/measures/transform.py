@@ -75,10 +75,12 @@ class NetworkTransform:
         degenerate eigenspaces), sign flips only, or "none": skip Psi_B and regress y_B on Psi_A directly
         (then T only needs y_B to be a smooth function of y_A, not the same intrinsic coordinates).
     epsilon_scale : float, optional
-        Diffusion-maps bandwidth: ``epsilon_scale`` times the median squared distance. Default 1.0 for
-        the Euclidean metric and 0.05 for the Mahalanobis one, whose d^2 is only valid between nearby
-        points (it approximates ||x_i - x_j||^2 to O(||x_i - x_j||^4); far pairs can come out much too
-        small, so the kernel must not reach them).
+        Diffusion-maps bandwidth: ``epsilon_scale`` times the median squared distance. Default 1.0,
+        except 0.05 for metric="mahalanobis" with n_neighbors=None, whose pairwise d^2 is valid only
+        between nearby points (far pairs can come out much too small, so the kernel must not reach them).
+    n_neighbors : int or None, default=10
+        With metric="mahalanobis": neighbours per point of the graph whose shortest paths give the
+        distances (``mahalanobis_geodesic_sq_distances``); None uses the pairwise formula for all pairs.
     alpha : float, default=1.0
         Density normalisation of the diffusion maps.
     delta : float, default=1e-6
@@ -118,6 +120,7 @@ class NetworkTransform:
         delta: float = 1e-6,
         rank: int | None = None,
         rcond: float = 1e-10,
+        n_neighbors: int | None = 10,
     ) -> None:
         self.n_components = n_components
         self.metric = metric
@@ -127,13 +130,14 @@ class NetworkTransform:
         self.delta = delta
         self.rank = rank
         self.rcond = rcond
+        self.n_neighbors = n_neighbors
 
     def _dmap(self) -> DiffusionMaps:
-        scale = self.epsilon_scale
-        if scale is None:
-            scale = 0.05 if self.metric == "mahalanobis" else 1.0
-        return DiffusionMaps(self.n_components, epsilon_scale=scale, alpha=self.alpha,
-                             metric=self.metric, rank=self.rank, rcond=self.rcond)
+        pairwise = self.metric == "mahalanobis" and self.n_neighbors is None
+        scale = self.epsilon_scale if self.epsilon_scale is not None else (0.05 if pairwise else 1.0)
+        return DiffusionMaps(self.n_components, epsilon_scale=scale, alpha=self.alpha, metric=self.metric,
+                             rank=self.rank, rcond=self.rcond,
+                             n_neighbors=self.n_neighbors if self.metric == "mahalanobis" else None)
 
     def _covs(self, C: Any, name: str) -> Any:
         if self.metric == "mahalanobis" and C is None:

@@ -179,11 +179,11 @@ def select(zoo: Zoo, dataset: str, k: int = 10, *, candidates: Sequence[str] | N
     methods = [check_choice(m, METHODS, "methods", "Zoo.select") for m in methods]
     if not methods:
         raise ZooscopeInputError(f"Zoo.select needs at least one method among {', '.join(METHODS)}.")
-    scorers = {m: _scorer(m) for m in methods if m != "task2vec"}
     all_models = zoo.catalog.models()
     if not all_models:
         raise ZooscopeInputError("The zoo has no models. Add some (zoo.add_model) before selecting.")
     rec = zoo.catalog.get_dataset(dataset)
+    scorers = {m: _scorer(m) for m in methods if m != "task2vec"}
     ds = check_labelled(load_dataset(rec["source"], split=rec["meta"].get("split", "train"),
                                      seed=int(rec["meta"].get("seed", 0))))
     models = all_models if candidates is None else [zoo.catalog.get_model(n) for n in candidates]

@@ -94,6 +94,11 @@ class Zoo:
     def __repr__(self) -> str:
         return f"Zoo({str(self.root)!r}, models={len(self.catalog.models())})"
 
+    @property
+    def path(self) -> Path:
+        """The zoo's storage folder (same as ``root``)."""
+        return self.root
+
     # -- contents -------------------------------------------------------------------------------------------
     def add_model(self, name: str, arch: str, checkpoint: str | os.PathLike[str] | None = None,
                   kwargs: dict | None = None, trained_on: str | None = None, metrics: dict | None = None,
