@@ -242,7 +242,7 @@ def _fit_score(nets, b, **kw):
 def test_invertible_linear_pair_is_recovered(scalar_nets):
     _, nets = scalar_nets
     nt, err = _fit_score(nets, "lin")
-    assert err < EQUIV_THRESHOLD                      # measured 0.019 (n_components=3, 300 points)
+    assert err < EQUIV_THRESHOLD                      # measured 6e-4 (n_components=3, 300 points)
     assert nt.is_equivalent() and nt.score_ == err
     assert nt.coordinate_agreement_.min() > 0.999
     ya = nets["a"][0][300:]                           # T acts as y -> MIX y + 1 on held-out points
@@ -253,7 +253,7 @@ def test_invertible_linear_pair_is_recovered(scalar_nets):
 def test_squashing_pair_is_not_equivalent(scalar_nets):
     _, nets = scalar_nets
     nt, err = _fit_score(nets, "squash")
-    assert err > 0.3                                  # measured 0.60
+    assert err > 0.3                                  # measured 0.42
     assert not nt.is_equivalent()
     assert not nt.is_equivalent(threshold=0.3)
     assert nt.coordinate_agreement_.min() < 0.9

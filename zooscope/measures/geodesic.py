@@ -137,8 +137,8 @@ def mahalanobis_geodesic_sq_distances(
     >>> Y = np.column_stack([np.cos(3 * t), np.sin(3 * t)])       # an arc of speed 3
     >>> C = 9.0 * np.stack([np.outer(v, v) for v in np.column_stack([-np.sin(3 * t), np.cos(3 * t)])])
     >>> D2 = mahalanobis_geodesic_sq_distances(Y, C, n_neighbors=4)
-    >>> bool(abs(np.sqrt(D2[0, -1]) - 1.0) < 1e-3)                # the arc length in t-units
-    True
+    >>> round(float(np.sqrt(D2[0, -1])), 3)      # the arc length in t-units is 1; chords cut it by O(h^2)
+    0.996
     """
     Y = as_matrix(Y, "Y")
     check_finite(Y, "Y")

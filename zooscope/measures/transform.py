@@ -304,7 +304,7 @@ def transform_error(X: npt.ArrayLike, Y: npt.ArrayLike, *, n_components: int = 3
     if not 0.0 < test_size < 1.0:
         raise ZooscopeInputError(f"'test_size' of transform_error must be a float in (0, 1); got {test_size!r}.")
     n = X.shape[0]
-    n_test = min(max(int(round(test_size * n)), 2), n - 4)
+    n_test = min(max(round(test_size * n), 2), n - 4)
     perm = np.random.default_rng(seed).permutation(n)
     test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
     nt = NetworkTransform(n_components, align=align, epsilon_scale=epsilon_scale, delta=delta)
