@@ -66,7 +66,6 @@ def main() -> None:
     ya, yb = net_a(torch.as_tensor(x)).numpy(), net_b(torch.as_tensor(x)).numpy()
     ya_new = net_a(torch.as_tensor(x_new)).numpy()
     ca, cb = jacobian_covariances(net_a, x), jacobian_covariances(net_b, x)
-    ca_new = jacobian_covariances(net_a, x_new)
     dm = DiffusionMaps(3).fit(ya)
     W = np.exp(-cdist(ya, ya, "sqeuclidean") / dm.epsilon_)
     gh_x = dm.eigenvectors_
@@ -89,7 +88,6 @@ def main() -> None:
         "peer: sklearn SpectralEmbedding(3), same kernel": lambda: SpectralEmbedding(
             3, affinity="precomputed", random_state=0).fit(W),
     }
-    del ca_new
     results = {}
     with threadpool_limits(1):
         for name, fn in cases.items():

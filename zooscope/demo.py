@@ -80,8 +80,6 @@ def _checkpoint(m: DemoModel, ckpt_dir: Path) -> tuple[Path, float]:
     path = ckpt_dir / f"{m.copy_of or m.name}.safetensors"
     ds = load_dataset(DATASETS[m.dataset])
     x, y = ds.x, ds.y
-    if m.arch == MLP:
-        x = x.reshape(len(x), -1)
     model = build_model(m.arch, m.kwargs)
     if path.exists():
         load_checkpoint(model, path)

@@ -282,35 +282,34 @@ class MinibatchCKA:
         self.n_batches_ = 0
         self.n_examples_ = 0
         self.n_skipped_ = 0
+        self._scratch: dict[tuple, np.ndarray] = {}
         return self
 
     def _u_gram(self, A: Any, name: str) -> np.ndarray:
         """Flattened U-centred B × B Gram (float64) of one layer's batch activations."""
-        if _is_torch(A):
-            X = A.detach()
-            X = X.reshape(X.shape[0], -1)
-            if not X.dtype.is_floating_point or X.dtype.itemsize < 4:
-                X = X.float()
-            want64 = self.gram_dtype == "float64" or (self.gram_dtype == "auto" and X.dtype.itemsize == 8)
-            X = X.double() if want64 else X.float()
+        if _is_torch(A) and A.device.type != "cpu":  # stay on the accelerator for the big product
+            X = A.detach().reshape(A.shape[0], -1)
+            X = X.double() if self._want64(X.dtype.itemsize == 8) else X.float()
             X = X - X.mean(dim=0)
-            if X.device.type != "cpu":  # stay on the accelerator for the big product
-                K = (X @ X.T).double().cpu().numpy()
-            else:
-                Xn = X.numpy()
-                K = Xn @ Xn.T  # numpy recognises X Xᵀ and calls syrk (half the flops of gemm)
+            K = (X @ X.T).double().cpu().numpy()
         else:
             X = _flat_numpy(A, name)
-            want64 = self.gram_dtype == "float64" or (self.gram_dtype == "auto" and X.dtype == np.float64)
-            X = X.astype(np.float64 if want64 else np.float32, copy=False)
-            X = X - X.mean(axis=0)
-            K = X @ X.T
+            dtype = np.float64 if self._want64(X.dtype == np.float64) else np.float32
+            X = X.astype(dtype, copy=False)
+            buf = self._scratch.get((X.shape, dtype))  # reused: no page faults for a fresh array per batch
+            if buf is None:
+                buf = self._scratch[(X.shape, dtype)] = np.empty(X.shape, dtype)
+            np.subtract(X, X.mean(axis=0), out=buf)
+            K = buf @ buf.T  # numpy recognises X Xᵀ and calls syrk (half the flops of gemm)
         if not np.isfinite(K).all():
             raise ZooscopeInputError(
                 f"{name} gives a non-finite Gram matrix in batch {self.n_batches_}: the activations hold "
                 "NaN/Inf or overflow float32. Check the checkpoint/inputs, or pass float64 activations."
             )
         return _center_unbiased(K.astype(np.float64, copy=False)).ravel()
+
+    def _want64(self, is64: bool) -> bool:
+        return self.gram_dtype == "float64" or (self.gram_dtype == "auto" and is64)
 
     def update(self, acts_a: Sequence[Any], acts_b: Sequence[Any] | None = None) -> MinibatchCKA:
         """Add one batch.

@@ -9,7 +9,7 @@ What the xfer reference really computes (confirmed against it, see ``tests/test_
 * a Clarkson–Woodruff sketch S (M × n, entries 0/±1, T non-zeros per column, one in each row chunk
   [t·M/T, (t+1)·M/T)), applied as S/√T, and the **sketched kernel**
   K̃ = (SF)(SF)ᵀ/T ∘ (SG)(SG)ᵀ/T  (M × M).  This is *not* S (FFᵀ ∘ GGᵀ) Sᵀ: examples sharing a bucket add
-  cross terms, which is why sketched cross-network similarities come out inflated (seed-A ResNet-18s: 0.95–0.98
+  cross terms, which is why sketched cross-network similarities come out inflated (seed-A ResNet-18s: 0.95–0.99
   sketched vs 0.64–0.94 exact, see ``benchmarks/RESULTS.md``);
 * indices on the biased-centred kernel K̄ = K − colmean − rowmean + mean:
   CKA = <K̄₁, K̄₂>_F / (‖K̄₁‖_F ‖K̄₂‖_F);

@@ -405,11 +405,11 @@ def mlp(in_features: int = 40, hidden: Sequence[int] = (64, 64), num_classes: in
     with _seeded(seed):
         if seed is not None:
             torch.manual_seed(seed)
-        blocks: dict[str, nn.Module] = {}
+        blocks: dict[str, nn.Module] = {"flatten": nn.Flatten()}  # (B, 40) and (B, 1, 40) alike
         width = in_features
         for i, h in enumerate(hidden, 1):
             blocks[f"fc{i}"] = nn.Sequential(nn.Linear(width, int(h)), nn.ReLU())
             width = int(h)
-        features = list(blocks)
+        features = [b for b in blocks if b != "flatten"]
         blocks["head"] = nn.Linear(width, num_classes)
         return _Net(blocks, features=features, head="head")
