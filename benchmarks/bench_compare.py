@@ -67,14 +67,20 @@ def machine() -> dict:
     return info
 
 
-def timed(fn, repeats: int) -> tuple[float, list[float], object]:
-    result = fn()  # warm-up (allocators, oneDNN kernels, imports)
-    times = []
+def timed(fns: dict, repeats: int) -> dict:
+    """Median of ``repeats`` runs of each fn after one warm-up, interleaved round-robin.
+
+    Interleaving puts every method under the same share of any outside load (the machine is shared), so the
+    ratios stay meaningful even when the absolute times drift.
+    """
+    results = {name: fn() for name, fn in fns.items()}  # warm-up (allocators, oneDNN kernels, imports)
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times, result
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(ts), ts, results[name]) for name, ts in times.items()}
 
 
 def run(threads: int, repeats: int, x: torch.Tensor, batch: int, nets) -> dict:
@@ -109,11 +115,11 @@ def run(threads: int, repeats: int, x: torch.Tensor, batch: int, nets) -> dict:
         return cka.export()["CKA"].numpy()
 
     rows = {}
+    fns = {"forwards": forwards, "zs_minibatch": zs_minibatch, "torch_cka": torch_cka,
+           "zs_full_batch": zs_full, "zs_cka_matrix": zs_matrix}
     with threadpool_limits(limits=threads):
         torch.set_num_threads(threads)
-        for name, fn in (("forwards", forwards), ("zs_minibatch", zs_minibatch), ("torch_cka", torch_cka),
-                         ("zs_full_batch", zs_full), ("zs_cka_matrix", zs_matrix)):
-            med, times, result = timed(fn, repeats)
+        for name, (med, times, result) in timed(fns, repeats).items():
             rows[name] = {"median_s": med, "runs_s": times}
             if result is not None:
                 rows[name]["values"] = np.asarray(result, dtype=float).tolist()
@@ -165,7 +171,7 @@ def report(res: dict, command: str) -> str:
              f"Load average before/after: {res['loadavg_before']} / {res['loadavg_after']} (the machine is shared: "
              "treat ratios as more reliable than absolute times)  ",
              f"Workload: 2 × small_cnn (seeds 1, 2), {res['n']} random 28×28 inputs, batch {res['batch']}, 4 × 4 "
-             f"layer pairs; median of {res['repeats']} runs after a warm-up.", "",
+             f"layer pairs; median of {res['repeats']} runs after a warm-up, methods interleaved round-robin.", "",
              "| threads | forwards | zs minibatch | torch-cka | zs full-batch (incl. forwards) "
              "| linear_cka_matrix only | minibatch / forwards | torch-cka / zs minibatch |",
              "|---|---|---|---|---|---|---|---|"]

@@ -77,7 +77,7 @@ def test_centred_cca_matches_independent_value(seed_b, data_dir):
 
 
 def _demo_data():
-    rs = np.random.RandomState(1337)  # noqa: NPY002 - the Demo's legacy stream, on purpose
+    rs = np.random.RandomState(1337)  # the Demo's legacy stream, on purpose
     X = rs.randn(100, 10)
     Y = rs.randn(100, 10) + X
     return X, Y

@@ -211,15 +211,16 @@ class Task2Vec:
     """
 
     def __init__(self, probe: nn.Module, *, method: Literal["montecarlo", "variational"] = "montecarlo",
-                 n_samples: int | None = None, batch_size: int = 64, head_epochs: int = 10,
+                 n_samples: int | None = 10_000, batch_size: int = 64, head_epochs: int = 10,
                  head_lr: float = 4e-4, head_wd: float = 1e-4, head_draws: int = 10_000,
                  max_samples: int | None = None, seed: int = 0, estimator: str = "auto", skip_layers: int = 0,
                  include_bn: bool = True, fisher_labels: Literal["sample", "exact"] = "sample",
-                 progress: bool = False) -> None:
+                 head_solver: Literal["fullbatch", "minibatch"] = "fullbatch", progress: bool = False) -> None:
         self.probe, self.method, self.n_samples, self.batch_size = probe, method, n_samples, batch_size
         self.head_epochs, self.head_lr, self.head_wd, self.head_draws = head_epochs, head_lr, head_wd, head_draws
         self.max_samples, self.seed, self.estimator, self.skip_layers = max_samples, seed, estimator, skip_layers
         self.include_bn, self.fisher_labels, self.progress = include_bn, fisher_labels, progress
+        self.head_solver = head_solver
 
     def _check(self) -> None:
         if not isinstance(self.probe, nn.Module):
@@ -326,6 +327,17 @@ class Task2Vec:
         opt = torch.optim.Adam(head.parameters(), lr=float(self.head_lr), weight_decay=float(self.head_wd))
         loss_fn = nn.CrossEntropyLoss()
         bs, draws = int(self.batch_size), int(self.head_draws)
+        if self.head_solver == "fullbatch":
+            # same number of Adam steps, on the exact class-balanced loss from a zero head: no seed, no order
+            with torch.no_grad():
+                head.weight.zero_()
+                head.bias.zero_()
+            wn = w.float() / w.float().sum()
+            for _ in range(int(self.head_epochs) * (draws // bs)):
+                opt.zero_grad()
+                (wn * nn.functional.cross_entropy(head(feats), y, reduction="none")).sum().backward()
+                opt.step()
+            return self._head_error(head, feats, y, w)
         for _ in range(int(self.head_epochs)):
             idx = torch.multinomial(w, draws, replacement=True, generator=gen)
             for i in range(0, draws - bs + 1, bs):  # drop_last, as the reference
@@ -333,6 +345,10 @@ class Task2Vec:
                 opt.zero_grad()
                 loss_fn(head(feats[b]), y[b]).backward()
                 opt.step()
+        return self._head_error(head, feats, y, w)
+
+    @staticmethod
+    def _head_error(head: nn.Linear, feats: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> float:
         with torch.no_grad():
             wrong = (head(feats).argmax(1) != y).double()
         return float((w * wrong).sum() / w.sum())
@@ -358,7 +374,7 @@ class Task2Vec:
         """The constructor parameters except the probe (stored with each vector)."""
         return {k: getattr(self, k) for k in ("method", "n_samples", "batch_size", "head_epochs", "head_lr",
                                                "head_wd", "head_draws", "max_samples", "seed", "estimator",
-                                               "skip_layers", "include_bn", "fisher_labels")}
+                                               "skip_layers", "include_bn", "fisher_labels", "head_solver")}
 
 
 # ------------------------------------------------------------------------------------------------- distances
@@ -471,9 +487,10 @@ def pdist(embeddings: Sequence[Any], **kwargs: Any) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ embedding kind
-_DEFAULTS = {"method": "montecarlo", "n_samples": None, "batch_size": 64, "head_epochs": 10, "head_lr": 4e-4,
+_DEFAULTS = {"method": "montecarlo", "n_samples": 10_000, "batch_size": 64, "head_epochs": 10, "head_lr": 4e-4,
              "head_wd": 1e-4, "head_draws": 10_000, "max_samples": None, "seed": 0, "estimator": "auto",
-             "skip_layers": 0, "include_bn": True, "fisher_labels": "sample"}
+             "skip_layers": 0, "include_bn": True, "fisher_labels": "sample",
+             "head_solver": "fullbatch"}
 
 
 @EMBEDDINGS.register(EmbeddingMeta(

@@ -6,18 +6,18 @@ True
 """
 
 from zooscope.measures._base import MEASURES, Inv, MeasureMeta, available, get
-from zooscope.measures.kernels import *  # noqa: F403
-from zooscope.measures.cka import *  # noqa: F403
-from zooscope.measures.minibatch import *  # noqa: F403
+from zooscope.measures.bayes import *  # noqa: F403
 from zooscope.measures.cca import *  # noqa: F403
+from zooscope.measures.cka import *  # noqa: F403
+from zooscope.measures.diffusion import *  # noqa: F403
+from zooscope.measures.geodesic import *  # noqa: F403
+from zooscope.measures.kernels import *  # noqa: F403
+from zooscope.measures.mahalanobis import *  # noqa: F403
+from zooscope.measures.matching import *  # noqa: F403
+from zooscope.measures.minibatch import *  # noqa: F403
 from zooscope.measures.shape import *  # noqa: F403
 from zooscope.measures.sketch import *  # noqa: F403
-from zooscope.measures.bayes import *  # noqa: F403
-from zooscope.measures.matching import *  # noqa: F403
-from zooscope.measures.mahalanobis import *  # noqa: F403
-from zooscope.measures.geodesic import *  # noqa: F403
-from zooscope.measures.diffusion import *  # noqa: F403
-from zooscope.measures.transform import *  # noqa: F403
 from zooscope.measures.transfer import *  # noqa: F403
+from zooscope.measures.transform import *  # noqa: F403
 
 __all__ = ["MEASURES", "Inv", "MeasureMeta", "available", "get"]

@@ -8,6 +8,8 @@ directions.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from functools import partial
 from typing import Literal
@@ -34,6 +36,17 @@ def _basis(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return U[:, :r], s[:r]
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _user_stacklevel() -> int:
+    """stacklevel for warnings.warn (called by our caller) that points at the first frame outside zooscope."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _warn_degenerate(n_eff: int, rx: int, ry: int, owner: str) -> None:
     # Two subspaces of R^n_eff of dimensions rx, ry share >= rx + ry - n_eff dimensions: that many
     # canonical correlations are 1 whatever the data (Kornblith et al. 2019, Theorem 1).
@@ -44,7 +57,7 @@ def _warn_degenerate(n_eff: int, rx: int, ry: int, owner: str) -> None:
             "construction and the value says little about the networks. Use more examples than "
             "features, reduce features first (svcca, PCA), or use CKA.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=_user_stacklevel(),
         )
 
 
@@ -241,6 +254,6 @@ def linear_regression(X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
             f"linear_regression: Y spans {Qy.shape[1]} dimensions with only {X.shape[0]} examples, so it "
             "fits any X exactly (R² = 1). Use more examples than features or reduce Y first.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=_user_stacklevel(),
         )
     return float(np.clip(np.linalg.norm(Qy.T @ Xc) ** 2 / np.linalg.norm(Xc) ** 2, 0.0, 1.0))

@@ -123,8 +123,8 @@ def _linear_cka_features(X: np.ndarray, Y: np.ndarray, debiased: bool) -> float:
         yty = _dot_debiased(yty, ry, ry, sy, sy, n)
     if not (xtx > 0 and yty > 0):
         raise ZooscopeInputError(
-            "X or Y carries no variation after centring (a constant layer), so CKA is undefined. "
-            "Choose another layer."
+            "X or Y carries no variation after centring (a constant layer; with debiased=True also "
+            "too few distinct examples), so CKA is undefined. Choose another layer or use more examples."
         )
     return float(xty / np.sqrt(xtx * yty))
 

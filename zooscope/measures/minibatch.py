@@ -58,6 +58,8 @@ class _Layer:
                 f"{name} has {X.shape[0]} examples but the first layer has {n}; every layer must hold "
                 "the same examples in the same order (one DataLoader, shuffle=False)."
             )
+        if X.shape[1] == 0:
+            raise ZooscopeInputError(f"{name} has no features (shape {X.shape}).")
         if X.shape[0] < (4 if debiased else 2):
             raise ZooscopeInputError(
                 f"linear_cka_matrix needs at least {4 if debiased else 2} examples; got {X.shape[0]}."

@@ -78,10 +78,16 @@ def procrustes(X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
     return float(2.0 * np.arcsin(min(resid / 2.0, np.sqrt(0.5))))
 
 
+def _round_off_floor(w: np.ndarray) -> float:
+    # eigh's round-off on the (near) null space is ~sqrt(n)·eps·λmax; sqrt() would blow it up to ~1e-8
+    # per eigenvalue. 4·sqrt(n)·eps keeps xfer's seed-A NBS values to 4e-9 (n·eps would move them 1.3e-7).
+    return float(w.max(initial=0.0)) * 4.0 * np.sqrt(w.size) * np.finfo(np.float64).eps
+
+
 def _psd_sqrt(K: np.ndarray) -> np.ndarray:
     """Symmetric square root of a PSD matrix; eigenvalues below round-off level are set to 0."""
     w, V = linalg.eigh(K)
-    w[w < w.max(initial=0.0) * K.shape[0] * np.finfo(np.float64).eps] = 0.0
+    w[w < _round_off_floor(w)] = 0.0
     return (V * np.sqrt(w)) @ V.T
 
 
@@ -96,7 +102,7 @@ def _nbs_clean(K: np.ndarray, L: np.ndarray) -> float:
             )
     S = _psd_sqrt(Kc)
     ev = linalg.eigvalsh(S @ Lc @ S)
-    ev[ev < ev.max(initial=0.0) * K.shape[0] * np.finfo(np.float64).eps] = 0.0
+    ev[ev < _round_off_floor(ev)] = 0.0
     # eig(K̄^½ L̄ K̄^½) = eig(K̄ L̄): the numerator is Σ sqrt(max(0, λ(K̄ L̄))) = tr((K̄^½ L̄ K̄^½)^½)
     return float(min(np.sqrt(ev).sum() / np.sqrt(tk * tl), 1.0))
 
