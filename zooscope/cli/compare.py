@@ -76,7 +76,6 @@ def compare_cmd(
     --weights-b tuned.safetensors --data ./val_images --n 2000 --out cka.csv --plot cka.png
     """
     with user_errors():
-        import torch  # heavy imports only once the command runs (keeps --help fast)
 
         from zooscope.embed.compare import COMPARERS, _load_plugins, compare
         from zooscope.measures import MEASURES
@@ -92,7 +91,6 @@ def compare_cmd(
         kw_a = _json_option(kwargs_a, "--kwargs-a")
         kw_b = _json_option(kwargs_b, "--kwargs-b") if kwargs_b is not None else dict(kw_a)
         m_kw = _json_option(measure_kwargs, "--measure-kwargs")
-        torch.set_grad_enabled(False)
         net_a = build_model(model_a, kw_a, weights_a)
         same = model_a == model_b and kw_a == kw_b and weights_a == weights_b
         net_b = net_a if same else build_model(model_b, kw_b, weights_b)

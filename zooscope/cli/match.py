@@ -129,14 +129,12 @@ def match_cmd(
         if fmt not in ("table", "csv", "json"):
             raise ZooscopeInputError(f"--format must be table, csv or json; got {fmt!r}.")
         import pandas as pd
-        import torch
 
         from zooscope.measures.matching import bipartite_match, semi_match
         from zooscope.zoo.models import build_model
 
         kw_a = _json_kwargs(kwargs_a, "--kwargs-a")
         kw_b = _json_kwargs(kwargs_b, "--kwargs-b") if kwargs_b is not None else dict(kw_a)
-        torch.set_grad_enabled(False)
         net_a = build_model(model_a, kw_a, weights_a)
         same = model_a == model_b and kw_a == kw_b and weights_a == weights_b
         net_b = net_a if same else build_model(model_b, kw_b, weights_b)

@@ -166,7 +166,8 @@ def _forward_backward(
         x = x.detach().clone().requires_grad_(True)  # also makes every activation part of the graph
         if INPUT in layers:
             saved[INPUT] = x
-        logits = model(x)
+        with torch.enable_grad():  # gradients are the point, even inside a caller's no_grad()
+            logits = model(x)
     finally:
         for h in handles:
             h.remove()
@@ -179,7 +180,8 @@ def _forward_backward(
     if missing:
         raise ZooscopeInputError(f"Layers {missing} did not run in the forward pass; choose modules that do.")
     # score = sum_c q_c log p_c with q constant: backward of log_softmax with grad_outputs = q (reference sign +).
-    logp = torch.log_softmax(_full_precision(logits), dim=-1)
+    with torch.enable_grad():
+        logp = torch.log_softmax(_full_precision(logits), dim=-1)
     q = label_free_weights(logits, beta)
     wanted = [n for n in layers if saved[n].requires_grad]
     grads = torch.autograd.grad(logp, [saved[n] for n in wanted], grad_outputs=q, allow_unused=True)

@@ -23,12 +23,14 @@
 
 The vector layout is the reference's: modules in ``named_modules`` order, conv entries = mean over
 (in, kh, kw) of the squared gradient per output filter, norm-layer entries = γ per channel.  For a torchvision
-ResNet-18 that is 9600 entries, identical to the reference's ``layout.json``.  Values are about ``batch_size``
-times the reference's, which squares batch-mean gradients (a known issue of the reference).
+ResNet-18 that is 9600 entries, identical to the reference's ``layout.json``.  Values are ~100-250× the
+reference's on its oracle tasks: it squares batch-mean gradients (≈ 1/64 of the per-sample Fisher, a known
+issue) with BN in train mode; entry-wise Spearman correlation with its vectors is ≈ 0.7.
 
-Distances: `task_distance`, `pdist`, `cdist` (d_sym, d_asym).  The ``task2vec`` embedding kind stores
-`index_vector` (centred log-Fisher): FAISS (inner product on unit vectors) ranks candidates by the correlation of
-log-Fisher vectors, which is scale-free like d_sym; the exact re-rank uses d_sym / d_asym on ``exp(v)``.
+Distances (`zooscope.embed.taskdist`, re-exported): `task_distance`, `pdist`, `cdist` (d_sym, d_asym).  The ``task2vec`` embedding kind returns the
+Fisher vector itself (float32: what the exact re-rank needs); what goes into FAISS is `index_vector` of it
+(``task2vec.index_transform``): the centred log-Fisher, so the index's inner product on unit vectors is the
+correlation of log-Fisher vectors; candidates are then re-ranked exactly with d_sym / d_asym.
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -51,35 +52,13 @@ from zooscope._validation import ZooscopeInputError, check_choice, check_positiv
 from zooscope.embed import fisher as _fisher
 from zooscope.embed._kinds import EMBEDDINGS, EmbeddingMeta
 from zooscope.embed.capture import track
+from zooscope.embed.taskdist import TaskEmbedding, cdist, index_vector, pdist, task_distance
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Task2Vec", "TaskEmbedding", "cdist", "fisher_from_index_vector", "index_vector", "pdist",
-           "task2vec", "task_distance"]
+__all__ = ["Task2Vec", "TaskEmbedding", "cdist", "index_vector", "pdist", "task2vec", "task_distance"]
 
 CODE_VERSION = "1"
-
-
-@dataclass
-class TaskEmbedding:
-    """A Task2Vec vector.
-
-    Attributes
-    ----------
-    hessian : np.ndarray of shape (dim,)
-        Per-filter diagonal Fisher (float64, ≥ 0).
-    scale : np.ndarray of shape (dim,)
-        Ones for Monte Carlo; ``exp(-log λ²)`` per layer for the variational method.
-    layout : list of (module_name, start, stop)
-        Which slice of the vector belongs to which module.
-    meta : dict
-        Parameters, estimator used, timings, head training error, number of examples.
-    """
-
-    hessian: np.ndarray
-    scale: np.ndarray
-    layout: list[tuple[str, int, int]]
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class _ProbeNet(nn.Module):
@@ -176,19 +155,22 @@ class Task2Vec:
     method : {"montecarlo", "variational"}, default="montecarlo"
         Monte Carlo Fisher with model-sampled labels and true per-sample gradients, or the reference's
         variational "robust Fisher" (per-filter posterior precisions, conv layers only).
-    n_samples : int, optional
-        Fisher terms: ``ceil(n_samples / N)`` sampled labels per example. Default: one per example. For the
-        variational method: the number of class-balanced draws per epoch (default 10000).
+    n_samples : int or None, default=10000
+        Fisher terms (the reference's budget): ``ceil(n_samples / N)`` model-sampled labels per example, all
+        sharing one forward pass; None: one per example. For the variational method: the class-balanced draws
+        per epoch.
     batch_size : int, default=64
     head_epochs : int, default=10
-        Epochs of the head fit; an epoch is ``head_draws`` class-balanced draws with replacement.
+        Epochs of the head fit; an epoch is ``head_draws // batch_size`` Adam steps (the reference's
+        ``head_draws`` class-balanced draws with replacement, batch ``batch_size``).
     head_lr, head_wd : float
         Adam learning rate and weight decay of the head fit.
     head_draws : int, default=10000
     max_samples : int, optional
         Use at most about this many examples (stratified, deterministic subset). Default: all.
     seed : int, default=0
-        Head initialisation, head batches and the sampled labels. Same seed, same data: same vector.
+        The sampled labels (and, with ``head_solver="minibatch"``, the head's init and batches). Same seed,
+        same data in any order: bitwise the same vector.
     estimator : {"auto", "per_sample", "hooks", "vmap", "loop", "random_sign"}, default="auto"
         How ``Σ_i g_i²`` is computed (`zooscope.embed.fisher`). "auto": the exact hook estimator when every
         weighted module supports it (plain Conv/Linear/BatchNorm/LayerNorm/GroupNorm: e.g. ResNets, small
@@ -197,6 +179,13 @@ class Task2Vec:
         Leave the first ``skip_layers`` top-level children of the probe out of the vector.
     include_bn : bool, default=True
         Include normalisation layers' γ (as the reference's Monte Carlo vectors do).
+    fisher_labels : {"sample", "exact"}, default="sample"
+        "exact" replaces the sampled labels by their expectation, ``Σ_c p_c g_c²`` (K backward passes per
+        batch; no label noise at all).
+    head_solver : {"fullbatch", "minibatch"}, default="fullbatch"
+        "fullbatch": the same number of Adam steps on the exact class-balanced loss from a zero head, so the
+        head depends neither on the seed nor on the order (it halves the two-seed noise floor, see
+        benchmarks/RESULTS.md); "minibatch": the reference's seeded class-balanced mini-batches.
     progress : bool, default=False
         Show a progress bar on stderr.
 
@@ -207,7 +196,7 @@ class Task2Vec:
     >>> x, y = torch.randn(40, 1, 8, 8), torch.arange(40) % 2
     >>> emb = Task2Vec(small_cnn(img_size=8, seed=0), head_epochs=1, head_draws=256).embed(x, y)
     >>> emb.hessian.shape, emb.meta["estimator"]
-    ((64,), 'hooks')
+    ((80,), 'hooks')
     """
 
     def __init__(self, probe: nn.Module, *, method: Literal["montecarlo", "variational"] = "montecarlo",
@@ -377,115 +366,6 @@ class Task2Vec:
                                                "skip_layers", "include_bn", "fisher_labels", "head_solver")}
 
 
-# ------------------------------------------------------------------------------------------------- distances
-def index_vector(hessian: npt.ArrayLike) -> np.ndarray:
-    """The vector the ``task2vec`` kind stores and indexes: ``log F`` minus its mean (float32).
-
-    Scale-free (``F`` and ``cF`` give the same vector) and invertible up to scale: ``exp(v) = F / geomean(F)``
-    (zero entries are floored at 1e-12 × max F). On unit-normalised copies the inner product is the
-    correlation of the log-Fisher vectors, FAISS's candidate score.
-    """
-    h = np.asarray(hessian, dtype=np.float64)
-    v = np.log(h + 1e-12 * max(float(h.max(initial=0.0)), 1e-300))
-    return (v - v.mean()).astype(np.float32)
-
-
-def fisher_from_index_vector(v: npt.ArrayLike) -> np.ndarray:
-    """Inverse of `index_vector` up to a global scale: ``exp(v)`` in float64."""
-    return np.exp(np.asarray(v, dtype=np.float64))
-
-
-def _fisher_array(a: Any, name: str, space: str) -> np.ndarray:
-    h = np.asarray(a.hessian if isinstance(a, TaskEmbedding) else a, dtype=np.float64).reshape(-1)
-    if h.size == 0 or not np.isfinite(h).all():
-        raise ZooscopeInputError(f"{name} must be a finite, non-empty Task2Vec vector.")
-    if space == "log" or (space == "auto" and not isinstance(a, TaskEmbedding) and (h < 0).any()):
-        return np.exp(h)  # a stored `index_vector` (centred log-Fisher)
-    if (h < 0).any():
-        raise ZooscopeInputError(f"{name} has negative entries, so it is not a Fisher vector; pass "
-                                 "space='log' if it is an index_vector (log-Fisher).")
-    return h
-
-
-def _dsym(a: np.ndarray, b: np.ndarray, eps: float) -> float:
-    # Achille et al.: cosine distance of F_a/(F_a+F_b) and F_b/(F_a+F_b), element-wise; eps as the reference
-    den = a + b + eps
-    safe = np.where(den > 0, den, 1.0)  # eps = 0: an entry that is 0 in both carries no information -> 0
-    u, v = a / safe, b / safe
-    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
-    if nu == 0 or nv == 0:
-        return 1.0
-    return float(1.0 - (u @ v) / (nu * nv))
-
-
-def task_distance(a: TaskEmbedding | npt.ArrayLike, b: TaskEmbedding | npt.ArrayLike,
-                  kind: Literal["sym", "asym"] = "sym", alpha: float = 0.15,
-                  trivial: TaskEmbedding | npt.ArrayLike | None = None, eps: float = 1e-8,
-                  space: Literal["auto", "fisher", "log"] = "auto") -> float:
-    """Task2Vec distance between two task embeddings (smaller = more similar tasks).
-
-    ``d_sym(a, b) = d_cos(F_a / (F_a + F_b + eps), F_b / (F_a + F_b + eps))`` in [0, 1], symmetric.
-    ``d_asym(a → b) = d_sym(a, b) − alpha · d_sym(a, trivial)``: ``a`` is the SOURCE (the candidate expert's
-    task), ``b`` the target; the second term favours complex sources (paper: alpha = 0.15 for ResNet-34).
-    Not a metric; can be negative.
-
-    Parameters
-    ----------
-    a, b : TaskEmbedding or array of shape (dim,)
-        Fisher vectors (``hessian``), or stored `index_vector` log-vectors (see ``space``).
-    kind : {"sym", "asym"}, default="sym"
-    alpha : float, default=0.15
-    trivial : TaskEmbedding or array of shape (dim,), optional
-        Required for "asym": the trivial task's embedding, e.g. ``Task2Vec(probe).embed_trivial(x)``.
-    eps : float, default=1e-8
-        Added to the denominator, as the reference (``task_similarity.cosine``); use 0 for the exact formula.
-        It only matters for vectors on the reference's (tiny) scale.
-    space : {"auto", "fisher", "log"}, default="auto"
-        "log": arrays are `index_vector` outputs and are exponentiated first; "auto": arrays with negative
-        entries are treated as "log" (a Fisher is never negative).
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> task_distance([1.0, 2.0, 3.0], [2.0, 4.0, 6.0], eps=0)  # proportional Fishers: same task
-    0.0
-    """
-    check_choice(kind, ("sym", "asym"), "kind", "task_distance")
-    check_choice(space, ("auto", "fisher", "log"), "space", "task_distance")
-    if not eps >= 0:
-        raise ZooscopeInputError(f"'eps' of task_distance must be a float >= 0; got {eps!r}.")
-    fa, fb = _fisher_array(a, "a", space), _fisher_array(b, "b", space)
-    if fa.shape != fb.shape:
-        raise ZooscopeInputError(f"a and b have dims {fa.size} and {fb.size}: embed both with the same probe "
-                                 "and the same skip_layers/include_bn.")
-    d = _dsym(fa, fb, eps)
-    if kind == "asym":
-        if trivial is None:
-            raise ZooscopeInputError("kind='asym' needs trivial=: the trivial task's embedding, e.g. "
-                                     "Task2Vec(probe).embed_trivial(x_probe).")
-        ft = _fisher_array(trivial, "trivial", space)
-        if ft.shape != fa.shape:
-            raise ZooscopeInputError(f"trivial has dim {ft.size}, but a has {fa.size}.")
-        d -= float(alpha) * _dsym(fa, ft, eps)
-    return d
-
-
-def cdist(sources: Sequence[Any], targets: Sequence[Any], **kwargs: Any) -> np.ndarray:
-    """Distances ``D[i, j] = task_distance(sources[i], targets[j], **kwargs)``, shape (n_sources, n_targets)."""
-    return np.array([[task_distance(a, b, **kwargs) for b in targets] for a in sources], dtype=np.float64)
-
-
-def pdist(embeddings: Sequence[Any], **kwargs: Any) -> np.ndarray:
-    """All pairwise `task_distance` values, shape (n, n); zero diagonal (exactly, for "sym")."""
-    D = cdist(embeddings, embeddings, **kwargs)
-    if kwargs.get("kind", "sym") == "sym":
-        np.fill_diagonal(D, 0.0)
-    return D
-
-
 # ------------------------------------------------------------------------------------------ embedding kind
 _DEFAULTS = {"method": "montecarlo", "n_samples": 10_000, "batch_size": 64, "head_epochs": 10, "head_lr": 4e-4,
              "head_wd": 1e-4, "head_draws": 10_000, "max_samples": None, "seed": 0, "estimator": "auto",
@@ -495,17 +375,25 @@ _DEFAULTS = {"method": "montecarlo", "n_samples": 10_000, "batch_size": 64, "hea
 
 @EMBEDDINGS.register(EmbeddingMeta(
     subject="dataset", metric="ip", normalized=True, version=CODE_VERSION, params=_DEFAULTS,
-    description="Task2Vec: per-filter diagonal Fisher of the probe refit to the dataset; stored as "
-                "index_vector (centred log-Fisher); re-rank with task_distance (d_sym / d_asym)."))
+    description="Task2Vec: per-filter diagonal Fisher of the probe refit to the dataset (the stored vector). "
+                "FAISS candidates: index on task2vec.index_transform(vectors) (centred log-Fisher); re-rank "
+                "exactly with zooscope.embed.task2vec.task_distance (d_sym / d_asym) on the stored vectors."))
 def task2vec(x: torch.Tensor, y: torch.Tensor, *, probe: nn.Module, **params: Any) -> np.ndarray:
-    """The ``task2vec`` embedding kind: ``index_vector(Task2Vec(probe, **params).embed(x, y).hessian)``.
+    """The ``task2vec`` embedding kind: ``Task2Vec(probe, **params).embed(x, y).hessian`` as float32.
+
+    Store this vector (exact re-rank with `task_distance` needs its scale). For the FAISS index use
+    ``task2vec.index_transform`` (= `index_vector`): the centred log-Fisher, whose cosine is the correlation
+    of log-Fisher vectors. Indexing the raw vectors also works, with cosine of the raw Fisher as the
+    (cruder) candidate score.
 
     Returns
     -------
     np.ndarray of shape (dim,), float32
-        Centred log-Fisher; `task_distance` accepts it directly (``space="auto"``).
     """
     unknown = set(params) - set(_DEFAULTS) - {"progress"}
     if unknown:
         raise ZooscopeInputError(f"Unknown task2vec parameter(s) {sorted(unknown)}; valid: {sorted(_DEFAULTS)}.")
-    return index_vector(Task2Vec(probe, **params).embed(x, y).hessian)
+    return Task2Vec(probe, **params).embed(x, y).hessian.astype(np.float32)
+
+
+task2vec.index_transform = index_vector  # type: ignore[attr-defined]

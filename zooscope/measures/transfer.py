@@ -300,9 +300,9 @@ def transrate(features: npt.ArrayLike, labels: npt.ArrayLike, eps: float = 1e-4)
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> y = np.repeat([0, 1], 50)
-    >>> sep = np.c_[y + 0.1 * rng.normal(size=100), 0.1 * rng.normal(size=100)]
-    >>> transrate(sep, y) > transrate(sep[rng.permutation(100)], y)
+    >>> y = np.repeat([0, 1, 2], 30)
+    >>> clusters = 3 * np.eye(3)[y] + 0.1 * rng.normal(size=(90, 3))
+    >>> transrate(clusters, y) > transrate(clusters, rng.permutation(y))
     True
     """
     eps = check_positive(eps, "eps", "transrate")
