@@ -224,7 +224,7 @@ def compare(
     >>> from zooscope.zoo.models import small_cnn
     >>> net = small_cnn(seed=0)
     >>> table = compare(net, net, torch.randn(64, 1, 28, 28), measure="linear_cka")
-    >>> [round(table.loc[n, n], 6) for n in table.index]
+    >>> [round(float(table.loc[n, n]), 6) for n in table.index]
     [1.0, 1.0, 1.0, 1.0]
     """
     _load_plugins()
