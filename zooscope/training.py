@@ -75,7 +75,7 @@ def train_classifier(
             loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         log.info("epoch %d: loss %.4f", epoch + 1, total / len(x))
     model.eval()
     train_acc = accuracy(model, x, y)

@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from zooscope._validation import ZooscopeInputError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["FisherTarget", "fisher_targets", "hooks_supported", "per_filter_fisher"]
@@ -159,8 +161,9 @@ class _HookEstimator:
                 return
             self.calls[id(t)] = self.calls.get(id(t), 0) + 1
             if self.calls[id(t)] > 1:
-                raise RuntimeError(f"hooks estimator: {t.name} runs twice in one forward (shared weights); "
-                                   "use estimator='vmap' or 'random_sign'.")
+                raise ZooscopeInputError(f"The hooks estimator needs each module called once per forward, but "
+                                         f"{t.name} runs twice (shared weights); use estimator='vmap' or "
+                                         "'random_sign'.")
             ctx = self._context(m, inp[0].detach())  # derived tensors: later in-place ops cannot alter them
             out.register_hook(lambda g, t=t, ctx=ctx: self._accumulate(t, ctx, g))
 

@@ -27,10 +27,11 @@ ResNet-18 that is 9600 entries, identical to the reference's ``layout.json``.  V
 reference's on its oracle tasks: it squares batch-mean gradients (≈ 1/64 of the per-sample Fisher, a known
 issue) with BN in train mode; entry-wise Spearman correlation with its vectors is ≈ 0.7.
 
-Distances (`zooscope.embed.taskdist`, re-exported): `task_distance`, `pdist`, `cdist` (d_sym, d_asym).  The ``task2vec`` embedding kind returns the
-Fisher vector itself (float32: what the exact re-rank needs); what goes into FAISS is `index_vector` of it
-(``task2vec.index_transform``): the centred log-Fisher, so the index's inner product on unit vectors is the
-correlation of log-Fisher vectors; candidates are then re-ranked exactly with d_sym / d_asym.
+Distances (`zooscope.embed.taskdist`, re-exported): `task_distance`, `pdist`, `cdist` (d_sym, d_asym).
+The ``task2vec`` embedding kind returns the Fisher vector itself (float32: what the exact re-rank needs);
+FAISS gets `index_vector` of it (``task2vec.index_transform``): the centred log-Fisher, whose inner
+product on unit vectors is the correlation of log-Fisher vectors; candidates are then re-ranked exactly
+with d_sym / d_asym.
 """
 
 from __future__ import annotations
