@@ -100,7 +100,7 @@ def _trivial(zoo: Zoo, target: str) -> np.ndarray:
     """The trivial task's vector for the target's probe network (cached under ``cache/task2vec_trivial``)."""
     from safetensors.torch import load_file
 
-    from zooscope.embed.task2vec import Task2Vec, index_vector
+    from zooscope.embed.task2vec import Task2Vec
     from zooscope.zoo._embedrun import probe_set
     from zooscope.zoo.models import build_model
 
@@ -110,13 +110,14 @@ def _trivial(zoo: Zoo, target: str) -> np.ndarray:
     probe = probe_set(zoo, shape)
     from zooscope.zoo.catalog import params_hash
 
-    path = zoo.root / "cache" / "task2vec_trivial" / f"{params_hash({**req, 'probe': probe['id']})[:24]}.npy"
+    path = zoo.root / "cache" / "task2vec_trivial" / f"fisher-{params_hash({**req, 'probe': probe['id']})[:24]}.npy"
     if path.is_file():
         return np.load(path, allow_pickle=False)
     net = req["probe_net"]
     params = {k: v for k, v in req["params"].items() if k not in ("progress",)}
     t2v = Task2Vec(build_model(net["arch"], net.get("kwargs"), net.get("checkpoint")), **params)
-    vec = index_vector(t2v.embed_trivial(load_file(str(zoo.root / probe["file"]))["x"]).hessian)
+    # the raw Fisher: task_distance needs its absolute scale (index_vector is only for the FAISS index)
+    vec = np.asarray(t2v.embed_trivial(load_file(str(zoo.root / probe["file"]))["x"]).hessian, dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, vec, allow_pickle=False)
     return vec
