@@ -160,7 +160,7 @@ def main(out_dir: str | os.PathLike[str] = "demo_out") -> None:
     print_table(curate.duplicates(zoo, threshold=0.995), title="near-duplicate groups (CKA ≥ 0.995)")
     curate.zoo_map(zoo, by="cka", path=out / "zoo_map.png")
     curate.pair_heatmap(zoo, "cnn-mnist-a", "cnn-wide-mnist", out / "heatmap_zoo_pair.png")
-    console.print(f"wrote {out / 'heatmap.png'}, {out / 'zoo_map.png'}, {out / 'heatmap_zoo_pair.png'}")
+    console.print(f"wrote {out / 'compare_heatmap.png'}, {out / 'zoo_map.png'}, {out / 'heatmap_zoo_pair.png'}")
     console.print(f"demo finished in {time.perf_counter() - t_start:.1f} s")
 
 

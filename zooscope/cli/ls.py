@@ -32,7 +32,9 @@ def ls_cmd(
             table = z.failures()
         else:
             check_choice(what, ("models", "datasets", "embeddings"), "what", "zooscope ls")
-            table = {"models": z.models, "datasets": z.datasets, "embeddings": z.embeddings}[what]()
+            listings = {"models": z.models, "datasets": z.datasets,
+                        "embeddings": lambda: pd.DataFrame(z.catalog.embeddings())}
+            table = listings[what]()
         if not isinstance(table, pd.DataFrame):
             table = pd.DataFrame(table)
         emit(table, fmt, title=("failures" if failed else what))
