@@ -4,8 +4,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1") if os.environ.get("PYTEST_XDIST_WORKER") else None
 
-import numpy as np
-import pytest
+import numpy as np  # noqa: E402 - after the environment is set
+import pytest  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 SHARED_ORACLES = Path(__file__).resolve().parents[2] / "shared" / "oracles"
