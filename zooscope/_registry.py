@@ -1,10 +1,17 @@
-"""One small registry class shared by measures and embedding kinds (timm's idea, plus a helpful error)."""
+"""The one plugin mechanism of zooscope: a `Registry` of named callables with metadata.
+
+Measures (`zooscope.measures.MEASURES`), embedding kinds (`zooscope.embed._kinds.EMBEDDINGS`) and streaming
+comparers use it. A registry may name the modules that fill it (``modules=``): they are imported on the first
+lookup, and an import error there propagates -- a plugin module that fails to import is an error, never a
+silently missing name.
+"""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -36,11 +43,37 @@ class Entry(Generic[M]):
 
 
 class Registry(Generic[M]):
-    """Name -> (callable, metadata). Names are the functions' own names."""
+    """Name -> (callable, metadata). Names are the functions' own names.
 
-    def __init__(self, what: str) -> None:
+    Parameters
+    ----------
+    what : str
+        What the entries are, for messages ("measure", "embedding kind").
+    modules : sequence of str, optional
+        Modules that register entries; imported (once) before the first lookup. Import errors propagate.
+
+    Examples
+    --------
+    >>> reg = Registry("greeting")
+    >>> @reg.register("formal")
+    ... def hello(name): return f"Good day, {name}"
+    >>> reg.get("hello")("Ada"), reg.get("hello").meta
+    ('Good day, Ada', 'formal')
+    """
+
+    def __init__(self, what: str, modules: Sequence[str] = ()) -> None:
         self.what = what
+        self.modules = tuple(modules)
+        self._loaded = not self.modules
         self._entries: dict[str, Entry[M]] = {}
+
+    def load(self) -> None:
+        """Import the registering modules (idempotent; an import error propagates and is retried next time)."""
+        if self._loaded:
+            return
+        for mod in self.modules:
+            importlib.import_module(mod)
+        self._loaded = True
 
     def register(self, meta: M, name: str | None = None) -> Callable[[F], F]:
         """Register the decorated function under its own name (or ``name``) with ``meta``."""
@@ -56,6 +89,7 @@ class Registry(Generic[M]):
 
     def get(self, name: str) -> Entry[M]:
         """Return the entry called ``name``; an unknown name lists close matches and every valid one."""
+        self.load()
         if name not in self._entries:
             near = difflib.get_close_matches(name, list(self._entries), n=3)
             hint = f" Did you mean {', '.join(near)}?" if near else ""
@@ -66,10 +100,12 @@ class Registry(Generic[M]):
 
     def available(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching a glob ``pattern``."""
+        self.load()
         return sorted(fnmatch.filter(self._entries, pattern))
 
     def __contains__(self, name: object) -> bool:
+        self.load()
         return name in self._entries
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.available())

@@ -13,7 +13,6 @@ Two shapes of kind exist (``EmbeddingMeta.subject``):
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,33 +33,8 @@ class EmbeddingMeta:
     description: str = ""
 
 
-# The modules that register kinds; imported on the first lookup so that every kind is visible wherever
-# the registry is used (the zoo, the CLI) without importing torch-heavy code at ``import zooscope``.
+# The modules that register kinds, imported on the first lookup (so every kind is visible wherever the registry
+# is used, without importing torch-heavy code at ``import zooscope``). An import error there propagates.
 KIND_MODULES = ("zooscope.embed.signature", "zooscope.embed.task2vec", "zooscope.embed.gradsketch")
 
-
-class _KindRegistry(Registry[EmbeddingMeta]):
-    """A registry that imports the kind-defining modules before the first lookup."""
-
-    _loaded = False
-
-    def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            for mod in KIND_MODULES:
-                importlib.import_module(mod)
-
-    def get(self, name: str):
-        self._load()
-        return super().get(name)
-
-    def available(self, pattern: str = "*") -> list[str]:
-        self._load()
-        return super().available(pattern)
-
-    def __contains__(self, name: object) -> bool:
-        self._load()
-        return super().__contains__(name)
-
-
-EMBEDDINGS: Registry[EmbeddingMeta] = _KindRegistry("embedding kind")
+EMBEDDINGS: Registry[EmbeddingMeta] = Registry("embedding kind", modules=KIND_MODULES)

@@ -1,14 +1,13 @@
 """The vector store: one ``.npy`` file per stored vector (or stack) under ``<root>/<kind>/<key>.npy``.
 
-Files are written to a hidden temp name in the same folder, fsynced and moved into place with `os.replace`, so a
-reader (or a crash) sees either the whole old state or the whole new file, never half a vector. Keys are uuid4
-hex strings; the catalog maps (kind, model, dataset, layer, params) to a key.
+Files are written with `zooscope._io.atomic_write` (temp name in the same folder, fsync, `os.replace`, fsync of
+the folder), so a reader (or a crash) sees either the whole old state or the whole new file, never half a vector.
+Keys are uuid4 hex strings; the catalog maps (kind, model, dataset, layer, params) to a key.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import uuid
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from zooscope._io import TMP_PREFIX, atomic_write, fsync_dir
 from zooscope._validation import ZooscopeInputError, _to_numpy
 
 __all__ = ["VectorStore"]
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 _KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KEY = re.compile(r"^[0-9a-f]{32}$")
-_TMP_PREFIX = ".tmp-"
 
 
 def _check_kind(kind: str) -> str:
@@ -42,17 +41,8 @@ def _check_key(key: str) -> str:
     return key
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:  # make the rename itself durable; not supported on every platform (e.g. Windows)
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _fsync_dir(folder: Path) -> None:  # kept for callers outside this file; see zooscope._io
+    fsync_dir(folder)
 
 
 class VectorStore:
@@ -113,20 +103,8 @@ class VectorStore:
                 "The vector contains NaN or Inf; it would poison the index. Fix the embedding (check the "
                 "model's activations) before storing it."
             )
-        folder.mkdir(parents=True, exist_ok=True)
         key = uuid.uuid4().hex
-        final = folder / f"{key}.npy"
-        tmp = folder / f"{_TMP_PREFIX}{key}.npy"
-        try:
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(folder)
+        atomic_write(folder / f"{key}.npy", lambda f: np.save(f, np.ascontiguousarray(arr), allow_pickle=False))
         return key
 
     def path(self, key: str) -> Path:
@@ -183,4 +161,4 @@ class VectorStore:
 
     def stale_temp_files(self) -> list[Path]:
         """Temp files left by writes that were killed before their rename (safe to delete when idle)."""
-        return sorted(p for k in self.kinds() for p in (self.root / k).glob(f"{_TMP_PREFIX}*"))
+        return sorted(p for k in self.kinds() for p in (self.root / k).glob(f"{TMP_PREFIX}*"))

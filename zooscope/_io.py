@@ -1,0 +1,97 @@
+"""The one atomic file write of zooscope: temp file in the same folder, fsync, `os.replace`, fsync the folder.
+
+A reader (or a crash at any point) sees the whole old file or the whole new one, never half of either; after
+`atomic_write` returns, the new file survives a power cut (file and directory entry are both on disk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["TMP_PREFIX", "atomic_open", "atomic_write", "fsync_dir"]
+
+TMP_PREFIX = ".tmp-"  # temp files of unfinished writes start with this (safe to delete when idle)
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make a rename in ``folder`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """Open a binary temp file next to ``path``; on a clean exit it is fsynced and renamed to ``path``.
+
+    On an exception the temp file is deleted and ``path`` is untouched.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bin"
+    >>> with atomic_open(p) as f:
+    ...     _ = f.write(b"hello")
+    >>> p.read_bytes()
+    b'hello'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{path.name}")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any] | bytes) -> str:
+    """Write ``path`` atomically and durably; returns the sha256 of the bytes written.
+
+    Parameters
+    ----------
+    path : path
+    write : bytes or callable
+        The content, or ``write(f)`` that writes it to a binary file object (e.g. ``lambda f: np.save(f, a)``).
+    """
+    h = hashlib.sha256()
+    with atomic_open(path) as f:
+        hashing = _HashingWriter(f, h)
+        if isinstance(write, bytes | bytearray | memoryview):
+            hashing.write(bytes(write))
+        else:
+            write(hashing)
+    return h.hexdigest()
+
+
+class _HashingWriter:
+    """A binary file wrapper that hashes what passes through it."""
+
+    def __init__(self, f: IO[bytes], h: Any) -> None:
+        self._f, self._h = f, h
+
+    def write(self, data: Any) -> int:
+        b = memoryview(data).cast("B")
+        self._h.update(b)
+        return self._f.write(b)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, seek, tell ... as the real file
+        return getattr(self._f, name)
