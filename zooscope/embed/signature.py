@@ -13,8 +13,9 @@ Stored form: the full n² vector in float32. Rounding each entry to float32 move
 vectors by at most ~n²·2⁻²⁴·max|s_i s_j| ≤ 2⁻²⁴ ≈ 6e-8 when the dot product is accumulated in float64, so float32
 is ample for n ≤ 1024 (4 MiB per layer at n = 1024; 1 MiB at the default n = 512).
 
-For the FAISS index the stored form is reduced by a seeded Johnson–Lindenstrauss projection (``jl_project``):
-P has i.i.d. ±1/√d entries (Achlioptas 2003). For one unit vector w, Pr[|‖Pw‖² − 1| > ε] ≤ 2·exp(−d(ε²/2 − ε³/3)/2);
+For the FAISS index the stored form is reduced by a seeded Johnson–Lindenstrauss projection
+(`zooscope.measures.sketch.jl_project` with ``kind="rademacher"``): P has i.i.d. ±1/√d entries (Achlioptas 2003).
+For one unit vector w, Pr[|‖Pw‖² − 1| > ε] ≤ 2·exp(−d(ε²/2 − ε³/3)/2);
 applying it to u + v and u − v and using ⟨u, v⟩ = (‖u+v‖² − ‖u−v‖²)/4 gives, for unit u, v,
 
     Pr[ |⟨Pu, Pv⟩ − ⟨u, v⟩| > ε ] ≤ δ   whenever   d ≥ 2·ln(4/δ) / (ε²/2 − ε³/3)   (≈ 4·ln(4/δ)/ε²),
@@ -34,44 +35,15 @@ import numpy.typing as npt
 
 from zooscope._validation import ZooscopeInputError, as_matrix, check_finite, check_not_constant
 from zooscope.embed._kinds import EMBEDDINGS, EmbeddingMeta
+from zooscope.measures.kernels import u_center
 
 __all__ = [
     "cka_signature",
     "gram_signature",
     "jl_dim",
     "jl_epsilon",
-    "jl_project",
     "signature_similarity",
-    "u_centre",
 ]
-
-_JL_CHUNK = 8192  # columns of P generated per seeded block: P does not depend on how a caller chunks
-
-
-def u_centre(K: np.ndarray) -> np.ndarray:
-    """U-centre a Gram matrix (Székely & Rizzo 2014, as the Demo's ``center_gram(unbiased=True)``).
-
-    Parameters
-    ----------
-    K : ndarray of shape (n, n)
-        Symmetric float64 Gram matrix, n >= 4.
-
-    Returns
-    -------
-    ndarray of shape (n, n)
-        U(K) with a zero diagonal; ⟨U(K), U(L)⟩ / (n(n−3)) is the unbiased HSIC estimator.
-    """
-    n = K.shape[0]
-    U = K.copy()
-    np.fill_diagonal(U, 0.0)
-    col = U.sum(axis=0) / (n - 2)
-    total = U.sum() / (2 * (n - 1) * (n - 2))
-    U -= col[:, None]
-    U -= col[None, :]
-    U += 2 * total  # sum/((n−1)(n−2)), written as in the Demo
-    np.fill_diagonal(U, 0.0)
-    return U
-
 
 def gram_signature(X: npt.ArrayLike, *, debiased: bool = False) -> np.ndarray:
     """The CKA signature of one layer: vec(centred Gram) / ‖centred Gram‖_F.
@@ -104,7 +76,7 @@ def gram_signature(X: npt.ArrayLike, *, debiased: bool = False) -> np.ndarray:
     X = X - X.mean(axis=0)  # centre the features first: H K H = Xc Xcᵀ and no large offsets cancel in K
     K = X @ X.T
     if debiased:
-        K = u_centre(K)
+        K = u_center(K)
     norm = np.linalg.norm(K)
     if not norm > 0:
         raise ZooscopeInputError("The centred Gram matrix of this layer is zero (a constant layer); "
@@ -168,45 +140,6 @@ def jl_dim(epsilon: float, delta: float = 0.01) -> int:
     if not (0 < epsilon < 1) or not (0 < delta < 1):
         raise ZooscopeInputError(f"jl_dim needs 0 < epsilon < 1 and 0 < delta < 1; got {epsilon!r}, {delta!r}.")
     return math.ceil(2 * math.log(4 / delta) / (epsilon**2 / 2 - epsilon**3 / 3))
-
-
-def _jl_block(seed: int, dim: int, block: int) -> np.ndarray:
-    """Columns [block·CHUNK, (block+1)·CHUNK) of P (dim, ∞): ±1/√dim from a seed-derived stream."""
-    rng = np.random.default_rng([int(seed), int(dim), int(block)])
-    bits = np.unpackbits(np.frombuffer(rng.bytes(dim * _JL_CHUNK // 8), dtype=np.uint8))
-    return (bits.reshape(_JL_CHUNK, dim).astype(np.float32) * 2 - 1) / np.float32(math.sqrt(dim))
-
-
-def jl_project(V: npt.ArrayLike, dim: int = 256, *, seed: int = 0) -> np.ndarray:
-    """Seeded Johnson–Lindenstrauss projection (Rademacher entries) of row vectors.
-
-    The same (``dim``, ``seed``) gives the same projection for every caller and every vector length (column j of P
-    depends only on j), so vectors projected in different runs stay comparable.
-
-    Parameters
-    ----------
-    V : array-like of shape (m, N) or (N,)
-        Row vectors, e.g. stored CKA signatures (N = n²).
-    dim : int, default=256
-        Output dimension d; error bound ``jl_epsilon(d, δ)``.
-    seed : int, default=0
-
-    Returns
-    -------
-    ndarray of shape (m, dim) (or (dim,) for a 1-D input), float32
-        P·v for each row; inner products of unit rows are preserved within ε w.p. ≥ 1 − δ.
-    """
-    if int(dim) < 1:
-        raise ZooscopeInputError(f"'dim' of jl_project must be a positive int; got {dim!r}.")
-    arr = np.asarray(V, dtype=np.float64)
-    one = arr.ndim == 1
-    arr = np.atleast_2d(arr)
-    out = np.zeros((arr.shape[0], dim), dtype=np.float64)
-    for b, start in enumerate(range(0, arr.shape[1], _JL_CHUNK)):
-        chunk = arr[:, start:start + _JL_CHUNK]
-        out += chunk @ _jl_block(seed, dim, b)[: chunk.shape[1]].astype(np.float64)
-    out32 = out.astype(np.float32)
-    return out32[0] if one else out32
 
 
 @EMBEDDINGS.register(

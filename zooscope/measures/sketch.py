@@ -288,7 +288,7 @@ class SketchAccumulator:
 
 
 def jl_project(X: npt.ArrayLike, dim: int, seed: int = 0, *,
-               kind: Literal["gaussian", "sparse"] = "gaussian") -> np.ndarray:
+               kind: Literal["gaussian", "sparse", "rademacher"] = "gaussian") -> np.ndarray:
     """Johnson–Lindenstrauss projection X R of the rows of X, with E‖xR‖² = ‖x‖².
 
     R (p × dim) is drawn in blocks of 4096 rows, block j from ``default_rng([seed, j])``, so it never needs
@@ -302,7 +302,8 @@ def jl_project(X: npt.ArrayLike, dim: int, seed: int = 0, *,
     seed : int, default=0
     kind : {"gaussian", "sparse"}
         "gaussian": R_jk ~ N(0, 1/dim).  "sparse": Li, Hastie & Church's very sparse projection, s = √p:
-        R_jk = ±√(s/dim) with probability 1/(2s) each, else 0.
+        R_jk = ±√(s/dim) with probability 1/(2s) each, else 0. "rademacher": R_jk = ±1/√dim (Achlioptas
+        2003), drawn as random bits (the cheapest; the zoo's index projection).
 
     Returns
     -------
@@ -319,14 +320,17 @@ def jl_project(X: npt.ArrayLike, dim: int, seed: int = 0, *,
     check_finite(X, "X")
     dim = _check_int(dim, "dim", "jl_project", 1)
     seed = _check_int(seed, "seed", "jl_project", 0)
-    check_choice(kind, ("gaussian", "sparse"), "kind", "jl_project")
+    check_choice(kind, ("gaussian", "sparse", "rademacher"), "kind", "jl_project")
     n, p = X.shape
     s = np.sqrt(p)
     out = np.zeros((n, dim))
     for j, start in enumerate(range(0, p, _JL_BLOCK)):
         stop = min(start + _JL_BLOCK, p)
         rng = np.random.default_rng([seed, j])
-        if kind == "gaussian":
+        if kind == "rademacher":  # a full block of bits, then the rows needed: R does not depend on p
+            bits = np.unpackbits(np.frombuffer(rng.bytes(-(-_JL_BLOCK * dim // 8)), dtype=np.uint8))
+            R = (bits[: _JL_BLOCK * dim].reshape(_JL_BLOCK, dim)[: stop - start] * 2.0 - 1.0) / np.sqrt(dim)
+        elif kind == "gaussian":
             R = rng.standard_normal((stop - start, dim)) / np.sqrt(dim)
         else:
             u = rng.random((stop - start, dim))

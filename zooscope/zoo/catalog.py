@@ -8,6 +8,10 @@ database runs in WAL mode with ``synchronous=FULL`` and a busy timeout, and writ
 ``BEGIN IMMEDIATE`` (the write lock is taken up front, so two writers queue instead of failing on a lock upgrade).
 A writer killed mid-transaction therefore loses only its own uncommitted transaction.
 
+Read-only. ``Catalog(url, readonly=True)`` (what `Zoo.open` uses for a zoo it cannot write) opens SQLite with
+``?mode=ro``, sets no journal mode and refuses every write with a `ZooscopeInputError`; opening never creates
+tables. Readers of a writable catalog do not write either: the schema is only created when it is missing.
+
 Absent keys. ``model``, ``dataset`` and ``layer`` of an embedding or failure are stored as ``""`` when absent (and
 returned as ``None``): SQL treats NULLs as distinct, so a unique constraint over NULLable columns would not stop
 duplicates of a dataset-only embedding.
@@ -86,13 +90,14 @@ def _row(r: Any, *, keyed: tuple[str, ...] = ()) -> dict[str, Any]:
     return d
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+def _sqlite_pragmas(engine: Engine, readonly: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (SQLAlchemy's pysqlite recipe)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
+        if not readonly:  # journal_mode=WAL writes the file header: never on a read-only open
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -110,6 +115,8 @@ class Catalog:
     ----------
     url : str
         An SQLAlchemy URL: ``"sqlite:///abs/path/catalog.sqlite"`` or ``"postgresql://user@host/db"``.
+    readonly : bool, default=False
+        Refuse writes; SQLite is opened with ``mode=ro`` (see the module docstring).
 
     Raises
     ------
@@ -125,19 +132,25 @@ class Catalog:
     {'num_classes': 10}
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
         self.url = str(url)
-        self.engine = sa.create_engine(self.url)
+        self.readonly = bool(readonly)
+        engine_url = self.url
+        if self.readonly and self.url.startswith("sqlite:///") and self.url != "sqlite:///":
+            path = self.url.removeprefix("sqlite:///").partition("?")[0]
+            engine_url = f"sqlite:///file:{path}?mode=ro&uri=true"
+        self.engine = sa.create_engine(engine_url)
         if self.engine.dialect.name == "sqlite":
-            _sqlite_pragmas(self.engine)
+            _sqlite_pragmas(self.engine, readonly=self.readonly)
         self._open_schema()
 
     @classmethod
-    def for_folder(cls, folder: str | Path) -> Catalog:
-        """The SQLite catalog ``<folder>/catalog.sqlite``, creating the folder if needed."""
+    def for_folder(cls, folder: str | Path, *, readonly: bool = False) -> Catalog:
+        """The SQLite catalog ``<folder>/catalog.sqlite`` (a writable open creates the folder if needed)."""
         folder = Path(folder).expanduser().resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        return cls(f"sqlite:///{folder / 'catalog.sqlite'}")
+        if not readonly:
+            folder.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{folder / 'catalog.sqlite'}", readonly=readonly)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -156,6 +169,10 @@ class Catalog:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One write transaction: commits on success, rolls back on any exception."""
+        if self.readonly:
+            raise ZooscopeInputError(
+                f"The catalog {self!r} is open read-only (the zoo folder is not writable); this needs a writable "
+                "zoo. Fix the folder's permissions, or run read-only verbs only (similar, select, ls, check).")
         with self.engine.connect().execution_options(zooscope_write=True) as conn, conn.begin():
             yield conn
 
@@ -163,13 +180,24 @@ class Catalog:
         with self.engine.connect() as conn:
             return list(conn.execute(stmt))
 
+    def _stored_versions(self) -> list[int] | None:
+        """The schema versions recorded, or None when the catalog has no schema yet (reads only)."""
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(schema_version_table.name):
+                return None
+            return list(conn.execute(sa.select(schema_version_table.c.version)).scalars().all())
+
     def _open_schema(self) -> None:
-        with self._write() as conn:
-            metadata.create_all(conn, checkfirst=True)
-            found = conn.execute(sa.select(schema_version_table.c.version)).scalars().all()
-            if not found:
-                conn.execute(schema_version_table.insert().values(version=SCHEMA_VERSION))
-                return
+        found = self._stored_versions()
+        if not found:
+            if self.readonly:
+                raise ZooscopeInputError(f"{self!r} holds no zoo catalog (no tables), and it is open read-only.")
+            with self._write() as conn:
+                metadata.create_all(conn, checkfirst=True)
+                found = conn.execute(sa.select(schema_version_table.c.version)).scalars().all()
+                if not found:
+                    conn.execute(schema_version_table.insert().values(version=SCHEMA_VERSION))
+                    return
         version = max(found)
         if version > SCHEMA_VERSION:
             raise ZooscopeInputError(

@@ -1,0 +1,153 @@
+"""Probe sets (the fixed inputs every model of one input shape is embedded on) and input-shape rules.
+
+Default probe set of a shape: a stratified, seeded subset of ``probe_n`` examples of the first registered
+dataset (registration order) with that input shape, or the dataset ``configure(probe_dataset=…)`` named. Its id
+is ``<dataset>-n<n>-s<seed>-<sha256[:10]>``: the same choice gives the same id and the same tensors.
+
+Writers materialise it once (`materialise`: ``<zoo>/probes/<id>.safetensors`` + the catalog's ``probe_sets``);
+readers (`probe_inputs`) use the materialised file when there is one and otherwise compute the same tensors in
+memory, keeping a copy only under the zoo's deletable cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zooscope._io import atomic_write
+from zooscope._validation import ZooscopeInputError
+from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.settings import ZooPaths, ZooSettings, shape_key
+
+__all__ = ["ProbeContext", "find_input_shape", "materialise", "probe_inputs", "recorded", "shape_candidates"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """What probe-set code reads: the catalog (datasets), the settings and the zoo's paths."""
+
+    catalog: Catalog
+    settings: ZooSettings
+    paths: ZooPaths
+
+
+def recorded(ctx: ProbeContext, shape: Sequence[int]) -> dict[str, Any] | None:
+    """The materialised probe set of ``shape`` (its file exists), else None."""
+    rec = ctx.settings.probe_sets.get(shape_key(shape))
+    if rec and (ctx.paths.root / rec["file"]).is_file():
+        return dict(rec)
+    return None
+
+
+def _compute(ctx: ProbeContext, shape: tuple[int, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(record without "file", tensors {"x", "y"?}) of the default probe set of ``shape``, in memory."""
+    from zooscope.zoo.datasets import load_dataset, probe_subset, tensors_sha256
+
+    key = shape_key(shape)
+    name = ctx.settings.probe_datasets.get(key)
+    if name is None:
+        fits = [d for d in sorted(ctx.catalog.datasets(), key=lambda d: d["id"])
+                if d["input_shape"] and tuple(d["input_shape"]) == tuple(shape)]
+        if not fits:
+            raise ZooscopeInputError(
+                f"No registered dataset has inputs of shape {tuple(shape)}, so models of that shape have no probe "
+                "set. Add one (zoo.add_dataset(name, source=…)) or configure(probe_dataset=…).")
+        name = fits[0]["name"]
+    d = ctx.catalog.get_dataset(name)
+    ds = load_dataset(d["source"], split=d["meta"].get("split", "train"), seed=int(d["meta"].get("seed", 0)))
+    n, seed = ctx.settings.probe_n, ctx.settings.probe_seed
+    sub = probe_subset(ds, min(n, len(ds)), seed=seed, stratified=ds.y is not None)
+    sha = tensors_sha256(sub.x, sub.y)
+    pid = f"{name}-n{len(sub)}-s{seed}-{sha[:10]}"
+    tensors = {"x": sub.x.contiguous()} | ({"y": sub.y.contiguous()} if sub.y is not None else {})
+    rec = {"id": pid, "dataset": name, "n": len(sub), "seed": seed, "sha256": sha, "input_shape": list(shape)}
+    return rec, tensors
+
+
+def materialise(ctx: ProbeContext, shape: Sequence[int]) -> dict[str, Any]:
+    """The probe set of ``shape``, written to ``<zoo>/probes/<id>.safetensors`` and recorded on first use."""
+    from safetensors.torch import save
+
+    shape = tuple(int(s) for s in shape)
+    rec = recorded(ctx, shape)
+    if rec is not None:
+        return rec
+    rec, tensors = _compute(ctx, shape)
+    path = ctx.paths.probes / f"{rec['id']}.safetensors"
+    atomic_write(path, save(tensors))
+    rec["file"] = str(path.relative_to(ctx.paths.root))
+    sets = dict(ctx.catalog.get_setting("probe_sets", {}) or {})
+    sets[shape_key(shape)] = rec
+    ctx.catalog.set_setting("probe_sets", sets)
+    return rec
+
+
+def probe_inputs(ctx: ProbeContext, shape: Sequence[int]) -> tuple[dict[str, Any], Any]:
+    """(record, x tensor) of ``shape``'s probe set without writing the zoo (read-only queries).
+
+    The materialised file when there is one; else the same tensors computed in memory (a copy is kept under
+    the cache folder, keyed by the probe-set id).
+    """
+    from safetensors.torch import load_file, save
+
+    shape = tuple(int(s) for s in shape)
+    rec = recorded(ctx, shape)
+    if rec is not None:
+        return rec, load_file(str(ctx.paths.root / rec["file"]))["x"]
+    rec, tensors = _compute(ctx, shape)
+    cached = ctx.paths.cache / "probes" / f"{rec['id']}.safetensors"
+    try:
+        atomic_write(cached, save(tensors))
+    except OSError as e:  # a cache that cannot be written only costs time
+        log.warning("could not cache the probe set at %s (%s)", cached, e)
+    return rec, tensors["x"]
+
+
+def shape_candidates(datasets: list[dict[str, Any]], explicit: Sequence[int] | None, trained_on: str | None,
+                     kwargs: dict | None, model: Any) -> list[tuple[int, ...]]:
+    """Input shapes to try for a model, in order: explicit; its ``trained_on`` dataset's; the kwargs'
+    (``in_features``, ``in_chans`` × ``img_size``²); every registered dataset's; timm's default."""
+    if explicit is not None:
+        return [tuple(int(s) for s in explicit)]
+    out: list[tuple[int, ...]] = []
+    datasets = sorted(datasets, key=lambda d: d["id"])
+    out += [tuple(d["input_shape"]) for d in datasets if d["name"] == trained_on and d["input_shape"]]
+    kw = dict(kwargs or {})
+    if "in_features" in kw:
+        out.append((int(kw["in_features"]),))
+    if "in_chans" in kw and "img_size" in kw:
+        side = kw["img_size"]
+        hw = tuple(side) if isinstance(side, list | tuple) else (side, side)
+        out.append((int(kw["in_chans"]), *map(int, hw)))
+    out += [tuple(d["input_shape"]) for d in datasets if d["input_shape"]]
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    if cfg.get("input_size"):
+        out.append((int(kw.get("in_chans", cfg["input_size"][0])), *map(int, cfg["input_size"][1:])))
+    return list(dict.fromkeys(out))
+
+
+def find_input_shape(model: Any, candidates: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """The first candidate shape that a dry forward pass (batch of 2 zeros, eval, no grad) accepts."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    errors = []
+    try:
+        for shape in candidates:
+            try:
+                with torch.no_grad():
+                    model(torch.zeros((2, *shape)))
+                return shape
+            except Exception as e:  # any failure means "not this shape"
+                errors.append(f"{shape}: {type(e).__name__}")
+    finally:
+        model.train(was_training)
+    tried = "; ".join(errors) if errors else "none (no registered dataset and no in_chans/img_size kwargs)"
+    raise ZooscopeInputError(
+        f"Could not find an input shape this model accepts (tried {tried}). Pass input_shape=(C, H, W), "
+        "register a dataset it fits first, or give trained_on.")
