@@ -35,6 +35,7 @@ __all__ = [
     "load_checkpoint",
     "mlp",
     "parse_spec",
+    "penultimate_layer",
     "save_checkpoint",
     "sha256_file",
     "small_cnn",
@@ -413,3 +414,25 @@ def mlp(in_features: int = 40, hidden: Sequence[int] = (64, 64), num_classes: in
         features = [b for b in blocks if b != "flatten"]
         blocks["head"] = nn.Linear(width, num_classes)
         return _Net(blocks, features=features, head="head")
+
+
+def penultimate_layer(model: Any, layers: list[str]) -> str:
+    """The layer the zoo compares models at by default.
+
+    Rule: the last captured layer that is not the classifier (``model.get_classifier()``, as timm models and
+    zooscope's factories expose it); without a ``get_classifier``, the last but one captured layer when the last
+    is an ``nn.Linear`` (taken to be the head), else the last layer.
+    """
+    if not layers:
+        raise ZooscopeInputError("The model has no captured layers.")
+    names = {id(m): n for n, m in model.named_modules() if n}
+    head_name = None
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        head = get_classifier()
+        if isinstance(head, nn.Module):
+            head_name = names.get(id(head))
+    elif len(layers) > 1 and isinstance(dict(model.named_modules()).get(layers[-1]), nn.Linear):
+        head_name = layers[-1]
+    rest = [name for name in layers if name != head_name]
+    return rest[-1] if rest else layers[-1]

@@ -11,7 +11,6 @@ for one CPU and sets one torch thread (two torch processes with two threads each
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import time
@@ -22,48 +21,11 @@ from typing import Any
 import numpy as np
 
 from zooscope._validation import ZooscopeInputError
+from zooscope.zoo.models import penultimate_layer
 
-__all__ = ["compute_job", "load_kinds", "penultimate_layer", "run_jobs"]
+__all__ = ["compute_job", "penultimate_layer", "run_jobs"]
 
 log = logging.getLogger(__name__)
-
-# Modules that register embedding kinds; a module not written yet is skipped.
-KIND_MODULES = ("zooscope.embed.signature", "zooscope.embed.task2vec", "zooscope.embed.gradsketch")
-
-
-def load_kinds() -> None:
-    """Import every module that registers embedding kinds (idempotent)."""
-    for mod in KIND_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-
-
-def penultimate_layer(model: Any, layers: list[str]) -> str:
-    """The layer the zoo compares models at by default.
-
-    Rule: the last captured layer that is not the classifier (``model.get_classifier()``, as timm models and
-    zooscope's factories expose it); without a ``get_classifier``, the last but one captured layer when the last
-    is an ``nn.Linear`` (taken to be the head), else the last layer.
-    """
-    from torch import nn
-
-    if not layers:
-        raise ZooscopeInputError("The model has no captured layers.")
-    names = {id(m): n for n, m in model.named_modules() if n}
-    head_name = None
-    get_classifier = getattr(model, "get_classifier", None)
-    if callable(get_classifier):
-        head = get_classifier()
-        if isinstance(head, nn.Module):
-            head_name = names.get(id(head))
-    elif len(layers) > 1 and isinstance(dict(model.named_modules()).get(layers[-1]), nn.Linear):
-        head_name = layers[-1]
-    rest = [name for name in layers if name != head_name]
-    return rest[-1] if rest else layers[-1]
-
 
 def _load_probe(path: str) -> Any:
     from safetensors.torch import load_file
@@ -90,7 +52,6 @@ def compute_job(job: dict[str, Any]) -> dict[str, Any]:
     from zooscope.embed._kinds import EMBEDDINGS
     from zooscope.zoo.models import build_model
 
-    load_kinds()
     t0 = time.perf_counter()
     fn = EMBEDDINGS.get(job["kind"]).fn
     params = dict(job.get("kind_params") or {})

@@ -1,0 +1,68 @@
+"""The zoo's stored vectors: a small read-only repository over catalog rows and vector files.
+
+Layout of a stored embedding (one catalog row per (kind, model) or (kind, dataset), written in one transaction
+after its vector file): model kinds store a stack of shape (n_layers, dim) with ``params["layers"]`` naming the
+rows and ``params["penultimate"]`` the default layer; dataset kinds store one vector of shape (dim,).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zooscope._validation import unknown_name_error
+from zooscope.index.store import VectorStore
+from zooscope.zoo.catalog import Catalog
+
+__all__ = ["VectorRepo", "comparability_group"]
+
+
+def comparability_group(row: dict[str, Any]) -> str:
+    """Rows of one kind are comparable iff they share this: the probe set (model kinds) or the probe network
+    (dataset kinds), plus the kind's parameters. It is part of every index key."""
+    from zooscope.zoo.catalog import params_hash
+
+    req = row["params"].get("request") or {}
+    base = req.get("probe_set") or params_hash(req.get("probe_net"))[:12]
+    return f"{base}.{params_hash(req.get('params'))[:8]}"
+
+
+@dataclass(frozen=True)
+class VectorRepo:
+    """Read access to embedding rows and their vectors."""
+
+    catalog: Catalog
+    store: VectorStore
+
+    def current_rows(self, kind: str, *, model: str | None = None, dataset: str | None = None) -> list[dict]:
+        """The embedding rows of ``kind`` (one per subject: the newest when several exist), in id order."""
+        best: dict[tuple[str | None, str | None], dict] = {}
+        for r in self.catalog.embeddings(kind=kind, model=model, dataset=dataset):
+            best[(r["model"], r["dataset"])] = r  # rows come in id order: the newest wins
+        return sorted(best.values(), key=lambda r: r["id"])
+
+    def read(self, row: dict[str, Any]) -> np.ndarray:
+        """The stored array of a row, memory-mapped (read-only): (n_layers, dim) or (dim,)."""
+        return np.load(self.store.path(row["vector_key"]), mmap_mode="r", allow_pickle=False)
+
+    def read64(self, row: dict[str, Any]) -> np.ndarray:
+        """The stored array of a row as float64 (in memory)."""
+        return np.asarray(self.read(row), dtype=np.float64)
+
+    def layer_vector(self, row: dict[str, Any], layer: str | None = None) -> np.ndarray:
+        """One layer's stored vector (default: the penultimate layer) as float64."""
+        arr = self.read(row)
+        if arr.ndim == 1:
+            return np.asarray(arr, dtype=np.float64)
+        return np.asarray(arr[layer_position(row, layer)], dtype=np.float64)
+
+
+def layer_position(row: dict[str, Any], layer: str | None = None) -> int:
+    """Row index of ``layer`` (None or "penultimate": the penultimate layer) in a model row's stack."""
+    layers = row["params"]["layers"]
+    name = row["params"]["penultimate"] if layer in (None, "penultimate") else layer
+    if name not in layers:
+        raise unknown_name_error(f"layer of model {row['model']!r}", str(name), layers)
+    return layers.index(name)
