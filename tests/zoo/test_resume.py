@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent("""
 
 def test_an_embed_killed_with_sigkill_resumes_and_embeds_each_pair_once(tmp_path):
     root = tmp_path / "zoo"
-    zoo = Zoo.open(root)
+    zoo = Zoo.create(root)
     zoo.configure(probe_n=128)
     zoo.add_dataset("digits", "builtin:digits")
     paths = checkpoints()

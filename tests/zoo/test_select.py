@@ -10,7 +10,7 @@ from zooscope.zoo.select import combine_ranks
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    zoo = Zoo.open(tmp_path_factory.mktemp("selzoo"))
+    zoo = Zoo.create(tmp_path_factory.mktemp("selzoo"))
     zoo.configure(probe_n=128)
     zoo.add_dataset("digits", "builtin:digits")
     zoo.add_dataset("low", "builtin:digits?classes=0,1,2,3,4")
@@ -60,10 +60,10 @@ def test_select_bad_inputs(zoo, tmp_path):
     with pytest.raises(ZooscopeInputError, match="Did you mean 'logme'"):
         zoo.select("low", methods=("logmee",))
     with pytest.raises(ZooscopeInputError, match="no models"):
-        empty = Zoo.open(tmp_path / "e")
+        empty = Zoo.create(tmp_path / "e")
         empty.add_dataset("low", "builtin:digits?classes=0,1")
         empty.select("low", methods=("task2vec",))
-    other = Zoo.open(tmp_path / "o")
+    other = Zoo.create(tmp_path / "o")
     other.add_dataset("big", "builtin:digits?size=16")
     other.add_model("cnn", SPEC, checkpoints()[0], kwargs=KW, input_shape=(1, 8, 8))
     with pytest.raises(ZooscopeInputError, match="shape"):

@@ -7,7 +7,8 @@ from zoo_helpers import KW, SPEC, checkpoints, clone_zoo, make_zoo
 
 from zooscope import Zoo
 from zooscope._validation import ZooscopeInputError
-from zooscope.zoo import _vectors
+from zooscope.zoo.indices import LAYER_STRIDE, IndexKey
+from zooscope.zoo.vectors import comparability_group
 
 SCORE_TOL = 1e-6
 
@@ -37,7 +38,7 @@ def test_every_model_has_one_cka_row_and_the_index_holds_them(zoo):
     rows = zoo.catalog.embeddings(kind="cka")
     assert sorted(r["model"] for r in rows) == ["cnn0", "cnn0-copy", "cnn1", "cnn2"]
     assert all(r["params"]["penultimate"] == "conv3" for r in rows)
-    index = _vectors.load_index(zoo, "cka", "penultimate")
+    index = zoo.similar_context().indices.load(IndexKey("cka", "penultimate", comparability_group(rows[0])))
     assert sorted(index.ids().tolist()) == sorted(r["id"] for r in rows)
     assert zoo.check().empty
 
@@ -94,12 +95,13 @@ def test_embed_again_skips_everything(zoo):
 def test_removing_a_model_removes_its_vectors_and_index_entries(zoo_dir, tmp_path):
     zoo = clone_zoo(zoo_dir, tmp_path / "z")
     row = zoo.catalog.embeddings(kind="cka", model="cnn2")[0]
+    group = comparability_group(row)
     zoo.remove_model("cnn2")
     assert zoo.catalog.embeddings(model="cnn2") == []
     assert row["vector_key"] not in zoo.store.keys("cka")
     for policy in ("penultimate", "layers"):
-        ids = _vectors.load_index(zoo, "cka", policy).ids()
-        assert row["id"] not in ids and row["id"] not in ids // _vectors.LAYER_STRIDE
+        ids = zoo.similar_context().indices.load(IndexKey("cka", policy, group)).ids()
+        assert row["id"] not in ids and row["id"] not in ids // LAYER_STRIDE
     assert "cnn2" not in zoo.similar("cnn1", k=10)["model"].tolist()
     assert zoo.check().empty
 
@@ -133,7 +135,7 @@ def test_pickle_checkpoint_that_runs_code_is_refused(tmp_path, zoo):
 
 
 def test_bad_inputs_raise_one_clear_error_each(tmp_path, zoo):
-    empty = Zoo.open(tmp_path / "empty")
+    empty = Zoo.create(tmp_path / "empty")
     with pytest.raises(ZooscopeInputError, match="no models"):
         empty.similar("anything")
     with pytest.raises(ZooscopeInputError, match="Did you mean 'cnn1'"):

@@ -47,7 +47,7 @@ def make_zoo(root: Path, *, n: int = 3, copy: bool = True, embed: bool = True):
     """A zoo with dataset 'digits', models cnn0..cnn{n-1} (+ 'cnn0-copy' with cnn0's weights), cka-embedded."""
     from zooscope import Zoo
 
-    zoo = Zoo.open(root)
+    zoo = Zoo.create(root)
     zoo.configure(probe_n=256)
     zoo.add_dataset("digits", "builtin:digits")
     for i, path in enumerate(checkpoints(n)):

@@ -347,18 +347,25 @@ class Catalog:
 
     def embeddings(
         self, kind: str | None = None, model: str | None = None, dataset: str | None = None,
-        layer: str | None = None,
+        layer: str | None = None, *, ids: Iterable[int] | None = None,
     ) -> list[dict[str, Any]]:
         """Embedding rows (dicts with id, kind, model, dataset, layer, params, params_hash, vector_key, dim, …).
 
-        Each filter left as None matches anything; rows are in id order.
+        Each filter left as None matches anything (``ids``: only these row ids); rows are in id order.
         """
         t = embeddings_table
         stmt = sa.select(t).order_by(t.c.id)
         for col, val in ((t.c.kind, kind), (t.c.model, model), (t.c.dataset, dataset), (t.c.layer, layer)):
             if val is not None:
                 stmt = stmt.where(col == val)
-        return [_row(r, keyed=("model", "dataset", "layer")) for r in self._read(stmt)]
+        if ids is None:
+            return [_row(r, keyed=("model", "dataset", "layer")) for r in self._read(stmt)]
+        ids = sorted({int(i) for i in ids})
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            part = stmt.where(t.c.id.in_(ids[start:start + 500]))
+            out += [_row(r, keyed=("model", "dataset", "layer")) for r in self._read(part)]
+        return out
 
     def has_embedding(
         self, *, kind: str, model: str | None = None, dataset: str | None = None, params_hash: str | None = None

@@ -3,29 +3,44 @@
 All of them start from `similarity_matrix`: ``by="cka"`` is linear CKA between the models' penultimate-layer
 signatures (NaN between models on different probe sets), ``by="task2vec"`` is 1 − d_sym between the task vectors
 of the datasets the models were trained on (models with no task vector are left out).
+
+Reads only. Each function takes a `CurateContext` (or a `Zoo`, whose ``curate_context()`` gives one).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from zooscope._validation import ZooscopeInputError, check_choice
-from zooscope.zoo import _vectors
+from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.probes import ProbeContext, probe_inputs
+from zooscope.zoo.vectors import VectorRepo, comparability_group
 
-if TYPE_CHECKING:
-    from zooscope.zoo.zoo import Zoo
-
-__all__ = ["clusters", "duplicates", "pair_heatmap", "similarity_matrix", "zoo_map"]
+__all__ = ["CurateContext", "clusters", "duplicates", "pair_heatmap", "similarity_matrix", "zoo_map"]
 
 log = logging.getLogger(__name__)
 
 
-def similarity_matrix(zoo: Zoo, by: str = "cka") -> pd.DataFrame:
+@dataclass(frozen=True)
+class CurateContext:
+    """What curation reads: catalog, stored vectors and probe sets."""
+
+    catalog: Catalog
+    vectors: VectorRepo
+    probes: ProbeContext
+
+
+def _ctx(zoo: Any) -> CurateContext:
+    return zoo if isinstance(zoo, CurateContext) else zoo.curate_context()
+
+
+def similarity_matrix(zoo: Any, by: str = "cka") -> pd.DataFrame:
     """Model × model similarity (larger = more similar; 1 on the diagonal).
 
     Returns
@@ -34,20 +49,20 @@ def similarity_matrix(zoo: Zoo, by: str = "cka") -> pd.DataFrame:
         Index and columns are model names (embedded models only).
     """
     check_choice(by, ("cka", "task2vec", "gradsketch"), "by", "similarity_matrix")
+    ctx = _ctx(zoo)
     if by == "task2vec":
         from zooscope.embed.task2vec import task_distance
 
-        vecs = {r["dataset"]: np.asarray(_vectors.read_stack(zoo, r), dtype=np.float64)
-                for r in _vectors.current_rows(zoo, "task2vec")}
-        src = {m["name"]: m["trained_on"] for m in zoo.catalog.models() if m["trained_on"] in vecs}
+        vecs = {r["dataset"]: ctx.vectors.read64(r) for r in ctx.vectors.current_rows("task2vec")}
+        src = {m["name"]: m["trained_on"] for m in ctx.catalog.models() if m["trained_on"] in vecs}
         names = sorted(src)
         S = np.array([[1.0 - task_distance(vecs[src[a]], vecs[src[b]]) if src[a] != src[b] else 1.0
                        for b in names] for a in names]).reshape(len(names), len(names))
     else:
-        rows = sorted(_vectors.current_rows(zoo, by), key=lambda r: r["model"])
+        rows = sorted(ctx.vectors.current_rows(by), key=lambda r: r["model"])
         names = [r["model"] for r in rows]
-        V = [_vectors.layer_vector(zoo, r) for r in rows]
-        probe = [r["params"]["request"].get("probe_set") for r in rows]
+        V = [ctx.vectors.layer_vector(r) for r in rows]
+        probe = [comparability_group(r) for r in rows]
         S = np.full((len(rows), len(rows)), np.nan)
         for i in range(len(rows)):
             for j in range(i, len(rows)):
@@ -59,7 +74,7 @@ def similarity_matrix(zoo: Zoo, by: str = "cka") -> pd.DataFrame:
     return pd.DataFrame(S, index=names, columns=names)
 
 
-def duplicates(zoo: Zoo, threshold: float = 0.995, by: str = "cka") -> pd.DataFrame:
+def duplicates(zoo: Any, threshold: float = 0.995, by: str = "cka") -> pd.DataFrame:
     """Groups of near-identical models: connected components of the graph "similarity >= threshold".
 
     Returns
@@ -86,7 +101,7 @@ def duplicates(zoo: Zoo, threshold: float = 0.995, by: str = "cka") -> pd.DataFr
     return pd.DataFrame(out, columns=["group", "model", "min_similarity"])
 
 
-def clusters(zoo: Zoo, n_clusters: int | None = None, by: str = "cka", *, method: str = "agglomerative",
+def clusters(zoo: Any, n_clusters: int | None = None, by: str = "cka", *, method: str = "agglomerative",
              distance_threshold: float = 0.5) -> pd.DataFrame:
     """Cluster the models on the distance 1 − similarity (scikit-learn).
 
@@ -121,7 +136,7 @@ def clusters(zoo: Zoo, n_clusters: int | None = None, by: str = "cka", *, method
     return pd.DataFrame({"model": S.index, "cluster": labels.astype(int)})
 
 
-def zoo_map(zoo: Zoo, by: str = "cka", path: str | Path | None = None, *, seed: int = 0) -> pd.DataFrame:
+def zoo_map(zoo: Any, by: str = "cka", path: str | Path | None = None, *, seed: int = 0) -> pd.DataFrame:
     """2-D map of the zoo: metric MDS (scikit-learn, ``dissimilarity="precomputed"``, seeded) of 1 − similarity.
 
     Returns
@@ -142,7 +157,7 @@ def zoo_map(zoo: Zoo, by: str = "cka", path: str | Path | None = None, *, seed: 
     else:
         mds = MDS(n_components=2, dissimilarity="precomputed", random_state=seed, n_init=4)
     xy = mds.fit_transform(D)
-    src = {m["name"]: m["trained_on"] for m in zoo.catalog.models()}
+    src = {m["name"]: m["trained_on"] for m in _ctx(zoo).catalog.models()}
     df = pd.DataFrame({"model": S.index, "x": xy[:, 0], "y": xy[:, 1], "trained_on": [src.get(n) for n in S.index]})
     if path is not None:
         from zooscope.plot import zoo_map as draw
@@ -151,20 +166,18 @@ def zoo_map(zoo: Zoo, by: str = "cka", path: str | Path | None = None, *, seed: 
     return df
 
 
-def pair_heatmap(zoo: Zoo, a: str, b: str, path: str | Path, *, measure: str = "linear_cka") -> pd.DataFrame:
+def pair_heatmap(zoo: Any, a: str, b: str, path: str | Path, *, measure: str = "linear_cka") -> pd.DataFrame:
     """Layer × layer comparison of two zoo models on the probe set of their input shape, drawn to ``path``."""
-    from safetensors.torch import load_file
-
     from zooscope.embed.compare import compare
     from zooscope.plot import heatmap
-    from zooscope.zoo._embedrun import probe_set
     from zooscope.zoo.models import build_model
 
-    ra, rb = zoo.catalog.get_model(a), zoo.catalog.get_model(b)
+    ctx = _ctx(zoo)
+    ra, rb = ctx.catalog.get_model(a), ctx.catalog.get_model(b)
     if tuple(ra["input_shape"] or ()) != tuple(rb["input_shape"] or ()):
         raise ZooscopeInputError(f"{a!r} takes inputs {ra['input_shape']} and {b!r} takes {rb['input_shape']}; "
                                  "a layer × layer comparison needs the same inputs.")
-    x = load_file(str(zoo.root / probe_set(zoo, tuple(ra["input_shape"]))["file"]))["x"]
+    _, x = probe_inputs(ctx.probes, tuple(ra["input_shape"]))
     ma = build_model(ra["spec"], ra["kwargs"], ra["checkpoint"])
     mb = build_model(rb["spec"], rb["kwargs"], rb["checkpoint"])
     table = compare(ma, mb, x, measure=measure)

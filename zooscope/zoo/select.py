@@ -1,10 +1,13 @@
 """Two-stage model selection: which zoo model to fine-tune for a new labelled dataset.
 
-Stage 1 (cheap, task vectors). The target's Task2Vec vector is compared with the task vectors of the datasets the
-zoo models were trained on by the asymmetric distance d_asym(source → target) = d_sym − α·d_sym(source, trivial)
-(Achille et al. 2019; α = 0.15; the trivial task is the probe with an untrained head, computed once per probe on
-the zoo's probe inputs and cached). The ``pool`` nearest sources' models are kept, plus every model whose training
-data is unknown (scored by transferability only).
+Reads only (see `SelectContext`). What is not stored -- the target's task vector right after ``add_dataset``, the
+trivial task's vector -- is computed in memory and kept only in the zoo's deletable cache; ``zoo.embed`` stores it.
+
+Stage 1 (cheap, task vectors). The task2vec index of the target's probe network proposes the nearest source
+datasets (FAISS, on the centred log-Fisher); their models are re-ranked exactly by the asymmetric distance
+d_asym(source → target) = d_sym − α·d_sym(source, trivial) (Achille et al. 2019; α = 0.15; the trivial task is
+the probe with an untrained head on the zoo's probe inputs) with `zooscope.index.rerank`. The ``pool`` nearest
+sources' models are kept, plus every model whose training data is unknown (scored by transferability only).
 
 Stage 2 (exact, features). Each candidate's penultimate features on the target (a stratified subset of at most
 ``max_examples``) are scored with LogME (You et al. 2021) and H-score (Bao et al. 2019); models with a classifier
@@ -19,18 +22,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from zooscope._validation import ZooscopeInputError, check_choice
-from zooscope.zoo import _vectors
+from zooscope.zoo.catalog import Catalog, params_hash
+from zooscope.zoo.embedrun import EmbedContext, compute_missing
+from zooscope.zoo.indices import IndexKey, IndexReader
+from zooscope.zoo.probes import ProbeContext, probe_inputs
+from zooscope.zoo.vectors import VectorRepo, comparability_group
 
-if TYPE_CHECKING:
-    from zooscope.zoo.zoo import Zoo
-
-__all__ = ["METHODS", "combine_ranks", "select"]
+__all__ = ["METHODS", "SelectContext", "combine_ranks", "select"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,18 @@ METHODS = ("task2vec", "logme", "leep", "nce", "hscore")
 _SCORERS = {"logme": (("logme",), "features"), "hscore": (("h_score", "hscore"), "features"),
             "leep": (("leep",), "probs"), "nce": (("nce",), "labels")}
 _COLUMN = {"task2vec": "task_distance"}
+
+
+@dataclass(frozen=True)
+class SelectContext:
+    """What `select` reads: catalog, stored vectors, indices, probe sets, and the embedding plan (used only to
+    compute missing vectors in memory)."""
+
+    catalog: Catalog
+    vectors: VectorRepo
+    indices: IndexReader
+    probes: ProbeContext
+    embedding: EmbedContext
 
 
 def _scorer(method: str) -> Any:
@@ -79,47 +96,61 @@ def combine_ranks(table: pd.DataFrame, columns: Sequence[str], smaller_is_better
     return pd.concat(parts, axis=1).mean(axis=1, skipna=True).to_numpy(dtype=float)
 
 
-def _task_distances(zoo: Zoo, target: str, models: list[dict], alpha: float) -> dict[str, float]:
-    """d_asym(source → target) of each model with a known source task (embedding missing task vectors)."""
+def _task_distances(ctx: SelectContext, target: str, models: list[dict], alpha: float,
+                    pool: int) -> tuple[dict[str, float], set[str]]:
+    """(d_asym(source → target) of the models whose source task the index proposes (exact re-rank), names of
+    the models whose source task is unknown: not registered, or its task vector cannot be computed)."""
     from zooscope.embed.task2vec import task_distance
+    from zooscope.index.faiss_index import rerank
 
-    registered = {d["name"] for d in zoo.catalog.datasets()}
+    tvec, trow = compute_missing(ctx.embedding, "task2vec", target)
+    group = comparability_group(trow)
+    registered = {d["name"] for d in ctx.catalog.datasets()}
     sources = sorted({m["trained_on"] for m in models if m["trained_on"] in registered})
-    zoo.embed(kinds=("task2vec",), datasets=sorted({target, *sources}))
-    vecs = {r["dataset"]: np.asarray(_vectors.read_stack(zoo, r), dtype=np.float64)
-            for r in _vectors.current_rows(zoo, "task2vec")}
-    if target not in vecs:
-        raise ZooscopeInputError(f"The task2vec embedding of {target!r} failed; see zoo.failures().")
-    trivial = _trivial(zoo, target)
-    return {m["name"]: float(task_distance(vecs[m["trained_on"]], vecs[target], kind="asym", alpha=alpha,
-                                           trivial=trivial))
-            for m in models if m["trained_on"] in vecs}
+    ids = ctx.indices.search(IndexKey("task2vec", "all", group), tvec[None], 2 * pool + 1)
+    rows = ctx.vectors.current_rows("task2vec") if ids is None else ctx.catalog.embeddings(kind="task2vec",
+                                                                                          ids=ids.tolist())
+    near = {r["dataset"] for r in rows if comparability_group(r) == group}
+    stored = {r["dataset"] for r in ctx.vectors.current_rows("task2vec") if comparability_group(r) == group}
+    vecs: dict[str, np.ndarray] = {}
+    failed: set[str] = set()
+    for name in sources:
+        if name in near or name not in stored:  # not stored yet: computed in memory (cached), always a candidate
+            try:
+                vecs[name] = compute_missing(ctx.embedding, "task2vec", name)[0]
+            except ZooscopeInputError as e:
+                log.warning("no task vector for source %r: %s", name, e)
+                failed.add(name)
+    trivial = _trivial(ctx, target, trow)
+    cands = {i: m for i, m in enumerate(models) if m["trained_on"] in vecs}
+    ranked = rerank(tvec, sorted(cands), lambda ids: np.stack([vecs[cands[i]["trained_on"]] for i in ids]),
+                    lambda t, C: np.array([task_distance(c, t, kind="asym", alpha=alpha, trivial=trivial)
+                                           for c in C]), larger_is_better=False)
+    unknown = {m["name"] for m in models if m["trained_on"] not in registered or m["trained_on"] in failed}
+    return {cands[i]["name"]: float(d) for i, d in ranked}, unknown
 
 
-def _trivial(zoo: Zoo, target: str) -> np.ndarray:
-    """The trivial task's vector for the target's probe network (cached under ``cache/task2vec_trivial``)."""
-    from safetensors.torch import load_file
-
+def _trivial(ctx: SelectContext, target: str, row: dict[str, Any]) -> np.ndarray:
+    """The trivial task's vector for the target's probe network (kept in ``<cache>/task2vec_trivial``)."""
+    from zooscope._io import atomic_write
     from zooscope.embed.task2vec import Task2Vec
-    from zooscope.zoo._embedrun import probe_set
     from zooscope.zoo.models import build_model
 
-    row = _vectors.current_rows(zoo, "task2vec", dataset=target)[0]
     req = row["params"]["request"]
-    shape = tuple(zoo.catalog.get_dataset(target)["input_shape"])
-    probe = probe_set(zoo, shape)
-    from zooscope.zoo.catalog import params_hash
-
-    path = zoo.root / "cache" / "task2vec_trivial" / f"fisher-{params_hash({**req, 'probe': probe['id']})[:24]}.npy"
+    shape = tuple(ctx.catalog.get_dataset(target)["input_shape"])
+    probe, x = probe_inputs(ctx.probes, shape)
+    path = ctx.probes.paths.cache / "task2vec_trivial" / f"fisher-{params_hash({**req, 'probe': probe['id']})[:24]}.npy"
     if path.is_file():
         return np.load(path, allow_pickle=False)
     net = req["probe_net"]
     params = {k: v for k, v in req["params"].items() if k not in ("progress",)}
     t2v = Task2Vec(build_model(net["arch"], net.get("kwargs"), net.get("checkpoint")), **params)
     # the raw Fisher: task_distance needs its absolute scale (index_vector is only for the FAISS index)
-    vec = np.asarray(t2v.embed_trivial(load_file(str(zoo.root / probe["file"]))["x"]).hessian, dtype=np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, vec, allow_pickle=False)
+    vec = np.asarray(t2v.embed_trivial(x).hessian, dtype=np.float32)
+    try:
+        atomic_write(path, lambda f: np.save(f, vec, allow_pickle=False))
+    except OSError as e:
+        log.warning("could not cache %s (%s)", path, e)
     return vec
 
 
@@ -128,7 +159,7 @@ def _features(model: Any, x: Any) -> tuple[np.ndarray, np.ndarray | None]:
     import torch
 
     from zooscope.embed.capture import capture, default_layers
-    from zooscope.zoo.parallel import penultimate_layer
+    from zooscope.zoo.models import penultimate_layer
 
     model.eval()
     layers = default_layers(model)
@@ -144,14 +175,14 @@ def _features(model: Any, x: Any) -> tuple[np.ndarray, np.ndarray | None]:
     return feats, probs
 
 
-def select(zoo: Zoo, dataset: str, k: int = 10, *, candidates: Sequence[str] | None = None,
+def select(ctx: SelectContext, dataset: str, k: int = 10, *, candidates: Sequence[str] | None = None,
            methods: Sequence[str] = METHODS, pool: int | None = None, alpha: float = 0.15,
            max_examples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Rank the zoo models to transfer from for a registered labelled ``dataset``.
 
     Parameters
     ----------
-    zoo : Zoo
+    ctx : SelectContext
     dataset : str
         A registered dataset with at least two classes.
     k : int, default=10
@@ -180,14 +211,14 @@ def select(zoo: Zoo, dataset: str, k: int = 10, *, candidates: Sequence[str] | N
     methods = [check_choice(m, METHODS, "methods", "Zoo.select") for m in methods]
     if not methods:
         raise ZooscopeInputError(f"Zoo.select needs at least one method among {', '.join(METHODS)}.")
-    all_models = zoo.catalog.models()
+    all_models = ctx.catalog.models()
     if not all_models:
         raise ZooscopeInputError("The zoo has no models. Add some (zoo.add_model) before selecting.")
-    rec = zoo.catalog.get_dataset(dataset)
+    rec = ctx.catalog.get_dataset(dataset)
     scorers = {m: _scorer(m) for m in methods if m != "task2vec"}
     ds = check_labelled(load_dataset(rec["source"], split=rec["meta"].get("split", "train"),
                                      seed=int(rec["meta"].get("seed", 0))))
-    models = all_models if candidates is None else [zoo.catalog.get_model(n) for n in candidates]
+    models = all_models if candidates is None else [ctx.catalog.get_model(n) for n in candidates]
     fits = [m for m in models if m["input_shape"] and tuple(m["input_shape"]) == ds.input_shape]
     if not fits:
         shapes = sorted({tuple(m["input_shape"] or ()) for m in models})
@@ -195,9 +226,10 @@ def select(zoo: Zoo, dataset: str, k: int = 10, *, candidates: Sequence[str] | N
                                  f"the models take {shapes}. Resize the dataset (e.g. '?size=28') or add models.")
     dist: dict[str, float] = {}
     if "task2vec" in methods:
-        dist = _task_distances(zoo, dataset, fits, alpha)
-        keep = sorted(dist, key=dist.get)[: (pool or max(3 * k, 10))]
-        fits = [m for m in fits if m["name"] in keep or m["name"] not in dist]
+        pool = int(pool or max(3 * k, 10))
+        dist, unknown = _task_distances(ctx, dataset, fits, alpha, pool)
+        keep = sorted(dist, key=dist.get)[:pool]
+        fits = [m for m in fits if m["name"] in keep or m["name"] in unknown]
     sub = probe_subset(ds, min(max_examples, len(ds)), seed=seed)
     y = sub.y.numpy()
     rows = []

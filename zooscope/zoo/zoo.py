@@ -1,12 +1,21 @@
 """`Zoo`: the facade over a model zoo's catalog, vector store, probe sets and FAISS indices.
 
-Folder layout (``Zoo.open(path)`` creates it)::
+The facade imports the pipeline's modules and nothing imports it; each query gets a narrow context dataclass::
+
+    catalog → settings → probes → vectors → indices → embedrun → similar / select / check / curate → zoo
+
+Folder layout (``Zoo.create(path)`` or ``zooscope init`` makes it; ``Zoo.open`` only opens)::
 
     <zoo>/catalog.sqlite                   SQLAlchemy Core (or a postgresql:// catalog with <zoo> as storage)
     <zoo>/vectors/<kind>/<key>.npy         one stack per (model, kind) or vector per (dataset, kind)
-    <zoo>/indices/<kind>__<policy>.faiss   sha256 recorded in the catalog, checked before every load
+    <zoo>/indices/<kind>__<policy>@<group>__<sha>.faiss   content-addressed; the catalog row names the file
     <zoo>/probes/<probe_set>.safetensors   the fixed probe inputs (x, y) per input shape
-    <zoo>/cache/                           re-computable: JL projections, features
+    <zoo>/cache/                           re-computable, safe to delete: JL projections, vectors computed for
+                                           queries (a read-only zoo uses $ZOOSCOPE_CACHE or ~/.cache/zooscope)
+
+Writes. Only ``add_*``, ``remove_*``, ``configure``, ``embed`` and ``check(fix=True)`` write the catalog, vectors,
+probes or indices; ``similar``, ``select``, ``check``, the curation functions and listings only read (a zoo
+whose folder is not writable opens read-only and answers them).
 
 Probe sets. Model embeddings (``cka``) are computed on one fixed probe set per input shape, so their vectors are
 comparable. Default: a stratified, seeded subset of ``probe_n`` = 512 examples of the first registered dataset
@@ -29,20 +38,29 @@ from typing import Any
 import pandas as pd
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.zoo import _embedrun, _similar
+from zooscope.index.store import VectorStore
+from zooscope.zoo import embedrun, settings
 from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.check import CheckContext
+from zooscope.zoo.curate import CurateContext
+from zooscope.zoo.embedrun import EmbedContext
+from zooscope.zoo.indices import IndexReader
+from zooscope.zoo.probes import ProbeContext, find_input_shape, materialise, shape_candidates
+from zooscope.zoo.select import SelectContext
+from zooscope.zoo.settings import DEFAULT_JL, DEFAULT_PROBE_N, ZooPaths, ZooSettings, shape_key
+from zooscope.zoo.similar import SimilarContext
+from zooscope.zoo.vectors import VectorRepo
 
-__all__ = ["Zoo", "shape_key"]
+__all__ = ["DEFAULT_JL", "DEFAULT_PROBE_N", "Zoo", "shape_key"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROBE_N = 512
-DEFAULT_JL = (256, 0)
+_SUBDIRS = ("vectors", "indices", "probes", "cache")
 
 
-def shape_key(shape: Sequence[int]) -> str:
-    """``(1, 8, 8)`` -> ``"1x8x8"``: the settings key of an input shape."""
-    return "x".join(str(int(s)) for s in shape)
+def _writable(root: Path) -> bool:
+    cat = root / "catalog.sqlite"
+    return os.access(root, os.W_OK) and (not cat.exists() or os.access(cat, os.W_OK))
 
 
 class Zoo:
@@ -51,21 +69,21 @@ class Zoo:
     Examples
     --------
     >>> import tempfile
-    >>> zoo = Zoo.open(tempfile.mkdtemp())
+    >>> zoo = Zoo.create(tempfile.mkdtemp())
     >>> zoo.models().empty
     True
     """
 
-    def __init__(self, catalog: Catalog, root: Path) -> None:
+    def __init__(self, catalog: Catalog, root: Path, *, writable: bool = True) -> None:
         self.catalog = catalog
         self.root = Path(root)
-        from zooscope.index.store import VectorStore
-
         self.store = VectorStore(self.root / "vectors")
+        self.paths = ZooPaths.for_root(self.root, writable and not catalog.readonly)
 
     @classmethod
-    def open(cls, path_or_url: str | os.PathLike[str], *, storage: str | os.PathLike[str] | None = None) -> Zoo:
-        """Open (creating if missing) the zoo at a folder, or at a catalog URL plus a storage folder.
+    def open(cls, path_or_url: str | os.PathLike[str], *, storage: str | os.PathLike[str] | None = None,
+             create: bool = False) -> Zoo:
+        """Open the zoo at a folder, or at a catalog URL plus a storage folder.
 
         Parameters
         ----------
@@ -73,6 +91,13 @@ class Zoo:
             A folder (``catalog.sqlite`` inside), or an SQLAlchemy URL such as ``postgresql://user@host/zoo``.
         storage : path, optional
             Required with a URL: the folder (shared storage) for vectors, indices, probes and cache.
+        create : bool, default=False
+            Create the zoo when it does not exist (as `Zoo.create`).
+
+        Raises
+        ------
+        ZooscopeInputError
+            No zoo at the path (without ``create``), naming the path; a file where the folder should be.
         """
         text = str(path_or_url)
         if "://" in text:
@@ -81,15 +106,39 @@ class Zoo:
                     f"A catalog URL ({text.split('://')[0]}://…) needs a storage folder for vectors and indices: "
                     "Zoo.open(url, storage='/shared/zoo').")
             root = Path(storage).expanduser().resolve()
+            if not root.is_dir() and not create:
+                raise ZooscopeInputError(f"No zoo storage folder at {root}. Create the zoo first "
+                                         "(zooscope init, or Zoo.create(url, storage=…)).")
+            writable = create or _writable(root)
             catalog = Catalog(text)
         else:
             root = Path(text).expanduser().resolve()
             if root.exists() and not root.is_dir():
                 raise ZooscopeInputError(f"{root} is a file; a zoo is a folder. Choose another path.")
-            catalog = Catalog.for_folder(root)
-        for sub in ("vectors", "indices", "probes", "cache"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        return cls(catalog, root)
+            if not (root / "catalog.sqlite").is_file() and not create:
+                what = "nothing" if not root.exists() else "a folder without a zoo catalog (catalog.sqlite)"
+                raise ZooscopeInputError(
+                    f"No zoo at {root} (there is {what}). Check the path (--zoo / $ZOOSCOPE_ZOO), or create "
+                    "one with `zooscope init --zoo PATH` / Zoo.create(path).")
+            writable = create or _writable(root)
+            catalog = Catalog.for_folder(root, readonly=not writable)
+        if writable:
+            for sub in _SUBDIRS:
+                (root / sub).mkdir(parents=True, exist_ok=True)
+        return cls(catalog, root, writable=writable)
+
+    @classmethod
+    def create(cls, path_or_url: str | os.PathLike[str], *, storage: str | os.PathLike[str] | None = None) -> Zoo:
+        """Create a zoo (or open the one already there) at a folder, or a catalog URL plus a storage folder.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> zoo = Zoo.create(tempfile.mkdtemp())
+        >>> zoo.models().empty
+        True
+        """
+        return cls.open(path_or_url, storage=storage, create=True)
 
     def __repr__(self) -> str:
         return f"Zoo({str(self.root)!r}, models={len(self.catalog.models())})"
@@ -98,6 +147,45 @@ class Zoo:
     def path(self) -> Path:
         """The zoo's storage folder (same as ``root``)."""
         return self.root
+
+    @property
+    def writable(self) -> bool:
+        """False when the zoo was opened read-only (its folder is not writable): only queries work."""
+        return self.paths.writable
+
+    # -- contexts: what each stage of the pipeline gets (never the Zoo itself) ------------------------------
+    def typed_settings(self) -> ZooSettings:
+        """The settings as a `ZooSettings` (read now from the catalog)."""
+        return ZooSettings.load(self.catalog)
+
+    def probe_context(self) -> ProbeContext:
+        return ProbeContext(self.catalog, self.typed_settings(), self.paths)
+
+    def embed_context(self) -> EmbedContext:
+        return EmbedContext(self.catalog, self.store, self.paths, self.typed_settings())
+
+    def _reader(self, st: ZooSettings) -> tuple[VectorRepo, IndexReader]:
+        vectors = VectorRepo(self.catalog, self.store)
+        return vectors, IndexReader(self.catalog, self.paths, vectors, st)
+
+    def similar_context(self) -> SimilarContext:
+        st = self.typed_settings()
+        vectors, indices = self._reader(st)
+        return SimilarContext(self.catalog, vectors, indices, ProbeContext(self.catalog, st, self.paths), st)
+
+    def select_context(self) -> SelectContext:
+        st = self.typed_settings()
+        vectors, indices = self._reader(st)
+        return SelectContext(self.catalog, vectors, indices, ProbeContext(self.catalog, st, self.paths),
+                             EmbedContext(self.catalog, self.store, self.paths, st))
+
+    def check_context(self) -> CheckContext:
+        return CheckContext(self.embed_context())
+
+    def curate_context(self) -> CurateContext:
+        st = self.typed_settings()
+        return CurateContext(self.catalog, VectorRepo(self.catalog, self.store),
+                             ProbeContext(self.catalog, st, self.paths))
 
     # -- contents -------------------------------------------------------------------------------------------
     def add_model(self, name: str, arch: str, checkpoint: str | os.PathLike[str] | None = None,
@@ -125,7 +213,8 @@ class Zoo:
 
         ckpt = None if checkpoint is None else Path(checkpoint).expanduser().resolve()
         model = build_model(arch, kwargs, ckpt)
-        shape = _find_input_shape(model, self._shape_candidates(input_shape, trained_on, kwargs, model))
+        shape = find_input_shape(model, shape_candidates(self.catalog.datasets(), input_shape, trained_on, kwargs,
+                                                         model))
         if replace:
             old = [m for m in self.catalog.models() if m["name"] == name]
             if old:
@@ -134,26 +223,6 @@ class Zoo:
             name, spec=arch, kwargs=kwargs, checkpoint=None if ckpt is None else str(ckpt),
             checkpoint_sha256=None if ckpt is None else sha256_file(ckpt), trained_on=trained_on,
             metrics=metrics, tags=tags, input_shape=shape)
-
-    def _shape_candidates(self, explicit: Sequence[int] | None, trained_on: str | None, kwargs: dict | None,
-                          model: Any) -> list[tuple[int, ...]]:
-        if explicit is not None:
-            return [tuple(int(s) for s in explicit)]
-        out: list[tuple[int, ...]] = []
-        datasets = sorted(self.catalog.datasets(), key=lambda d: d["id"])
-        out += [tuple(d["input_shape"]) for d in datasets if d["name"] == trained_on and d["input_shape"]]
-        kw = dict(kwargs or {})
-        if "in_features" in kw:
-            out.append((int(kw["in_features"]),))
-        if "in_chans" in kw and "img_size" in kw:
-            side = kw["img_size"]
-            hw = tuple(side) if isinstance(side, list | tuple) else (side, side)
-            out.append((int(kw["in_chans"]), *map(int, hw)))
-        out += [tuple(d["input_shape"]) for d in datasets if d["input_shape"]]
-        cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-        if cfg.get("input_size"):
-            out.append((int(kw.get("in_chans", cfg["input_size"][0])), *map(int, cfg["input_size"][1:])))
-        return list(dict.fromkeys(out))
 
     def add_dataset(self, name: str, source: str, *, split: str = "train", seed: int = 0,
                     replace: bool = False) -> int:
@@ -181,13 +250,11 @@ class Zoo:
 
     def remove_model(self, name: str) -> None:
         """Delete a model, its vectors and its index entries."""
-        rows = self.catalog.remove_model(name)
-        _embedrun.drop_rows(self, rows)
+        embedrun.drop_rows(self.embed_context(), self.catalog.remove_model(name))
 
     def remove_dataset(self, name: str) -> None:
         """Delete a dataset, its vectors and its index entries (models trained on it stay)."""
-        rows = self.catalog.remove_dataset(name)
-        _embedrun.drop_rows(self, rows)
+        embedrun.drop_rows(self.embed_context(), self.catalog.remove_dataset(name))
 
     def models(self) -> pd.DataFrame:
         """One row per model: name, spec, trained_on, input_shape, checkpoint, metrics, tags, …"""
@@ -226,61 +293,30 @@ class Zoo:
         kind_params : dict, optional
             Per kind parameter overrides, e.g. ``{"cka": {"debiased": True}}`` (changes re-embed that kind).
         """
-        cat = self.catalog
-        probe = dict(cat.get_setting("probe", {}))
-        if probe_n is not None:
-            if int(probe_n) < 4:
-                raise ZooscopeInputError(f"'probe_n' must be an int >= 4; got {probe_n!r}.")
-            probe["n"] = int(probe_n)
-        if probe_seed is not None:
-            probe["seed"] = int(probe_seed)
-        if probe_dataset is not None:
-            rec = cat.get_dataset(probe_dataset)
-            key = shape_key(rec["input_shape"])
-            probe.setdefault("datasets", {})[key] = probe_dataset
-            sets = dict(cat.get_setting("probe_sets", {}))
-            sets.pop(key, None)
-            cat.set_setting("probe_sets", sets)
-        cat.set_setting("probe", probe)
-        if task2vec_probe is not None:
-            if input_shape is None or "arch" not in task2vec_probe:
-                raise ZooscopeInputError("configure(task2vec_probe={'arch': …, 'kwargs': …, 'checkpoint': …}, "
-                                         "input_shape=(C, H, W)) needs both the spec and the input shape.")
-            from zooscope.zoo.models import build_model
-
-            build_model(task2vec_probe["arch"], task2vec_probe.get("kwargs"), task2vec_probe.get("checkpoint"))
-            probes = dict(cat.get_setting("task2vec_probes", {}))
-            probes[shape_key(input_shape)] = dict(task2vec_probe)
-            cat.set_setting("task2vec_probes", probes)
-        if jl_dim is not None or jl_seed is not None:
-            dim, seed = self.jl_settings()
-            cat.set_setting("jl", {"dim": int(jl_dim if jl_dim is not None else dim),
-                                   "seed": int(jl_seed if jl_seed is not None else seed)})
-        if kind_params is not None:
-            current = dict(cat.get_setting("kind_params", {}))
-            current.update({k: dict(v) for k, v in kind_params.items()})
-            cat.set_setting("kind_params", current)
+        settings.configure(self.catalog, probe_n=probe_n, probe_seed=probe_seed, probe_dataset=probe_dataset,
+                           task2vec_probe=task2vec_probe, input_shape=input_shape, jl_dim=jl_dim, jl_seed=jl_seed,
+                           kind_params=kind_params)
         return self.settings()
 
     def settings(self) -> dict[str, Any]:
-        """All zoo settings (probe, probe_sets, task2vec_probes, jl, kind_params)."""
-        keys = ("probe", "probe_sets", "task2vec_probes", "jl", "kind_params")
-        return {k: self.catalog.get_setting(k) for k in keys}
+        """All zoo settings (probe, probe_sets, task2vec_probes, jl, kind_params), defaults filled in."""
+        return self.typed_settings().as_dict()
 
     def jl_settings(self) -> tuple[int, int]:
         """(dim, seed) of the JL projection used by the indices."""
-        jl = self.catalog.get_setting("jl") or {}
-        return int(jl.get("dim", DEFAULT_JL[0])), int(jl.get("seed", DEFAULT_JL[1]))
+        st = self.typed_settings()
+        return st.jl_dim, st.jl_seed
 
     def probe_set(self, input_shape: Sequence[int]) -> dict[str, Any]:
-        """The probe set for ``input_shape`` (materialised on first use): id, dataset, n, seed, sha256, file."""
-        return _embedrun.probe_set(self, tuple(int(s) for s in input_shape))
+        """The probe set for ``input_shape`` (materialised on first use, so this writes): id, dataset, n, seed,
+        sha256, file."""
+        return materialise(self.probe_context(), tuple(int(s) for s in input_shape))
 
     # -- work -----------------------------------------------------------------------------------------------
     def embed(self, kinds: Sequence[str] | str = ("task2vec", "cka"), backend: str = "local",
               models: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
               progress: bool = False, address: str | None = None) -> pd.DataFrame:
-        """Embed every (model | dataset, kind) pair not embedded yet, then rebuild the FAISS indices.
+        """Embed every (model | dataset, kind) pair not embedded yet, then update the FAISS indices in place.
 
         Resumable: each finished pair is one vector file (written atomically) and then one catalog row (one
         transaction), so a run killed at any point (even SIGKILL) restarts where it stopped and embeds each pair
@@ -305,22 +341,24 @@ class Zoo:
             One row per planned pair: kind, model, dataset, status ("embedded", "skipped", "failed"), seconds,
             error.
         """
-        return _embedrun.embed(self, kinds, backend=backend, models=models, datasets=datasets,
+        return embedrun.embed(self.embed_context(), kinds, backend=backend, models=models, datasets=datasets,
                                progress=progress, address=address)
 
     def similar(self, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,
                 checkpoint: str | os.PathLike[str] | None = None, kwargs: dict | None = None,
                 layer: str = "penultimate", rule: str = "layer", oversample: int = 4,
                 exact: bool = False) -> pd.DataFrame:
-        """The ``k`` zoo models most similar to ``model``; see `zooscope.zoo._similar.similar`."""
-        return _similar.similar(self, model, k, by, arch=arch, checkpoint=checkpoint, kwargs=kwargs,
+        """The ``k`` zoo models most similar to ``model`` (reads only); see `zooscope.zoo.similar.similar`."""
+        from zooscope.zoo.similar import similar
+
+        return similar(self.similar_context(), model, k, by, arch=arch, checkpoint=checkpoint, kwargs=kwargs,
                                 layer=layer, rule=rule, oversample=oversample, exact=exact)
 
     def select(self, dataset: str, k: int = 10, **options: Any) -> pd.DataFrame:
-        """The ``k`` zoo models to transfer from for ``dataset``; see `zooscope.zoo.select.select`."""
+        """The ``k`` zoo models to transfer from for ``dataset`` (reads only); see `zooscope.zoo.select.select`."""
         from zooscope.zoo.select import select
 
-        return select(self, dataset, k, **options)
+        return select(self.select_context(), dataset, k, **options)
 
     def check(self, *, fix: bool = False) -> pd.DataFrame:
         """Problems: catalog ↔ vector files ↔ FAISS indices, changed or missing checkpoints, orphan vectors.
@@ -331,29 +369,26 @@ class Zoo:
             Columns problem, subject, detail, fix; empty when the zoo is consistent. ``fix=True`` deletes orphan
             vectors and rebuilds the indices (changed checkpoints are only reported: re-add those models).
         """
-        from zooscope.zoo._check import check
+        from zooscope.zoo.check import check
 
-        return check(self, fix=fix)
+        return check(self.check_context(), fix=fix)
 
+    # -- curation (reads only) ------------------------------------------------------------------------------
+    def duplicates(self, threshold: float = 0.995, by: str = "cka") -> pd.DataFrame:
+        """Near-duplicate groups; see `zooscope.zoo.curate.duplicates`."""
+        from zooscope.zoo.curate import duplicates
 
-def _find_input_shape(model: Any, candidates: list[tuple[int, ...]]) -> tuple[int, ...]:
-    """The first candidate shape that a dry forward pass (batch of 2 zeros, eval, no grad) accepts."""
-    import torch
+        return duplicates(self.curate_context(), threshold=threshold, by=by)
 
-    was_training = model.training
-    model.eval()
-    errors = []
-    try:
-        for shape in candidates:
-            try:
-                with torch.no_grad():
-                    model(torch.zeros((2, *shape)))
-                return shape
-            except Exception as e:  # any failure means "not this shape"
-                errors.append(f"{shape}: {type(e).__name__}")
-    finally:
-        model.train(was_training)
-    tried = "; ".join(errors) if errors else "none (no registered dataset and no in_chans/img_size kwargs)"
-    raise ZooscopeInputError(
-        f"Could not find an input shape this model accepts (tried {tried}). Pass input_shape=(C, H, W), "
-        "register a dataset it fits first, or give trained_on.")
+    def clusters(self, n_clusters: int | None = None, by: str = "cka", **options: Any) -> pd.DataFrame:
+        """Clusters of models; see `zooscope.zoo.curate.clusters`."""
+        from zooscope.zoo.curate import clusters
+
+        return clusters(self.curate_context(), n_clusters, by, **options)
+
+    def zoo_map(self, by: str = "cka", path: str | os.PathLike[str] | None = None, **options: Any) -> pd.DataFrame:
+        """2-D map of the zoo; see `zooscope.zoo.curate.zoo_map`."""
+        from zooscope.zoo.curate import zoo_map
+
+        return zoo_map(self.curate_context(), by, path, **options)
+

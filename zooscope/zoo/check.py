@@ -1,34 +1,49 @@
-"""`Zoo.check`: consistency of catalog ↔ vector files ↔ FAISS indices, and of the recorded checkpoints."""
+"""`Zoo.check`: consistency of catalog ↔ vector files ↔ FAISS indices, and of the recorded checkpoints.
+
+``check`` reads only; ``check(fix=True)`` (the one writing variant) deletes rows whose vector file is gone and
+orphan vector files, and rebuilds the indices from the vector store.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from zooscope.zoo import _vectors
-from zooscope.zoo.parallel import load_kinds
+from zooscope.zoo.embedrun import EmbedContext, remove_orphans
+from zooscope.zoo.indices import IndexKey, IndexWriter
 
-if TYPE_CHECKING:
-    from zooscope.zoo.zoo import Zoo
+__all__ = ["COLUMNS", "CheckContext", "check"]
 
 COLUMNS = ["problem", "subject", "detail", "fix"]
 
 
-def check(zoo: Zoo, *, fix: bool = False) -> pd.DataFrame:
+@dataclass(frozen=True)
+class CheckContext:
+    """What `check` reads (and, with ``fix=True``, repairs): the embedding context and its indices."""
+
+    embedding: EmbedContext
+
+    @property
+    def indices(self) -> IndexWriter:
+        return self.embedding.indices
+
+
+def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
     """See `Zoo.check`."""
     from zooscope.embed._kinds import EMBEDDINGS
     from zooscope.zoo.models import sha256_file
 
-    load_kinds()
+    cat, store, vectors = ctx.embedding.catalog, ctx.embedding.store, ctx.embedding.vectors
     out: list[dict[str, Any]] = []
 
     def add(problem: str, subject: str, detail: str, how: str) -> None:
         out.append({"problem": problem, "subject": subject, "detail": detail, "fix": how})
 
-    for m in zoo.catalog.models():
+    for m in cat.models():
         if not m["checkpoint"]:
             continue
         path = Path(m["checkpoint"])
@@ -37,69 +52,75 @@ def check(zoo: Zoo, *, fix: bool = False) -> pd.DataFrame:
         elif m["checkpoint_sha256"] and sha256_file(path) != m["checkpoint_sha256"]:
             add("checkpoint changed", m["name"], f"{path}: sha256 differs from the recorded "
                 f"{m['checkpoint_sha256'][:12]}…", "re-add the model (add_model(..., replace=True)) and embed")
-    rows = zoo.catalog.embeddings()
+    rows = cat.embeddings()
     used: dict[str, set[str]] = {}
     for r in rows:
         used.setdefault(r["kind"], set()).add(r["vector_key"])
         who = r["model"] or r["dataset"]
         try:
-            arr = _vectors.read_stack(zoo, r)
+            arr = vectors.read(r)
             if arr.shape[-1] != r["dim"]:
                 add("vector shape", who, f"{r['kind']} vector {r['vector_key']} has dim {arr.shape[-1]}, "
                     f"catalog says {r['dim']}", "re-embed it")
         except (KeyError, OSError, ValueError) as e:
             add("missing vector", who, f"{r['kind']} row {r['id']}: {str(e).splitlines()[0][:120]}",
                 "re-embed (remove the row with check(fix=True), then embed)")
-    for kind in zoo.store.kinds():
-        for key in zoo.store.keys(kind):
+    for kind in store.kinds():
+        for key in store.keys(kind):
             if key not in used.get(kind, set()):
                 add("orphan vector", kind, f"{key}.npy is named by no catalog row", "check(fix=True) deletes it")
-    for kind in sorted({r["kind"] for r in rows} | {i["kind"] for i in zoo.catalog.indices()}):
+    kinds = sorted({r["kind"] for r in rows} | {i["kind"] for i in cat.indices()})
+    for kind in kinds:
         if kind not in EMBEDDINGS:
             continue
-        for policy in _vectors.policies(EMBEDDINGS.get(kind).meta.subject):
-            _check_index(zoo, kind, policy, add)
+        try:
+            want = set(ctx.indices.expected_keys(kind))
+        except (KeyError, OSError, ValueError):
+            want = set()
+        for key in sorted(want | set(ctx.indices.keys(kind))):
+            _check_index(ctx, key, key in want, add)
     table = pd.DataFrame(out, columns=COLUMNS)
     if fix and not table.empty:
-        _fix(zoo, table, rows)
-        return check(zoo, fix=False)
+        _fix(ctx, rows, [k for k in kinds if k in EMBEDDINGS])
+        return check(ctx, fix=False)
     return table
 
 
-def _check_index(zoo: Zoo, kind: str, policy: str, add: Any) -> None:
-    rec = zoo.catalog.get_index(kind, policy)
+def _check_index(ctx: CheckContext, key: IndexKey, wanted: bool, add: Any) -> None:
+    name = f"{key.kind}__{key.column}"
+    rec = ctx.indices.record(key)
+    if not wanted:
+        add("stale index", name, "an index is recorded for a group with no vectors", "check(fix=True) drops it")
+        return
     try:
-        _, want = _vectors.expected_index(zoo, kind, policy)
+        _, want = ctx.indices.expected(key)
     except (KeyError, OSError, ValueError):
         want = None  # a missing vector is reported already
     if rec is None:
         if want is not None and len(want):
-            add("missing index", f"{kind}__{policy}", "vectors exist but no index is recorded", "check(fix=True)")
+            add("missing index", name, "vectors exist but no index is recorded", "check(fix=True)")
         return
     try:
-        index = _vectors.load_index(zoo, kind, policy)
+        index = ctx.indices.load(key)
     except Exception as e:  # missing file, sha256 mismatch, unreadable
-        add("bad index", f"{kind}__{policy}", str(e).splitlines()[0][:160], "check(fix=True) rebuilds it")
+        add("bad index", name, str(e).splitlines()[0][:160], "check(fix=True) rebuilds it")
         return
     if want is not None and not np.array_equal(np.sort(index.ids()), np.sort(want)):
         extra = np.setdiff1d(index.ids(), want).size
         missing = np.setdiff1d(want, index.ids()).size
-        add("stale index", f"{kind}__{policy}", f"{missing} vectors missing from the index, {extra} ids without "
+        add("stale index", name, f"{missing} vectors missing from the index, {extra} ids without "
             "a catalog row", "check(fix=True) rebuilds it")
 
 
-def _fix(zoo: Zoo, table: pd.DataFrame, rows: list[dict]) -> None:
-    from zooscope.embed._kinds import EMBEDDINGS
-    from zooscope.zoo._embedrun import remove_orphans
-
+def _fix(ctx: CheckContext, rows: list[dict], kinds: list[str]) -> None:
+    store = ctx.embedding.store
     bad_rows = []
     for r in rows:
         try:
-            zoo.store.path(r["vector_key"])
+            store.path(r["vector_key"])
         except KeyError:
             bad_rows.append(r["id"])
     if bad_rows:
-        zoo.catalog.remove_embeddings(bad_rows)
-    remove_orphans(zoo, zoo.store.kinds())
-    kinds = sorted({r["kind"] for r in rows} | {i["kind"] for i in zoo.catalog.indices()})
-    _vectors.rebuild_indices(zoo, [k for k in kinds if k in EMBEDDINGS])
+        ctx.embedding.catalog.remove_embeddings(bad_rows)
+    remove_orphans(ctx.embedding, store.kinds())
+    ctx.indices.rebuild(kinds)

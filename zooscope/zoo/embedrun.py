@@ -1,0 +1,241 @@
+"""The driver side of `Zoo.embed`: plan (skip what is done), compute, write results, update the indices.
+
+Exactly-once. A job's identity is its *request* (kind version and parameters, probe set, checkpoint sha256 or
+dataset sha256, probe network); its sha256 is stored in each row's ``params["request_hash"]``. Finished =
+a row with that hash exists. The driver writes the vector file (atomically) and then one catalog row (one
+transaction); a kill between the two leaves only an unreferenced file, which the next run deletes before it
+starts (the driver is the zoo's only writer of vectors). The indices are then brought in step in place
+(`zooscope.zoo.indices.IndexWriter.sync`), which also repairs indices a killed run left behind.
+
+`plan_job` and `compute_missing` write nothing: read-only queries use them to compute, in memory, a vector the
+zoo does not store yet (e.g. the task vector of a dataset added a moment ago).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from zooscope._io import atomic_write
+from zooscope._validation import ZooscopeInputError
+from zooscope.index.store import VectorStore
+from zooscope.zoo import parallel
+from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.catalog import params_hash as request_hash
+from zooscope.zoo.indices import IndexWriter
+from zooscope.zoo.probes import ProbeContext, materialise
+from zooscope.zoo.settings import ZooPaths, ZooSettings
+from zooscope.zoo.vectors import VectorRepo
+
+__all__ = ["T2V_MAX_SAMPLES", "EmbedContext", "compute_missing", "drop_rows", "embed", "plan_job"]
+
+log = logging.getLogger(__name__)
+
+T2V_MAX_SAMPLES = 2000
+REPORT_COLUMNS = ["kind", "model", "dataset", "status", "seconds", "error"]
+
+
+@dataclass(frozen=True)
+class EmbedContext:
+    """What embedding reads and writes: catalog, vector store, paths and settings."""
+
+    catalog: Catalog
+    store: VectorStore
+    paths: ZooPaths
+    settings: ZooSettings
+
+    @property
+    def probes(self) -> ProbeContext:
+        return ProbeContext(self.catalog, self.settings, self.paths)
+
+    @property
+    def vectors(self) -> VectorRepo:
+        return VectorRepo(self.catalog, self.store)
+
+    @property
+    def indices(self) -> IndexWriter:
+        return IndexWriter(self.catalog, self.paths, self.vectors, self.settings)
+
+
+def _kind(kind: str) -> Any:
+    from zooscope.embed._kinds import EMBEDDINGS
+
+    return EMBEDDINGS.get(kind)
+
+
+def plan_job(ctx: EmbedContext, kind: str, subject: dict[str, Any], *,
+             probe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The job (and its request) for one (kind, model|dataset) pair.
+
+    Model kinds need ``probe`` (the probe-set record with its ``file``); dataset kinds need nothing stored.
+    """
+    meta = _kind(kind).meta
+    kind_params = ctx.settings.params_of(kind, meta.params)
+    if meta.subject == "model":
+        if not subject.get("input_shape"):
+            raise ZooscopeInputError(f"Model {subject['name']!r} has no recorded input shape; re-add it with "
+                                     "input_shape=(C, H, W).")
+        if probe is None:
+            raise ZooscopeInputError(f"No probe set given for model {subject['name']!r}.")
+        request = {"kind": kind, "version": meta.version, "params": kind_params, "probe_set": probe["id"],
+                   "spec": subject["spec"], "kwargs": subject["kwargs"],
+                   "checkpoint_sha256": subject["checkpoint_sha256"]}
+        job = {"subject": "model", "arch": subject["spec"], "kwargs": subject["kwargs"],
+               "checkpoint": subject["checkpoint"], "probe_file": str(ctx.paths.root / probe["file"])}
+    else:
+        if not subject.get("num_classes"):
+            raise ZooscopeInputError(f"Dataset {subject['name']!r} has no labels; kind {kind!r} needs them.")
+        net = ctx.settings.task2vec_probe(tuple(subject["input_shape"]), int(subject["num_classes"]))
+        request = {"kind": kind, "version": meta.version, "params": kind_params, "probe_net": net,
+                   "dataset_sha256": subject["probe_sha256"], "max_samples": T2V_MAX_SAMPLES}
+        job = {"subject": "dataset", "source": subject["source"], "split": subject["meta"].get("split", "train"),
+               "seed": int(subject["meta"].get("seed", 0)), "max_samples": T2V_MAX_SAMPLES, "probe_net": net}
+    job.update(kind=kind, name=subject["name"], kind_params=kind_params, request=request,
+               request_hash=request_hash(request))
+    return job
+
+
+def compute_missing(ctx: EmbedContext, kind: str, dataset: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """(vector, row-like dict) of a dataset kind for ``dataset``: the stored one, else computed in memory.
+
+    A computed vector is kept only in the cache folder (``<cache>/vectors/<kind>/<request_hash>.npy``); `embed`
+    stores it for good. Writes nothing else.
+    """
+    rec = ctx.catalog.get_dataset(dataset)
+    job = plan_job(ctx, kind, rec)
+    for row in ctx.vectors.current_rows(kind, dataset=dataset):
+        if row["params"].get("request_hash") == job["request_hash"]:
+            return ctx.vectors.read64(row), row
+    row = {"id": None, "kind": kind, "model": None, "dataset": dataset,
+           "params": {"request_hash": job["request_hash"], "request": job["request"]}}
+    cached = ctx.paths.cache / "vectors" / kind / f"{job['request_hash']}.npy"
+    if cached.is_file():
+        try:
+            return np.load(cached, allow_pickle=False).astype(np.float64), row
+        except (OSError, ValueError):
+            log.warning("unreadable cached vector %s: recomputing", cached)
+    vec = np.asarray(parallel.compute_job(job)["vectors"])
+    try:
+        atomic_write(cached, lambda f: np.save(f, vec, allow_pickle=False))
+    except OSError as e:
+        log.warning("could not cache %s (%s)", cached, e)
+    return vec.astype(np.float64), row
+
+
+def drop_rows(ctx: EmbedContext, rows: list[dict[str, Any]]) -> None:
+    """Delete the vector files of removed rows and take their ids out of the indices (in place)."""
+    from zooscope.embed._kinds import EMBEDDINGS
+
+    if not rows:
+        return
+    ctx.store.delete([r["vector_key"] for r in rows])
+    for kind in sorted({r["kind"] for r in rows}):
+        if kind in EMBEDDINGS:
+            ctx.indices.sync(kind)
+
+
+def remove_orphans(ctx: EmbedContext, kinds: Sequence[str]) -> list[str]:
+    """Delete vector files of ``kinds`` that no catalog row names (left by a killed run); returns their keys."""
+    orphans: list[str] = []
+    for kind in kinds:
+        used = {r["vector_key"] for r in ctx.catalog.embeddings(kind=kind)}
+        orphans += [k for k in ctx.store.keys(kind) if k not in used]
+    if orphans:
+        log.info("removing %d orphan vector files from an interrupted run", len(orphans))
+        ctx.store.delete(orphans)
+    for p in ctx.store.stale_temp_files():
+        p.unlink(missing_ok=True)
+    return orphans
+
+
+def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models: Sequence[str] | None,
+          datasets: Sequence[str] | None, progress: bool, address: str | None) -> pd.DataFrame:
+    """See `Zoo.embed`."""
+    from rich.console import Console
+    from rich.progress import track
+
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    if not kinds:
+        raise ZooscopeInputError("Zoo.embed needs at least one kind, e.g. kinds=('cka',).")
+    metas = {k: _kind(k).meta for k in kinds}
+    for k, m in metas.items():
+        if m.pending:
+            raise ZooscopeInputError(f"Embedding kind {k!r} cannot run yet: {m.pending}")
+    cat = ctx.catalog
+    model_recs = cat.models() if models is None else [cat.get_model(n) for n in models]
+    data_recs = cat.datasets() if datasets is None else [cat.get_dataset(n) for n in datasets]
+    report: list[dict[str, Any]] = []
+    jobs: list[dict[str, Any]] = []
+    for kind, meta in metas.items():
+        rows = cat.embeddings(kind=kind)
+        done = {(r["model"] or r["dataset"], r["params"].get("request_hash")) for r in rows}
+        subjects = model_recs if meta.subject == "model" else data_recs
+        for s in subjects:
+            entry = {"kind": kind, "model": s["name"] if meta.subject == "model" else None,
+                     "dataset": s["name"] if meta.subject == "dataset" else None, "seconds": 0.0, "error": None}
+            if meta.subject == "dataset" and not s.get("num_classes"):
+                report.append(entry | {"status": "skipped (no labels)"})
+                continue
+            try:
+                probe = materialise(ctx.probes, s["input_shape"]) if meta.subject == "model" else None
+                job = plan_job(ctx, kind, s, probe=probe)
+            except Exception as e:  # e.g. no probe set for its input shape: record, go on
+                _fail(ctx, entry, f"{type(e).__name__}: {e}")
+                report.append(entry)
+                continue
+            if (s["name"], job["request_hash"]) in done:
+                report.append(entry | {"status": "skipped"})
+                stale = [r for r in rows if (r["model"] or r["dataset"]) == s["name"]
+                         and r["params"].get("request_hash") != job["request_hash"]]
+                if stale:  # a run killed between writing a new row and retiring the old one
+                    cat.remove_embeddings([r["id"] for r in stale])
+                    ctx.store.delete([r["vector_key"] for r in stale])
+            else:
+                jobs.append(job)
+    remove_orphans(ctx, kinds)
+    results = parallel.run_jobs(jobs, backend=backend, address=address)
+    for job, res, error in track(results, total=len(jobs), description=f"embedding {len(jobs)} pairs",
+                                 disable=not progress, console=Console(stderr=True)):
+        entry = {"kind": job["kind"], "model": job["name"] if job["subject"] == "model" else None,
+                 "dataset": job["name"] if job["subject"] == "dataset" else None,
+                 "seconds": 0.0 if res is None else float(res["seconds"]), "error": None}
+        if error is None:
+            try:
+                _write(ctx, job, res, metas[job["kind"]])
+                entry["status"] = "embedded"
+            except Exception as e:  # a bad vector (NaN) must not stop the run
+                error = f"{type(e).__name__}: {e}"
+        if error is not None:
+            _fail(ctx, entry, error)
+        report.append(entry)
+    for kind in kinds:
+        ctx.indices.sync(kind)
+    return pd.DataFrame(report, columns=REPORT_COLUMNS)
+
+
+def _fail(ctx: EmbedContext, entry: dict[str, Any], error: str) -> None:
+    entry["status"], entry["error"] = "failed", error.splitlines()[0]
+    log.warning("embedding %s of %s failed: %s", entry["kind"], entry["model"] or entry["dataset"], entry["error"])
+    ctx.catalog.record_failure(kind=entry["kind"], model=entry["model"], dataset=entry["dataset"], error=error)
+
+
+def _write(ctx: EmbedContext, job: dict[str, Any], res: dict[str, Any], meta: Any) -> None:
+    """Vector file first (atomic), then the one catalog row; then retire older rows of the same pair."""
+    kind, name = job["kind"], job["name"]
+    who = {"model": name} if job["subject"] == "model" else {"dataset": name}
+    old = [r for r in ctx.catalog.embeddings(kind=kind, **who) if (r["model"] or r["dataset"]) == name]
+    key = ctx.store.put(res["vectors"], kind=kind)
+    params = {"request_hash": job["request_hash"], "request": json.loads(json.dumps(job["request"], default=str)),
+              "layers": res["layers"], "penultimate": res["penultimate"]}
+    ctx.catalog.add_embedding(kind=kind, params=params, vector_key=key, dim=int(res["vectors"].shape[-1]),
+                              code_version=str(meta.version), **who)
+    if old:  # e.g. the checkpoint changed: the new vector replaces the stale one
+        ctx.catalog.remove_embeddings([r["id"] for r in old])
+        ctx.store.delete([r["vector_key"] for r in old])
+    ctx.catalog.clear_failure(kind=kind, **who)
