@@ -26,9 +26,10 @@ from scipy.spatial.distance import cdist
 from sklearn.manifold import SpectralEmbedding
 from threadpoolctl import threadpool_limits
 
+from zooscope.embed.covariances import jacobian_covariances
 from zooscope.measures.diffusion import DiffusionMaps, GeometricHarmonics
 from zooscope.measures.geodesic import mahalanobis_geodesic_sq_distances
-from zooscope.measures.mahalanobis import jacobian_covariances, mahalanobis_sq_distances
+from zooscope.measures.mahalanobis import mahalanobis_sq_distances
 from zooscope.measures.transform import NetworkTransform, transform_error
 
 HERE = Path(__file__).parent

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from zooscope.measures.mahalanobis import jacobian_covariances
+from zooscope.embed.covariances import jacobian_covariances
 from zooscope.measures.transform import NetworkTransform, relative_error
 
 

@@ -11,10 +11,11 @@ import torch
 from scipy import stats
 
 from zooscope import ZooscopeInputError
+from zooscope.embed.covariances import burst_covariances, jacobian_covariances
 from zooscope.measures import MEASURES, Inv
 from zooscope.measures.diffusion import DiffusionMaps, GeometricHarmonics, NotFittedError
 from zooscope.measures.geodesic import mahalanobis_geodesic_sq_distances
-from zooscope.measures.mahalanobis import burst_covariances, jacobian_covariances, mahalanobis_sq_distances
+from zooscope.measures.mahalanobis import mahalanobis_sq_distances
 from zooscope.measures.transform import NetworkTransform, relative_error, transform_error
 
 torch.set_num_threads(1)
