@@ -59,8 +59,14 @@ _SUBDIRS = ("vectors", "indices", "probes", "cache")
 
 
 def _writable(root: Path) -> bool:
+    """Whether to open the zoo for writing: the folder and its catalog are writable, and their permission bits
+    say so (``chmod -R a-w zoo`` makes a zoo read-only even for root, whom `os.access` always lets write)."""
+
+    def ok(p: Path) -> bool:
+        return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
+
     cat = root / "catalog.sqlite"
-    return os.access(root, os.W_OK) and (not cat.exists() or os.access(cat, os.W_OK))
+    return ok(root) and (not cat.exists() or ok(cat))
 
 
 class Zoo:
