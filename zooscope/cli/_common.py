@@ -40,6 +40,14 @@ ZooOpt = Annotated[
 FormatOpt = Annotated[str, typer.Option("--format", help="Output format: table, csv or json.")]
 
 
+def open_zoo(zoo: str, *, create: bool = False):
+    """The zoo at ``--zoo``. A missing zoo raises `ZooscopeInputError` naming the path (so inside `user_errors`
+    a mistyped ``--zoo`` exits 2 with one line); only ``create=True`` (``zooscope init``) makes one."""
+    from zooscope.zoo.zoo import Zoo
+
+    return Zoo.open(zoo, create=create)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn bad input into one red line on stderr and exit code 2 (no traceback)."""

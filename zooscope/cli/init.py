@@ -15,8 +15,8 @@ def init_cmd(zoo: ZooOpt) -> None:
 
     Example: zooscope init --zoo ./zoo
     """
-    from zooscope.zoo.zoo import Zoo
+    from zooscope.cli._common import open_zoo
 
     with user_errors():
-        z = Zoo.open(zoo)
+        z = open_zoo(zoo, create=True)
         err.print(f"zoo ready at {z.path} ({len(z.models())} models, {len(z.datasets())} datasets)")
