@@ -14,9 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["TMP_PREFIX", "atomic_open", "atomic_write", "fsync_dir"]
+__all__ = ["TMP_PREFIX", "atomic_open", "atomic_write", "fsync_dir", "user_cache_dir"]
 
 TMP_PREFIX = ".tmp-"  # temp files of unfinished writes start with this (safe to delete when idle)
+
+
+def user_cache_dir() -> Path:
+    """``$ZOOSCOPE_CACHE``, else ``~/.cache/zooscope``: where re-computable files go outside a zoo."""
+    return Path(os.environ.get("ZOOSCOPE_CACHE") or Path.home() / ".cache" / "zooscope").expanduser()
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
+from zooscope._sampling import stratified_split
 from zooscope._validation import ZooscopeInputError
 
 log = logging.getLogger(__name__)
@@ -97,15 +97,6 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def split(x: torch.Tensor, y: torch.Tensor, val_fraction: float = 0.2, seed: int = 0):
-    """Seeded, stratified train/validation split -> (x_tr, y_tr, x_val, y_val)."""
-    rng = np.random.default_rng(seed)
-    y_np = y.numpy()
-    val_idx = []
-    for c in np.unique(y_np):
-        idx = np.flatnonzero(y_np == c)
-        rng.shuffle(idx)
-        val_idx.extend(idx[: max(1, round(val_fraction * len(idx)))])
-    mask = np.zeros(len(y_np), dtype=bool)
-    mask[np.asarray(val_idx, dtype=int)] = True
-    tr, va = torch.from_numpy(np.flatnonzero(~mask)), torch.from_numpy(np.flatnonzero(mask))
+    """Seeded, stratified train/validation split -> (x_tr, y_tr, x_val, y_val) (`zooscope._sampling`)."""
+    tr, va = (torch.from_numpy(i) for i in stratified_split(y.numpy(), val_fraction, seed))
     return x[tr], y[tr], x[va], y[va]

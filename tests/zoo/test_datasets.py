@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zooscope import ZooscopeInputError
+from zooscope._sampling import stratified_sample
 from zooscope.zoo.datasets import (
     DatasetTensors,
-    _stratified_counts,
     cache_dir,
     check_labelled,
     load_dataset,
@@ -245,10 +245,10 @@ def test_probe_subset_is_stratified_deterministic_and_seeded(rng):
     assert not torch.equal(a.y, torch.sort(a.y).values)  # shuffled: minibatches mix classes
 
 
-def test_probe_subset_keeps_every_class_when_possible(rng):
-    ds = _toy([95, 3, 2], rng)
-    assert torch.bincount(probe_subset(ds, 10).y).tolist() == [8, 1, 1]
-    assert len(torch.unique(probe_subset(ds, 3).y)) == 3
+def test_probe_subset_gives_each_class_its_share(rng):
+    ds = _toy([90, 6, 4], rng)
+    assert torch.bincount(probe_subset(ds, 50).y).tolist() == [45, 3, 2]
+    assert torch.bincount(probe_subset(ds, 100).y).tolist() == [90, 6, 4]
 
 
 def test_probe_subset_bounds(rng):
@@ -260,17 +260,17 @@ def test_probe_subset_bounds(rng):
 
 
 @settings(max_examples=80, deadline=None)
-@given(counts=st.lists(st.integers(1, 40), min_size=1, max_size=8), frac=st.floats(0.0, 1.0))
-def test_stratified_counts_properties(counts, frac):
+@given(counts=st.lists(st.integers(1, 40), min_size=1, max_size=8), frac=st.floats(0.0, 1.0),
+       seed=st.integers(0, 3))
+def test_stratified_sample_properties(counts, frac, seed):
     counts = np.array(counts)
+    y = np.repeat(np.arange(len(counts)), counts)
     n = max(1, round(frac * counts.sum()))
-    take = _stratified_counts(counts, n)
-    assert take.sum() == n and (take >= 0).all() and (take <= counts).all()
-    if n >= len(counts):
-        assert (take >= 1).all()
-    quota = n * counts / counts.sum()
-    if (quota >= 1).all():
-        assert (np.abs(take - quota) < 1).all()
+    idx = stratified_sample(y, n, seed)
+    take = np.bincount(y[idx], minlength=len(counts))
+    assert len(np.unique(idx)) == n and (take <= counts).all()
+    assert (np.abs(take - n * counts / counts.sum()) < 1 + 1e-9).all()  # proportional, largest remainder
+    np.testing.assert_array_equal(idx, stratified_sample(y, n, seed))
 
 
 def test_check_labelled(rng):

@@ -4,8 +4,8 @@
 
 1. **Order-free.** Examples are put in a canonical order (sorted by a hash of each ``(x_i, y_i)``), so the
    result does not depend on how the data is ordered: permuting ``(x, y)`` gives a bitwise-identical vector
-   for the same seed.  ``max_samples`` keeps a stratified subset: the first examples of each class in that
-   order (deterministic and order-free).
+   for the same seed.  ``max_samples`` keeps a stratified, seeded subset of that order
+   (`zooscope._sampling.stratified_sample`; deterministic and order-free).
 2. **Probe split.** A deepcopy of the probe is used (the probe is never modified), in EVAL mode: BatchNorm uses
    its running statistics, so examples are independent and per-sample gradients are well defined (the
    reference code leaves BN in train mode).  The feature extractor is, for a timm model,
@@ -49,6 +49,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from zooscope._sampling import stratified_sample
 from zooscope._validation import ZooscopeInputError, check_choice, check_positive
 from zooscope.embed import fisher as _fisher
 from zooscope.embed._kinds import EMBEDDINGS, EmbeddingMeta
@@ -134,16 +135,6 @@ def _as_inputs(x: Any, y: Any) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     if len(classes) < 2:
         raise ZooscopeInputError(f"Task2Vec needs at least 2 classes; y has {len(classes)}.")
     return xt, yi.astype(np.int64), classes
-
-
-def _stratified(y: np.ndarray, max_samples: int) -> np.ndarray:
-    """The first examples of each class (in canonical order), in proportion to the class sizes."""
-    counts = np.bincount(y)
-    keep = np.maximum(1, np.floor(counts * max_samples / len(y)).astype(int))
-    rank = np.zeros(len(y), dtype=np.int64)
-    for c in range(len(counts)):
-        rank[y == c] = np.arange(counts[c])
-    return np.flatnonzero(rank < keep[y])
 
 
 class Task2Vec:
@@ -249,7 +240,7 @@ class Task2Vec:
         order = _canonical_order(xt.numpy(), yi)
         xt, yi = xt[torch.from_numpy(order)], yi[order]
         if self.max_samples is not None and len(yi) > self.max_samples:
-            keep = _stratified(yi, int(self.max_samples))
+            keep = np.sort(stratified_sample(yi, int(self.max_samples), int(self.seed)))
             xt, yi = xt[torch.from_numpy(keep)], yi[keep]
         return self._embed(xt, torch.from_numpy(yi), len(classes), train_head=True)
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from zooscope._io import atomic_write, user_cache_dir
+from zooscope._sampling import stratified_sample, stratified_split
 from zooscope._validation import ZooscopeInputError, _to_numpy, check_choice, unknown_name_error
 from zooscope.zoo import _sources
 
@@ -94,7 +95,7 @@ class DatasetTensors:
 
 def cache_dir() -> Path:
     """``$ZOOSCOPE_CACHE``, else ``~/.cache/zooscope``: re-computable files such as parsed builtin datasets."""
-    return Path(os.environ.get("ZOOSCOPE_CACHE") or Path.home() / ".cache" / "zooscope").expanduser()
+    return user_cache_dir()
 
 
 def _cached_npz(name: str, make: Any) -> dict[str, np.ndarray]:
@@ -108,30 +109,17 @@ def _cached_npz(name: str, make: Any) -> dict[str, np.ndarray]:
             log.warning("rebuilding damaged cache file %s (%s)", path, e)
     arrays = make()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as e:  # a read-only cache only costs time
         log.warning("could not cache %s (%s)", path, e)
     return arrays
 
 
-def _stratified_order(y: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-    """Per class, its indices in a seeded random order."""
-    return [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
-
-
 def _fixed_split(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
     if split == "all":
         return x, y
-    test = []
-    for idx in _stratified_order(y, np.random.default_rng(_SPLIT_SEED)):
-        test.append(idx[: round(_TEST_FRACTION * len(idx))])
-    mask = np.zeros(len(y), dtype=bool)
-    mask[np.concatenate(test)] = True
-    keep = mask if split == "test" else ~mask
+    train, test = stratified_split(y, _TEST_FRACTION, _SPLIT_SEED)
+    keep = test if split == "test" else train
     return x[keep], y[keep]
 
 
@@ -324,29 +312,12 @@ def load_dataset(source: str, *, split: str = "train", seed: int = 0) -> Dataset
     return ds
 
 
-def _stratified_counts(counts: np.ndarray, n: int) -> np.ndarray:
-    """Per-class sample sizes summing to n: proportional (largest remainder), every class >= 1 when n allows."""
-    quota = n * counts / counts.sum()
-    take = np.floor(quota).astype(np.int64)
-    if n >= len(counts):
-        take = np.maximum(take, 1)
-    take = np.minimum(take, counts)
-    while take.sum() < n:  # give to the class furthest below its quota that still has examples left
-        room = take < counts
-        c = int(np.argmax(np.where(room, quota - take, -np.inf)))
-        take[c] += 1
-    while take.sum() > n:  # only after the >= 1 floor: take from the class furthest above its quota
-        c = int(np.argmax(np.where(take > 1, take - quota, -np.inf)))
-        take[c] -= 1
-    return take
-
-
 def probe_subset(ds: DatasetTensors, n: int, *, seed: int = 0, stratified: bool = True) -> DatasetTensors:
     """A deterministic subset of ``n`` examples: stratified by class and seeded.
 
-    Each class gets a share proportional to its frequency (largest-remainder rounding), and every class gets at
-    least one example when ``n >= num_classes``. Within a class the examples are a seeded random choice; the
-    result is in a seeded random order (so minibatches mix classes). Same (data, n, seed) -> same subset.
+    `zooscope._sampling.stratified_sample` (scikit-learn): each class gets a share proportional to its
+    frequency (largest-remainder rounding); within a class the examples are a seeded random choice; the result
+    is in a seeded random order (so minibatches mix classes). Same (data, n, seed) -> same subset.
 
     Parameters
     ----------
@@ -362,19 +333,8 @@ def probe_subset(ds: DatasetTensors, n: int, *, seed: int = 0, stratified: bool 
     DatasetTensors
         x of shape (n, ...), y of shape (n,) or None; same classes.
     """
-    N = len(ds)
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= N:
-        raise ZooscopeInputError(f"probe_subset needs 1 <= n <= {N} (the dataset size); got n={n!r}.")
-    rng = np.random.default_rng(seed)
-    if stratified and ds.y is not None:
-        y = ds.y.numpy()
-        _, counts = np.unique(y, return_counts=True)
-        take = _stratified_counts(counts, int(n))
-        per_class = _stratified_order(y, rng)
-        idx = np.concatenate([p[:t] for p, t in zip(per_class, take, strict=True)])
-    else:
-        idx = rng.choice(N, size=int(n), replace=False)
-    idx = torch.from_numpy(rng.permutation(idx))
+    y = ds.y.numpy() if stratified and ds.y is not None else None
+    idx = torch.from_numpy(stratified_sample(y, n, seed, size=len(ds)))
     return DatasetTensors(ds.name, ds.x[idx].contiguous(), None if ds.y is None else ds.y[idx].contiguous(),
                           None if ds.classes is None else list(ds.classes))
 

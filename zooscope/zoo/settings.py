@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zooscope._io import user_cache_dir
 from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.catalog import Catalog
 
@@ -28,11 +29,6 @@ _KEYS = ("probe", "probe_sets", "task2vec_probes", "jl", "kind_params")
 def shape_key(shape: Sequence[int]) -> str:
     """``(1, 8, 8)`` -> ``"1x8x8"``: the settings key of an input shape."""
     return "x".join(str(int(s)) for s in shape)
-
-
-def user_cache_dir() -> Path:
-    """``$ZOOSCOPE_CACHE``, else ``~/.cache/zooscope``."""
-    return Path(os.environ.get("ZOOSCOPE_CACHE") or Path.home() / ".cache" / "zooscope").expanduser()
 
 
 @dataclass(frozen=True)
