@@ -18,6 +18,7 @@ from torch import nn
 
 from zooscope.embed.compare import compare
 from zooscope.plot import heatmap
+from zooscope.training import train_classifier
 from zooscope.zoo.models import small_cnn
 
 __all__ = ["digits_split", "main", "train_small_cnn"]
@@ -44,16 +45,9 @@ def digits_split(n_test: int = 360, seed: int = 0) -> tuple[torch.Tensor, ...]:
 
 def train_small_cnn(x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int = 8,
                     batch_size: int = 64) -> nn.Module:
-    """Train a `small_cnn` (width 16, 8×8 inputs) with AdamW; the seed fixes init and batch order."""
+    """Train a `small_cnn` (width 16, 8×8 inputs) with AdamW (`zooscope.training`); the seed fixes init and order."""
     model = small_cnn(in_chans=x.shape[1], num_classes=int(y.max()) + 1, img_size=x.shape[-1], seed=seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y), generator=gen).split(batch_size):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
+    train_classifier(model, x, y, epochs=epochs, batch_size=batch_size, lr=3e-3, weight_decay=0.01, seed=seed)
     return model.eval()
 
 

@@ -18,12 +18,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 from rich.console import Console
 
-from zooscope.cli._common import print_table
-
 console = Console()
+
+
+def print_table(df: pd.DataFrame, *, title: str, index: bool = False) -> None:
+    """Print a table under a title (the demo does not import the CLI)."""
+    console.print(f"[bold]{title}[/bold]")
+    console.print(df.to_string(index=index), highlight=False)
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ def build_zoo(out: Path):
 
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    zoo = zs.Zoo.open(out / "zoo")
+    zoo = zs.Zoo.create(out / "zoo")
     have_ds = set(zoo.datasets()["name"])
     for name, source in [*DATASETS.items(), NEW_TASK]:
         if name not in have_ds:

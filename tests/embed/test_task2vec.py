@@ -168,14 +168,10 @@ def digits_probe():
     d = load_digits()
     x = torch.tensor(d.images / 16.0, dtype=torch.float32)[:, None]
     y = torch.tensor(d.target)
+    from zooscope.training import train_classifier
+
     model = small_cnn(in_chans=1, num_classes=10, width=8, img_size=8, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(6):
-        for idx in torch.randperm(len(x), generator=g).split(64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
+    train_classifier(model, x, y, epochs=6, batch_size=64, lr=3e-3, weight_decay=0.0, seed=0)
     return model.eval(), x, y.numpy()
 
 

@@ -15,6 +15,7 @@ _CACHE: dict[str, Path] = {}
 
 def checkpoints(n: int = 3, epochs: int = 2) -> list[Path]:
     """Paths of ``n`` small CNNs trained with different seeds (trained once per test session)."""
+    from zooscope.training import train_classifier
     from zooscope.zoo.datasets import load_dataset
     from zooscope.zoo.models import save_checkpoint, small_cnn
 
@@ -29,15 +30,7 @@ def checkpoints(n: int = 3, epochs: int = 2) -> list[Path]:
             ds = ds or load_dataset("builtin:digits")
             torch.set_num_threads(1)
             model = small_cnn(**KW, seed=seed)
-            opt = torch.optim.Adam(model.parameters(), 1e-2)
-            g = torch.Generator().manual_seed(seed)
-            for _ in range(epochs):
-                perm = torch.randperm(len(ds.x), generator=g)
-                for i in range(0, len(perm), 128):
-                    idx = perm[i:i + 128]
-                    opt.zero_grad()
-                    torch.nn.functional.cross_entropy(model(ds.x[idx]), ds.y[idx]).backward()
-                    opt.step()
+            train_classifier(model, ds.x, ds.y, epochs=epochs, batch_size=128, lr=1e-2, weight_decay=0.0, seed=seed)
             save_checkpoint(model, path)
         out.append(path)
     return out
