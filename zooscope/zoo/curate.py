@@ -29,11 +29,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CurateContext:
-    """What curation reads: catalog, stored vectors and probe sets."""
+    """What curation reads: stored vectors and probe sets (and, through them, the catalog)."""
 
-    catalog: Catalog
     vectors: VectorRepo
     probes: ProbeContext
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.vectors.catalog
 
 
 def _ctx(zoo: Any) -> CurateContext:

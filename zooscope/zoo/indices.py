@@ -227,22 +227,22 @@ class IndexWriter(IndexReader):
     def rebuild(self, kinds: Iterable[str]) -> None:
         """Rebuild every index of ``kinds`` from the vector store; drop indices of groups with no rows."""
         for kind in kinds:
-            want = set(self.expected_keys(kind))
-            for key in self.keys(kind):
-                if key not in want:
-                    self.drop(key)
-            for key in sorted(want):
+            for key in self._drop_unwanted(kind):
                 self.build(key)
+
+    def _drop_unwanted(self, kind: str) -> list[IndexKey]:
+        """Drop the indices of ``kind`` whose group has no rows; returns the keys the rows call for."""
+        want = set(self.expected_keys(kind))
+        for key in self.keys(kind):
+            if key not in want:
+                self.drop(key)
+        return sorted(want)
 
     def sync(self, kind: str) -> None:
         """Bring every index of ``kind`` in step with the catalog, in place: add the vectors of rows it lacks,
         remove ids whose rows are gone, build missing indices, drop those of groups without rows."""
         rows = self.vectors.current_rows(kind)
-        want = set(self.expected_keys(kind))
-        for key in self.keys(kind):
-            if key not in want:
-                self.drop(key)
-        for key in sorted(want):
+        for key in self._drop_unwanted(kind):
             group_rows = [r for r in rows if comparability_group(r) == key.group]
             want_ids = {i: r for r in group_rows for i in self._ids_of(key.policy, r)}
             try:

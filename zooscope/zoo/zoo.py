@@ -70,15 +70,8 @@ def _writable(root: Path) -> bool:
 
 
 class Zoo:
-    """A model zoo: models, datasets, their embeddings and indices (open with `Zoo.open`).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> zoo = Zoo.create(tempfile.mkdtemp())
-    >>> zoo.models().empty
-    True
-    """
+    """A model zoo: models, datasets, their embeddings and indices (`Zoo.open` an existing one, `Zoo.create`
+    a new one)."""
 
     def __init__(self, catalog: Catalog, root: Path, *, writable: bool = True) -> None:
         self.catalog = catalog
@@ -190,8 +183,7 @@ class Zoo:
 
     def curate_context(self) -> CurateContext:
         st = self.typed_settings()
-        return CurateContext(self.catalog, VectorRepo(self.catalog, self.store),
-                             ProbeContext(self.catalog, st, self.paths))
+        return CurateContext(VectorRepo(self.catalog, self.store), ProbeContext(self.catalog, st, self.paths))
 
     # -- contents -------------------------------------------------------------------------------------------
     def add_model(self, name: str, arch: str, checkpoint: str | os.PathLike[str] | None = None,
