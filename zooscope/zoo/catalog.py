@@ -259,6 +259,14 @@ class Catalog:
         )
         return self._add_named(models_table, "model", name, values, replace)
 
+    def has_model(self, name: str) -> bool:
+        """Whether a model of that name is recorded."""
+        return bool(self._read(sa.select(models_table.c.id).where(models_table.c.name == name).limit(1)))
+
+    def count_models(self) -> int:
+        """How many models are recorded (one SQL count, no rows read)."""
+        return int(self._read(sa.select(sa.func.count()).select_from(models_table))[0][0])
+
     def update_model(self, name: str, /, **fields: Any) -> None:
         """Change some fields of a model's record (e.g. ``metrics=…`` after training)."""
         allowed = set(models_table.c.keys()) - {"id", "name", "created"}

@@ -81,7 +81,7 @@ def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkp
         p = rows[-1]["params"]
         return _Query(ctx.vectors.read64(rows[-1]), p["layers"], p["penultimate"], comparability_group(rows[-1]),
                       model)
-    if any(m["name"] == model for m in ctx.catalog.models()):
+    if ctx.catalog.has_model(model):
         raise ZooscopeInputError(f"{model!r} is already a zoo model; give the new spec another label, or omit "
                                  "arch/checkpoint to query the zoo model itself.")
     from zooscope.zoo.models import build_model, penultimate_layer
@@ -129,7 +129,7 @@ def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, ar
         raise ZooscopeInputError(f"'k' of Zoo.similar must be an int >= 1; got {k!r}.")
     check_choice(by, ["task2vec", *_model_kinds()], "by", "Zoo.similar")
     check_choice(rule, ["layer", "best_match"], "rule", "Zoo.similar")
-    if not ctx.catalog.models():
+    if not ctx.catalog.count_models():
         raise ZooscopeInputError("The zoo has no models. Add some (zoo.add_model(name, arch, checkpoint)) and run "
                                  "zoo.embed() first.")
     if by == "task2vec":
