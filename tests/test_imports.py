@@ -94,3 +94,27 @@ def test_measures_never_import_torch_nn(path):
                 and node.attr == "nn":
             bad.append("torch.nn (attribute)")
     assert not bad, f"{path.name} uses {bad}: nn.Module code belongs in zooscope/embed/"
+
+
+def test_training_and_demo_stay_off_the_cli_import_path():
+    g = import_graph()
+    cli = [m for m in g if m == "zooscope.cli" or m.startswith("zooscope.cli.")]
+    reach = set().union(*(nx.descendants(g, m) for m in cli))
+    assert "zooscope.training" not in reach and "zooscope.demo" not in reach
+    assert not any(d.startswith("zooscope.cli") for d in nx.descendants(g, "zooscope.demo"))
+
+
+def test_a_registry_plugin_module_that_fails_to_import_raises():
+    from zooscope._registry import Registry
+
+    reg = Registry("widget", modules=("zooscope.no_such_plugin_module",))
+    with pytest.raises(ModuleNotFoundError, match="no_such_plugin_module"):
+        reg.available()
+    with pytest.raises(ModuleNotFoundError):  # and again: a failed load is not remembered as done
+        reg.get("anything")
+
+
+def test_embedding_kinds_load_through_the_registry():
+    from zooscope.embed._kinds import EMBEDDINGS
+
+    assert {"cka", "task2vec", "gradsketch"} <= set(EMBEDDINGS.available())
