@@ -52,6 +52,15 @@ def _as_matrix(A: Any, name: str) -> torch.Tensor:
     return A.reshape(A.shape[0], -1)
 
 
+def _col_mean(X: torch.Tensor) -> torch.Tensor:
+    """Column means of (n, p) X in X's dtype, as one GEMV (torch's column reductions are far slower).
+
+    Used only to condition the data before a Gram product: the Gram's own centring removes any offset left
+    exactly, so the rounding of a float32 mean does not enter the result beyond round-off.
+    """
+    return (torch.ones((1, X.shape[0]), dtype=X.dtype, device=X.device) @ X).reshape(-1) / X.shape[0]
+
+
 def _nonfinite(name: str, where: str) -> ZooscopeInputError:
     return ZooscopeInputError(
         f"{name} contains NaN or Inf{where}, or its Gram matrix overflows float32. Check the checkpoint/inputs, "
@@ -99,18 +108,17 @@ class _Layer:
                 f"linear_cka_matrix needs at least {4 if debiased else 2} examples; got {X.shape[0]}."
             )
         self.n, p = X.shape
-        mean = X.sum(dim=0, dtype=torch.float64) / self.n
+        # Gram form (≈ n²p flops) pays off as soon as the layer is not tiny next to n.
+        self.is_gram = 4 * p > self.n
+        work = torch.float64 if (exact or X.dtype == torch.float64 or not self.is_gram) else torch.float32
+        X = X.to(work)
+        mean = _col_mean(X)
         if not bool(torch.isfinite(mean).all()):  # a NaN/Inf anywhere makes its column mean non-finite
             bad = (~torch.isfinite(X)).any(dim=1).nonzero()
             raise _nonfinite(name, f" (first in row {int(bad[0, 0])})" if len(bad) else "")
         # (a constant layer is caught below: its centred self-inner-product is 0)
-        # Gram form (n²p/2 flops) pays off as soon as the layer is not tiny next to n.
-        self.is_gram = 4 * p > self.n
-        work = torch.float64 if (exact or X.dtype == torch.float64 or not self.is_gram) else torch.float32
-        Xc = torch.empty(X.shape, dtype=work, device=X.device)
-        rows = max(1, _BLOCK_BYTES // (8 * p))
-        for s in range(0, self.n, rows):  # exact float64 centring, then (maybe) round to float32
-            Xc[s : s + rows] = X[s : s + rows].to(torch.float64) - mean
+        Xc = X - mean
+        del X
         if self.is_gram:
             self.K = _center(_tri_gram(Xc), debiased, inplace=True)
             if not bool(torch.isfinite(self.K.diagonal().sum())):
@@ -216,14 +224,15 @@ def linear_cka_matrix(
 ) -> np.ndarray:
     """Full-batch linear CKA between every layer of one network and every layer of another.
 
-    Each layer is centred once (exactly, in float64) and then kept either as its centred Gram matrix
+    Each layer is centred once (in its working dtype) and then kept either as its centred Gram matrix
     (layers wider than n/4; built once, from the blocks on and above the diagonal: ≈ n²p flops, like syrk)
     or as centred features (narrow layers); every pair is then an inner product: Gram·Gram as one blocked
     float64 matmul over all Gram layers, Gram·features as ``Σ (K Y) ∘ Y``, features·features as ``‖YᵀX‖²``.
     A layer passed twice (the same object) is processed once. The work runs in torch on the activations'
     device. float64 activations are multiplied in float64 (agreement with :func:`linear_cka` to ~1e-12);
-    float32 ones use float32 GEMMs on the float64-centred data (safe: centring removed the offsets that
-    cancel badly) with every sum and normalisation in float64, matching :func:`linear_cka` to < 1e-6.
+    float32 ones use float32 GEMMs on batch-centred data (safe: centring removed the offsets that
+    cancel badly; the Gram's own centring is float64-summed) with every sum and normalisation in float64,
+    matching :func:`linear_cka` to < 1e-6.
 
     Parameters
     ----------
@@ -348,8 +357,7 @@ class MinibatchCKA:
         """Flattened U-centred B × B Gram (float64) of one layer's batch activations, and its trace."""
         X = _as_matrix(A, name)
         X = X.to(torch.float64 if self._want64(X.dtype == torch.float64) else torch.float32)
-        mean = X.sum(dim=0, dtype=torch.float64) / X.shape[0]  # HSIC₁ is invariant to this shift (exactly)
-        Xc = X - mean.to(X.dtype)
+        Xc = X - _col_mean(X)  # HSIC₁ is invariant to this shift (exactly); it only conditions the GEMM
         K = (Xc @ Xc.T).to(torch.float64)  # the GEMM in the activations' dtype; centring sums in float64
         trace = K.diagonal().sum()  # NaN/Inf anywhere in X or an overflowing Gram shows up here
         return _center(K, True, inplace=True).reshape(-1), trace
