@@ -24,7 +24,8 @@ warm-up, and the best and the median are kept: the machine may be shared, and th
 disturbed by other processes. FLOPs: forwards from torch's FlopCounterMode, Grams as 2·rows·cols·p per GEMM
 actually executed. Writes JSON to benchmarks/out/ and prints a markdown section for benchmarks/RESULTS.md.
 
-    python benchmarks/bench_compare.py [--threads default,1] [--repeats 3]
+    python benchmarks/bench_compare.py [--threads 1,default] [--repeats 3]
+    python benchmarks/bench_compare.py --report benchmarks/out/bench_compare_<stamp>.json   # the markdown again
 """
 
 from __future__ import annotations
@@ -251,8 +252,7 @@ def workload_b(n: int, batch: int, repeats: int, pairwise_pairs: int) -> dict:
                 for xb in x.split(batch):
                     net(xb)
 
-    many()  # warm-up
-    t_many, t_bare = [], []
+    t_many, t_bare = [], []  # no separate warm-up: workload A has warmed the kernels up; best of `repeats`
     for _ in range(repeats):
         t0 = time.perf_counter()
         table = many()
@@ -351,7 +351,7 @@ def report(res: dict, command: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", default="default,1", help="comma list: 'default' and/or integers")
+    p.add_argument("--threads", default="1,default", help="comma list: 'default' and/or integers")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--batch", type=int, default=100)
@@ -359,8 +359,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--layerid-n", type=int, default=1000)
     p.add_argument("--layerid-batch", type=int, default=250)
     p.add_argument("--layerid-pairwise", type=int, default=6, help="compare() calls timed (scaled to 90)")
+    p.add_argument("--layerid-repeats", type=int, default=2)
     p.add_argument("--skip-layerid", action="store_true")
+    p.add_argument("--report", type=Path, help="only print the markdown of a saved JSON run")
     args = p.parse_args(argv)
+    if args.report:
+        res = json.loads(args.report.read_text())
+        print(report(res, res.get("command", "?")))
+        return res
     torch.manual_seed(0)
     x = torch.randn(args.n, 1, 28, 28)
     nets = (small_cnn(seed=1).eval(), small_cnn(seed=2).eval())
@@ -369,10 +375,14 @@ def main(argv: list[str] | None = None) -> dict:
     res = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
            "n": args.n, "batch": args.batch, "repeats": args.repeats, "loadavg_before": loadavg(),
            "blas_pools": [(d["internal_api"], d["num_threads"]) for d in threadpool_info()],
+           "command": "python benchmarks/bench_compare.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "flops": {"forward": forward_flops(nets, x, args.batch),
                      "minibatch_gram": minibatch_gram_flops(widths, args.n, args.batch),
                      "full_gram_executed": executed, "full_gram_syrk": syrk}, "threads": {}}
     print(json.dumps({k: res[k] for k in ("machine", "flops", "blas_pools", "loadavg_before")}), flush=True)
+    out = HERE / "out"
+    out.mkdir(exist_ok=True)
+    path = out / f"bench_compare_{dt.datetime.now():%Y%m%d_%H%M%S}.json"
     for spec in args.threads.split(","):
         t = DEFAULT_THREADS if spec == "default" else int(spec)
         label = f"{t} (default)" if spec == "default" else str(t)
@@ -380,19 +390,14 @@ def main(argv: list[str] | None = None) -> dict:
         with threadpool_limits(limits=t):  # the bench's own numpy work (torch-cka export etc.) at the same count
             r = {"A": workload_a(x, args.batch, nets, args.repeats, args.ckatorch_budget)}
             if not args.skip_layerid:
-                r["B"] = workload_b(args.layerid_n, args.layerid_batch, max(1, args.repeats - 1),
-                                    args.layerid_pairwise)
+                r["B"] = workload_b(args.layerid_n, args.layerid_batch, args.layerid_repeats, args.layerid_pairwise)
         res["threads"][label] = r
+        res["loadavg_after"] = loadavg()
+        path.write_text(json.dumps(res, indent=1))  # after each thread count: a partial run is kept
+        print(f"wrote {path}", flush=True)
     torch.set_num_threads(DEFAULT_THREADS)
-    res["loadavg_after"] = loadavg()
-    out = HERE / "out"
-    out.mkdir(exist_ok=True)
-    path = out / f"bench_compare_{dt.datetime.now():%Y%m%d_%H%M%S}.json"
-    path.write_text(json.dumps(res, indent=1))
-    print(f"wrote {path}")
     if not args.skip_layerid:
-        command = "python benchmarks/bench_compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        print(report(res, command.strip()))
+        print(report(res, res["command"].strip()))
     return res
 
 
