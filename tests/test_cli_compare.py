@@ -91,3 +91,42 @@ def test_bad_model_spec_exits_2(npy):
     r = _run("compare", "resnet18", CNN, "--data", npy)
     assert r.exit_code == 2
     assert "timm:<name>" in r.output
+
+
+def test_three_models_give_the_long_table_of_every_pair(tmp_path, npy):
+    ws = [save_checkpoint(small_cnn(width=4, seed=s), tmp_path / f"net{s}.safetensors") for s in (1, 2, 3)]
+    out = tmp_path / "many.csv"
+    weights = [arg for w in ws for arg in ("--weights", w)]
+    r = _run("compare", CNN, CNN, CNN, "--data", npy, "--kwargs", '{"width": 4}', *weights,
+             "--layers", "conv3,fc", "--n", 32, "--batch-size", 16, "--out", out)
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["model_a", "layer_a", "model_b", "layer_b", "value"]
+    assert len(df) == 3 * 4  # 3 pairs × 2 × 2 layers
+    names = sorted(set(df.model_a) | set(df.model_b))
+    assert names == [f"{CNN}[net{s}]" for s in (1, 2, 3)]
+    two = _run("compare", CNN, CNN, "--data", npy, "--kwargs", '{"width": 4}', "--weights", ws[0], "--weights", ws[2],
+               "--layers", "conv3,fc", "--n", 32, "--batch-size", 16, "--format", "json")
+    assert two.exit_code == 0, two.output
+    pair = np.array(json.loads(two.stdout)["data"])
+    sub = df[(df.model_a == names[0]) & (df.model_b == names[2])]
+    np.testing.assert_allclose(sub.value.to_numpy(), pair.ravel(), atol=1e-12)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--weights-a", "w.safetensors"], "are for two models"),
+    (["--weights", "w.safetensors"], "--weights was given 1 times for 3 models"),
+    (["--kwargs", "{}", "--kwargs", "{}"], "--kwargs was given 2 times"),
+    (["--plot", "x.png"], "give two models"),
+])
+def test_many_model_option_errors_exit_2(npy, args, message):
+    r = _run("compare", CNN, CNN, CNN, "--data", npy, "--n", 8, *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+
+
+def test_one_model_is_refused(npy):
+    r = _run("compare", CNN, "--data", npy)
+    assert r.exit_code == 2
+    assert "at least two model specs" in r.output

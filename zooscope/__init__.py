@@ -13,7 +13,7 @@ from zooscope import measures
 from zooscope._validation import ZooscopeInputError
 
 __version__ = "0.1.0"
-__all__ = ["Zoo", "ZooscopeInputError", "__version__", "compare", "measures"]
+__all__ = ["Zoo", "ZooscopeInputError", "__version__", "compare", "compare_many", "measures"]
 
 
 def __getattr__(name: str) -> Any:  # torch-heavy parts load on first use
@@ -21,6 +21,10 @@ def __getattr__(name: str) -> Any:  # torch-heavy parts load on first use
         from zooscope.embed.compare import compare
 
         return compare
+    if name == "compare_many":
+        from zooscope.embed.compare import compare_many
+
+        return compare_many
     if name == "Zoo":
         from zooscope.zoo.zoo import Zoo
 

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from zooscope import ZooscopeInputError, measures
+from zooscope._registry import Entry
 from zooscope.embed import compare as compare_mod
+from zooscope.embed._comparers import ComparerMeta
 from zooscope.embed.capture import capture, iter_activations, iter_batches
 from zooscope.embed.compare import COMPARERS, compare
 from zooscope.measures.minibatch import MinibatchCKA
@@ -149,8 +151,7 @@ def test_data_b_only_for_cross_dataset_comparers(nets, x, monkeypatch):
             seen.append([(xa.clone(), xb.clone()) for xa, xb in pairs()])
         return scale * np.ones((len(layers_a), len(layers_b)))
 
-    fake.cross_dataset = True
-    monkeypatch.setitem(COMPARERS, "fake_cross", fake)
+    monkeypatch.setitem(COMPARERS._entries, "fake_cross", Entry("fake_cross", fake, ComparerMeta(cross_dataset=True)))
     x_b = x + 1
     df = compare(a, b, x, ["fc"], ["conv1", "fc"], measure="fake_cross", batch_size=20, data_b=x_b, scale=2.0)
     assert df.to_numpy().tolist() == [[2.0, 2.0]]
@@ -163,9 +164,20 @@ def test_data_b_only_for_cross_dataset_comparers(nets, x, monkeypatch):
 
 def test_comparers_from_the_gradsketch_plugin_are_loaded(nets, x):
     compare_mod._load_plugins()
-    assert "minibatch_cka" in COMPARERS
-    if compare_mod.importlib.util.find_spec("zooscope.embed.gradsketch") is not None:
-        assert {"grad_cka", "grad_nbs"} <= set(COMPARERS)
+    assert {"minibatch_cka", "grad_cka", "grad_nbs", "grad_euclidean"} <= set(COMPARERS.available())
+    assert COMPARERS.get("grad_cka").cross_dataset and not COMPARERS.get("minibatch_cka").cross_dataset
+    assert not COMPARERS.get("grad_euclidean").larger_is_more_similar
+
+
+def test_a_missing_plugin_module_raises_instead_of_disappearing(nets, x, monkeypatch):
+    monkeypatch.setattr(compare_mod, "PLUGINS", ("zooscope.embed.no_such_plugin",))
+    with pytest.raises(ModuleNotFoundError, match="no_such_plugin"):
+        compare(*nets, x)
+
+
+def test_comparer_registered_twice_is_refused():
+    with pytest.raises(RuntimeError, match="registered twice"):
+        COMPARERS.register(ComparerMeta())(compare_mod.minibatch_cka)
 
 
 def test_unknown_layer_error_lists_valid_names(nets, x):

@@ -199,3 +199,15 @@ def test_bad_input_raises_one_clear_error(call, match, xy):
     X, _ = xy
     with pytest.raises(ZooscopeInputError, match=match):
         call(X)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_linear_cka_matrix_blocked_gram_path(rng, debiased):
+    n = 700  # > 2 blocks of rows: the Gram is assembled from its upper-triangular blocks
+    base = rng.normal(size=(n, 10))
+    X = base @ rng.normal(size=(10, 400)) + rng.normal(size=(n, 400)) + 5.0
+    Y = np.maximum(base @ rng.normal(size=(10, 300)), 0)
+    want = linear_cka(X, Y, debiased=debiased)
+    assert linear_cka_matrix([X], [Y], debiased=debiased)[0, 0] == pytest.approx(want, abs=1e-12)  # float64 stays
+    got32 = linear_cka_matrix([torch.from_numpy(X).float()], [Y.astype(np.float32)], debiased=debiased)
+    assert got32[0, 0] == pytest.approx(want, abs=MATRIX_TOL)

@@ -174,3 +174,27 @@ def test_constructor_validates_layer_counts():
         MinibatchCKA(0)
     with pytest.raises(ZooscopeInputError, match="gram_dtype"):
         MinibatchCKA(2, gram_dtype="float16")
+
+
+def test_a_tensor_given_for_both_models_is_processed_once(rng, monkeypatch):
+    calls = []
+    original = MinibatchCKA._u_gram
+
+    def counting(self, A, name):
+        calls.append(name)
+        return original(self, A, name)
+
+    monkeypatch.setattr(MinibatchCKA, "_u_gram", counting)
+    (acts,) = _batches(rng, [20], (6, 3))
+    shared = torch.from_numpy(acts[0])
+    got = MinibatchCKA(2, 1).update([shared, acts[1]], [shared]).result()
+    assert calls == ["acts_a[0]", "acts_a[1]"]
+    assert got[0, 0] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_float64_torch_input_keeps_float64_and_device(rng):
+    a = _batches(rng, [16, 16], (9, 4))
+    acc = MinibatchCKA(2)
+    got = _run(acc, [[torch.from_numpy(x) for x in acts] for acts in a])
+    assert acc._acc.dtype == torch.float64 and acc._acc.device.type == "cpu"
+    np.testing.assert_allclose(got, _reference(a, a), atol=EXACT_TOL)

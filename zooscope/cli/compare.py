@@ -1,4 +1,4 @@
-"""`zooscope compare A B --data SPEC`: a layer × layer similarity table of two model specs."""
+"""`zooscope compare A B [C …] --data SPEC`: a layer × layer table of two model specs, or every pair of N."""
 
 from __future__ import annotations
 
@@ -28,32 +28,35 @@ def _json_option(text: str | None, option: str) -> dict[str, Any]:
     return value
 
 
-def _load_inputs(spec: str, n: int | None, seed: int, split: str):
-    """Input tensor (n, ...) from a dataset spec: a seeded, class-stratified subset when n < its size."""
-    from zooscope.zoo.datasets import load_dataset, probe_subset
-
-    ds = load_dataset(spec, split=split, seed=seed)
-    if n is not None and len(ds) > n:
-        ds = probe_subset(ds, n, seed=seed)
-    return ds.x
+def _model_names(specs: list[str], weights: list[Path | None]) -> list[str]:
+    """Readable, unique names for the long table: the spec, plus the checkpoint's stem when specs repeat."""
+    names = [spec if specs.count(spec) == 1 or w is None else f"{spec}[{Path(w).stem}]"
+             for spec, w in zip(specs, weights, strict=True)]
+    return [name if names.count(name) == 1 else f"{name}#{i}" for i, name in enumerate(names)]
 
 
 @app.command("compare")
 def compare_cmd(
-    model_a: Annotated[str, typer.Argument(help="Model spec A: timm:<name> or package.module:factory.")],
-    model_b: Annotated[str, typer.Argument(help="Model spec B (may equal A, with other weights).")],
+    models: Annotated[list[str], typer.Argument(help="Two or more model specs: timm:<name> or "
+                                                "package.module:factory (may repeat, with other weights).")],
     data: Annotated[str, typer.Option("--data", help="Dataset spec: builtin:digits, builtin:mnist5k, "
                                       "builtin:mnist1d, a .npz/.npy file, an ImageFolder dir, a saved HF "
                                       "dataset folder.")],
     weights_a: Annotated[Path | None, typer.Option("--weights-a", help="Checkpoint for A "
                                                    "(.safetensors, or a weights-only torch file).")] = None,
     weights_b: Annotated[Path | None, typer.Option("--weights-b", help="Checkpoint for B.")] = None,
+    weights: Annotated[list[Path] | None, typer.Option("--weights", help="Checkpoint of each model, in order "
+                                                       "(repeat once per model; instead of --weights-a/-b).")] = None,
     kwargs_a: Annotated[str | None, typer.Option("--kwargs-a", help="JSON kwargs for A's factory, e.g. "
                                                  "'{\"num_classes\": 10, \"in_chans\": 1}'.")] = None,
     kwargs_b: Annotated[str | None, typer.Option("--kwargs-b", help="JSON kwargs for B (default: A's).")] = None,
+    kwargs: Annotated[list[str] | None, typer.Option("--kwargs", help="JSON kwargs of the factories: once for "
+                                                     "every model, or once per model in order.")] = None,
     layers_a: Annotated[str | None, typer.Option("--layers-a", help="Comma-separated module names of A "
                                                  "(default: its feature stages and head).")] = None,
     layers_b: Annotated[str | None, typer.Option("--layers-b", help="Comma-separated module names of B.")] = None,
+    layers: Annotated[str | None, typer.Option("--layers", help="Comma-separated module names for every model "
+                                               "(with three or more models).")] = None,
     n: Annotated[int | None, typer.Option("--n", min=4, help="Use a seeded subset of this many inputs.")] = 2000,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Inputs per forward pass.")] = 256,
     measure: Annotated[str, typer.Option("--measure", help="linear_cka (full batch), minibatch_cka (any n, "
@@ -67,43 +70,85 @@ def compare_cmd(
     max_memory_gb: Annotated[float, typer.Option("--max-memory-gb", help="Cap on held activations "
                                                  "for full-batch measures.")] = 4.0,
     out: Annotated[Path | None, typer.Option("--out", help="Write the table to .csv/.json/.parquet.")] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write a heat-map image (.png/.pdf/.svg).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a heat-map image (.png/.pdf/.svg); "
+                                              "two models only.")] = None,
     fmt: FormatOpt = "table",
 ) -> None:
-    """Compare two networks layer by layer: one similarity value per (layer of A, layer of B).
+    """Compare networks layer by layer: one similarity value per (layer of A, layer of B).
+
+    Two models give a layer × layer table. Three or more give a long table (model_a, layer_a, model_b, layer_b,
+    value) over every pair, with each model run forward once (zs.compare_many).
 
     Example: zooscope compare timm:resnet18 timm:resnet18 --weights-a base.safetensors
     --weights-b tuned.safetensors --data ./val_images --n 2000 --out cka.csv --plot cka.png
     """
     with user_errors():
 
-        from zooscope.embed.compare import COMPARERS, _load_plugins, compare
-        from zooscope.measures import MEASURES
+        from zooscope.embed.capture import load_inputs
+        from zooscope.embed.compare import check_measure, compare, compare_many
         from zooscope.zoo.models import build_model
 
-        _load_plugins()
-        if measure not in MEASURES and measure not in COMPARERS:  # fail before building models
-            from zooscope.embed.compare import _unknown_measure
-
-            raise _unknown_measure(measure)
+        if len(models) < 2:
+            raise ZooscopeInputError(f"compare needs at least two model specs; got {len(models)}.")
+        check_measure(measure)  # fail before building models
         if fmt not in ("table", "csv", "json"):
             raise ZooscopeInputError(f"--format must be table, csv or json; got {fmt!r}.")
-        kw_a = _json_option(kwargs_a, "--kwargs-a")
-        kw_b = _json_option(kwargs_b, "--kwargs-b") if kwargs_b is not None else dict(kw_a)
+        many = len(models) > 2
+        per_model_ab = [("--weights-a", weights_a), ("--weights-b", weights_b), ("--kwargs-a", kwargs_a),
+                        ("--kwargs-b", kwargs_b), ("--layers-a", layers_a), ("--layers-b", layers_b)]
+        if many and any(v is not None for _, v in per_model_ab):
+            used = [k for k, v in per_model_ab if v is not None]
+            raise ZooscopeInputError(f"{', '.join(used)} are for two models; with {len(models)} use --weights "
+                                     "(once per model), --kwargs and --layers.")
+        if weights and (weights_a is not None or weights_b is not None):
+            raise ZooscopeInputError("Give checkpoints either with --weights or with --weights-a/--weights-b.")
+        if weights and len(weights) != len(models):
+            raise ZooscopeInputError(f"--weights was given {len(weights)} times for {len(models)} models; give "
+                                     "one checkpoint per model, in order.")
+        if kwargs and len(kwargs) not in (1, len(models)):
+            raise ZooscopeInputError(f"--kwargs was given {len(kwargs)} times for {len(models)} models; give it "
+                                     "once (for every model) or once per model.")
+        if kwargs and (kwargs_a is not None or kwargs_b is not None):
+            raise ZooscopeInputError("Give factory kwargs either with --kwargs or with --kwargs-a/--kwargs-b.")
+        if plot is not None and many:
+            raise ZooscopeInputError("--plot draws one layer × layer heat-map: give two models.")
+        if not many and layers is not None:
+            layers_a = layers_a if layers_a is not None else layers
+            layers_b = layers_b if layers_b is not None else layers
+        w_list: list[Path | None] = (list(weights) if weights else [None] * len(models) if many
+                                     else [weights_a, weights_b])
+        if kwargs:
+            kw_list = [_json_option(k, "--kwargs") for k in kwargs]
+            kw_list = kw_list * len(models) if len(kw_list) == 1 else kw_list
+        else:
+            kw_a = _json_option(kwargs_a, "--kwargs-a")
+            kw_b = _json_option(kwargs_b, "--kwargs-b") if kwargs_b is not None else dict(kw_a)
+            kw_list = [kw_a, kw_b] if not many else [{} for _ in models]
         m_kw = _json_option(measure_kwargs, "--measure-kwargs")
-        net_a = build_model(model_a, kw_a, weights_a)
-        same = model_a == model_b and kw_a == kw_b and weights_a == weights_b
-        net_b = net_a if same else build_model(model_b, kw_b, weights_b)
-        x = _load_inputs(data, n, seed, split)
-        table = compare(net_a, net_b, x, layers_a, layers_b, measure=measure, batch_size=batch_size,
-                        device=device, max_memory_gb=max_memory_gb, progress=True, **m_kw)
-        table.attrs.update(model_a=f"A: {model_a}", model_b=f"B: {model_b}")
+        nets: list[Any] = []
+        for spec, kw, w in zip(models, kw_list, w_list, strict=True):
+            twin = next((k for k, (s2, kw2, w2) in enumerate(zip(models, kw_list, w_list, strict=True))
+                         if (s2, kw2, w2) == (spec, kw, w) and k < len(nets)), None)
+            nets.append(nets[twin] if twin is not None else build_model(spec, kw, w))
+        x = load_inputs(data, n, seed=seed, split=split)
+        if many:
+            names = _model_names(models, w_list)
+            table = compare_many(dict(zip(names, nets, strict=True)), x, layers, measure=measure,
+                                 batch_size=batch_size, device=device, max_memory_gb=max_memory_gb, progress=True,
+                                 **m_kw)
+            index, shape, title = False, f"{len(table)} rows", f"{measure}, every pair of {len(models)} models"
+        else:
+            table = compare(nets[0], nets[1], x, layers_a, layers_b, measure=measure, batch_size=batch_size,
+                            device=device, max_memory_gb=max_memory_gb, progress=True, **m_kw)
+            table.attrs.update(model_a=f"A: {models[0]}", model_b=f"B: {models[1]}")
+            index, shape = True, f"{table.shape[0]}×{table.shape[1]}"
+            title = f"{measure} (rows: layers of A, columns: layers of B)"
         wrote = []
         if out is not None:
-            write_table(table, out, index=True)
-            wrote.append(f"{out} ({table.shape[0]}×{table.shape[1]})")
+            write_table(table, out, index=index)
+            wrote.append(f"{out} ({shape})")
         else:
-            emit(table, fmt, index=True, title=f"{measure} (rows: layers of A, columns: layers of B)")
+            emit(table, fmt, index=index, title=title)
         if plot is not None:
             from zooscope.plot import heatmap
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -39,8 +40,10 @@ __all__ = [
     "default_layers",
     "iter_activations",
     "iter_batches",
+    "load_inputs",
     "n_examples",
     "on_device",
+    "resolve_data",
     "resolve_layers",
     "track",
 ]
@@ -125,6 +128,40 @@ def resolve_layers(model: nn.Module, layers: Sequence[str] | str | None = None) 
     if not out:
         raise ZooscopeInputError("No layers given; pass module names, or None for the defaults.")
     return out
+
+
+def load_inputs(spec: str | os.PathLike, n: int | None = None, *, seed: int = 0,
+                split: str = "train") -> torch.Tensor:
+    """Input tensor (n, ...) of a dataset spec, as ``zooscope compare --data`` reads it.
+
+    Parameters
+    ----------
+    spec : str or path
+        ``builtin:digits``, ``builtin:mnist5k``, ``builtin:mnist1d``, a ``.npz``/``.npy`` file, an ImageFolder
+        directory or a saved Hugging Face dataset folder (the grammar of ``zooscope.zoo.datasets.load_dataset``).
+    n : int, optional
+        A seeded, class-stratified subset of this many examples when the dataset is larger; None keeps all.
+    seed : int, default=0
+        Seed of the subset (and of generated datasets).
+    split : {"train", "test", "all"}, default="train"
+
+    Returns
+    -------
+    torch.Tensor of shape (n, ...)
+    """
+    from zooscope.zoo.datasets import load_dataset, probe_subset
+
+    ds = load_dataset(os.fspath(spec), split=split, seed=seed)
+    if n is not None and len(ds) > n:
+        ds = probe_subset(ds, n, seed=seed)
+    return ds.x
+
+
+def resolve_data(data: Any) -> Any:
+    """``data`` as `iter_batches` takes it: a dataset spec (str or path) is loaded whole with `load_inputs`."""
+    if isinstance(data, (str, os.PathLike)):
+        return load_inputs(data)
+    return data
 
 
 def n_examples(data: Any) -> int | None:
@@ -339,8 +376,8 @@ def capture(
     ----------
     model : torch.nn.Module
         Moved to ``device`` for the call and moved back to its original device afterwards.
-    data : DataLoader, Dataset, Tensor or numpy array
-        See `iter_batches`.
+    data : DataLoader, Dataset, Tensor, numpy array or dataset spec (str or path)
+        See `iter_batches`; a spec is read whole with `load_inputs`.
     layers : sequence of str or str, optional
         Module names; default `default_layers`.
     batch_size : int, default=256
@@ -356,6 +393,7 @@ def capture(
         ``{layer: (n_examples, n_features)}`` on ``device``, in ``layers`` order.
     """
     names = resolve_layers(model, layers)
+    data = resolve_data(data)
     chunks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     n = n_examples(data)
     total = math.ceil(n / batch_size) if n is not None and not isinstance(data, DataLoader) else None

@@ -1,27 +1,31 @@
-"""``compare(model_a, model_b, data)``: a layer × layer table of one similarity measure.
+"""``compare(model_a, model_b, data)``: a layer × layer table of one similarity measure; ``compare_many`` for N nets.
 
 Two paths:
 
 * **Full-batch** measures (any registered measure with ``layerwise=True``): both models see the same
   inputs, one hooked forward pass per model per batch records every layer, the activations are collected
-  (bounded by ``max_memory_gb``), then every layer pair is scored. ``linear_cka`` goes through
-  ``linear_cka_matrix`` (all pairs at once); ``inputs="gram"`` measures get ``gram_linear`` of each layer.
-* **Streaming comparers** (`COMPARERS`): measures that need their own pass over the data, in bounded memory.
-  ``minibatch_cka`` streams through ``MinibatchCKA`` in O(L·B²) memory for any n. It estimates the
-  **debiased** (HSIC₁, Song et al. 2012) CKA, averaged over batches (Nguyen, Raghu, Kornblith 2021), so it
-  tracks ``linear_cka(debiased=True)``, not the biased full-batch value. Other modules add comparers with
-  `register_comparer` (``zooscope.embed.gradsketch`` adds ``grad_cka`` and ``grad_nbs``).
+  on ``device`` in their own dtype (bounded by ``max_memory_gb``), then every layer pair is scored.
+  ``linear_cka`` centres each layer once and builds each wide layer's Gram once, reused for every pair
+  (`zooscope.measures.minibatch`); ``inputs="gram"`` measures get ``gram_linear`` of each layer.
+* **Streaming comparers** (the `COMPARERS` registry, `zooscope.embed._comparers`): measures that need their
+  own pass over the data, in bounded memory. ``minibatch_cka`` streams through ``MinibatchCKA`` in O(L·B²)
+  memory for any n. It estimates the **debiased** (HSIC₁, Song et al. 2012) CKA, averaged over batches
+  (Nguyen, Raghu, Kornblith 2021), so it tracks ``linear_cka(debiased=True)``, not the biased full-batch
+  value. Plugin modules register more (``zooscope.embed.gradsketch`` adds ``grad_cka``, ``grad_nbs``,
+  ``grad_euclidean``).
+
+The CKA hot path (hooks, flatten, centring, Grams, U-centring, the stacked HSIC matmul) runs in torch on the
+models' device: no numpy BLAS call, and no thread count is changed (torch's own pool, as the user set it).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-import importlib.util
 import inspect
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,51 +35,30 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from zooscope._validation import ZooscopeInputError
+from zooscope.embed._comparers import COMPARERS, PLUGINS, ComparerMeta
 from zooscope.embed.capture import (
     iter_activations,
     iter_batches,
     n_examples,
     on_device,
+    resolve_data,
     resolve_layers,
     track,
 )
 from zooscope.measures._base import MEASURES
 
-__all__ = ["COMPARERS", "compare", "register_comparer"]
+__all__ = ["COMPARERS", "compare", "compare_many"]
 
 log = logging.getLogger(__name__)
 
 Pairs = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
-Comparer = Callable[..., np.ndarray]
-
-COMPARERS: dict[str, Comparer] = {}
-"""Streaming comparers by name: ``fn(model_a, model_b, pairs, layers_a, layers_b, *, device, progress, **kw)``
-returning an (La, Lb) array. ``pairs()`` returns a fresh iterator of ``(x_a, x_b)`` input batches (the same
-tensor twice unless ``data_b`` was given). Set ``fn.cross_dataset = True`` to accept ``data_b``."""
-
-_PLUGINS = ("zooscope.embed.gradsketch",)  # modules that register comparers when imported
-
-
-def register_comparer(name: str) -> Callable[[Comparer], Comparer]:
-    """Register a streaming comparer under ``name`` (see `COMPARERS` for the signature)."""
-
-    def add(fn: Comparer) -> Comparer:
-        if name in COMPARERS or name in MEASURES:
-            raise RuntimeError(f"comparer {name!r} is registered twice (or clashes with a measure)")
-        COMPARERS[name] = fn
-        return fn
-
-    return add
+_CKA = ("linear_cka", "linear_cka_debiased")
 
 
 def _load_plugins() -> None:
-    for mod in _PLUGINS:
-        try:
-            found = importlib.util.find_spec(mod) is not None
-        except ModuleNotFoundError:
-            found = False
-        if found:
-            importlib.import_module(mod)
+    """Import every plugin module of `PLUGINS` (idempotent). A missing or broken one raises."""
+    for mod in PLUGINS:
+        importlib.import_module(mod)
 
 
 def _pair_models(
@@ -126,7 +109,7 @@ def _pair_models(
             gen_b.close()
 
 
-@register_comparer("minibatch_cka")
+@COMPARERS.register(ComparerMeta())
 def minibatch_cka(
     model_a: nn.Module, model_b: nn.Module, pairs: Pairs, layers_a: list[str], layers_b: list[str], *,
     device: str | torch.device = "cpu", progress: bool = False, total: int | None = None,
@@ -135,7 +118,8 @@ def minibatch_cka(
     """Minibatch linear CKA of every layer pair, streamed: one forward per model per batch, O(L·B²) memory.
 
     Per batch the unbiased HSIC₁ of every pair is accumulated (all pairs in one matmul, in
-    ``MinibatchCKA``); CKA is read off at the end. It tracks **debiased** CKA. Batches need ≥ 4 examples.
+    ``MinibatchCKA``, on ``device``); CKA is read off at the end. It tracks **debiased** CKA. Batches need
+    ≥ 4 examples.
 
     Returns
     -------
@@ -154,10 +138,31 @@ def minibatch_cka(
 
 
 def _unknown_measure(name: str) -> ZooscopeInputError:
-    valid = sorted([*MEASURES.available(), *COMPARERS])
+    valid = sorted([*MEASURES.available(), *COMPARERS.available()])
     near = difflib.get_close_matches(str(name), valid, n=3)
     hint = f" Did you mean {', '.join(near)}?" if near else ""
     return ZooscopeInputError(f"Unknown measure {name!r}.{hint} Valid names: {', '.join(valid)}.")
+
+
+def check_measure(measure: str) -> None:
+    """Raise the one clear error for a name that is neither a layer-wise measure nor a streaming comparer."""
+    _load_plugins()
+    if measure in COMPARERS:
+        return
+    if measure not in MEASURES:
+        raise _unknown_measure(measure)
+    entry = MEASURES.get(measure)
+    if not entry.layerwise or entry.inputs not in ("features", "gram"):
+        raise ZooscopeInputError(
+            f"measure {measure!r} does not compare two layers' activations (inputs={entry.inputs!r}); "
+            f"use one of: {', '.join(['linear_cka', *COMPARERS.available()])}."
+        )
+
+
+def _n_batches(data: Any, n: int | None, batch_size: int) -> int | None:
+    if n is None:
+        return None
+    return len(data) if isinstance(data, DataLoader) else math.ceil(n / batch_size)
 
 
 def compare(
@@ -182,27 +187,31 @@ def compare(
     model_a, model_b : torch.nn.Module
         The networks (may be the same object). They are switched to eval mode for the call (each module's
         flag is restored after), run under ``torch.no_grad()``, and moved to ``device`` and back.
-    data : DataLoader, Dataset, Tensor or numpy array
+    data : DataLoader, Dataset, Tensor, numpy array, or a dataset spec (str or path)
         Inputs of shape (n, ...); both models see identical batches in identical order (a DataLoader must
-        not shuffle between passes if the measure makes several).
+        not shuffle between passes if the measure makes several). A spec (``"builtin:digits"``, a ``.npz``
+        file, an image folder, … — what ``zooscope compare --data`` accepts) is loaded whole with
+        `zooscope.embed.capture.load_inputs` (call it yourself for a seeded subset).
     layers_a, layers_b : sequence of str, optional
         Module names (or one comma-separated string); default
         `zooscope.embed.capture.default_layers`. ``layers_b`` defaults to those of ``model_b``.
     measure : str, default="linear_cka"
-        ``"linear_cka"`` (the full-batch value, exactly ``measures.linear_cka`` on the collected activations),
+        ``"linear_cka"`` (the full-batch value, ``measures.linear_cka`` on the collected activations),
         any registered measure with ``layerwise=True``, or a streaming comparer such as ``"minibatch_cka"``
         (debiased CKA in bounded memory, any n).
     batch_size : int, default=256
         Examples per forward pass (a DataLoader keeps its own).
     device : str or torch.device, default="cpu"
+        Where the forwards and the CKA algebra run (e.g. ``"cuda"``); activations never leave it.
     data_b : optional
-        Different inputs for ``model_b`` (cross-dataset), only for comparers that declare
-        ``cross_dataset = True``.
+        Different inputs for ``model_b`` (cross-dataset), only for comparers registered with
+        ``cross_dataset=True``.
     max_memory_gb : float, default=4.0
         Full-batch measures fail, naming ``minibatch_cka``, once the activations they must hold would pass
-        this (float32 bytes of every layer of both models for every example).
+        this (bytes of every layer of both models for every example, in the activations' dtype).
     progress : bool, default=False
-        A Rich progress bar over batches on stderr.
+        Rich progress bars on stderr: the forward passes, then the measure stage (per layer for
+        ``linear_cka``, per layer pair for other full-batch measures).
     **measure_kwargs
         Passed to the measure, e.g. ``debiased=True`` for ``linear_cka``.
 
@@ -227,25 +236,24 @@ def compare(
     >>> [round(float(table.loc[n, n]), 6) for n in table.index]
     [1.0, 1.0, 1.0, 1.0]
     """
-    _load_plugins()
+    check_measure(measure)
     names_a = resolve_layers(model_a, layers_a)
     names_b = resolve_layers(model_b, layers_b if layers_b is not None or model_b is not model_a else names_a)
+    data = resolve_data(data)
     n = n_examples(data)
-    if isinstance(data, DataLoader):
-        nb = len(data) if n is not None else None  # the loader's own batch size
-    else:
-        nb = math.ceil(n / batch_size) if n is not None else None
+    nb = _n_batches(data, n, batch_size)
     desc = f"Comparing {len(names_a)} × {len(names_b)} layers" + (f" on {n:,} inputs" if n else "")
 
     if measure in COMPARERS:
-        fn = COMPARERS[measure]
-        if data_b is not None and not getattr(fn, "cross_dataset", False):
-            cross = [k for k, f in COMPARERS.items() if getattr(f, "cross_dataset", False)]
+        entry = COMPARERS.get(measure)
+        if data_b is not None and not entry.cross_dataset:
+            cross = [k for k in COMPARERS.available() if COMPARERS.get(k).cross_dataset]
             raise ZooscopeInputError(
                 f"measure {measure!r} compares both models on the same inputs; data_b is only for "
                 f"cross-dataset comparers ({', '.join(cross) or 'none registered'})."
             )
-
+        if data_b is not None:
+            data_b = resolve_data(data_b)
         if data_b is not None and n is not None and n_examples(data_b) not in (None, n):
             raise ZooscopeInputError(
                 f"data has {n} examples but data_b has {n_examples(data_b)}; cross-dataset comparison pairs "
@@ -257,29 +265,27 @@ def compare(
                 return ((x, x) for x in iter_batches(data, batch_size))
             return zip(iter_batches(data, batch_size), iter_batches(data_b, batch_size), strict=True)
 
-        _check_kwargs(measure, fn, 5, measure_kwargs)
-        extra = {"total": nb, "description": desc} if fn is minibatch_cka else {}
+        _check_kwargs(measure, entry.fn, 5, measure_kwargs)
+        extra = {"total": nb, "description": desc} if entry.fn is minibatch_cka else {}
         with on_device(model_a, device), on_device(model_b, device):
-            values = fn(model_a, model_b, pairs, names_a, names_b, device=device, progress=progress,
-                        **extra, **measure_kwargs)
-        larger = getattr(fn, "larger_is_more_similar", True)
+            values = entry.fn(model_a, model_b, pairs, names_a, names_b, device=device, progress=progress,
+                              **extra, **measure_kwargs)
+        larger = entry.larger_is_more_similar
     else:
-        if measure not in MEASURES:
-            raise _unknown_measure(measure)
         entry = MEASURES.get(measure)
-        if not entry.layerwise or entry.inputs not in ("features", "gram"):
-            raise ZooscopeInputError(
-                f"measure {measure!r} does not compare two layers' activations (inputs={entry.inputs!r}); "
-                f"use one of: {', '.join(['linear_cka', *COMPARERS])}."
-            )
         if data_b is not None:
             raise ZooscopeInputError(
                 f"data_b is only for cross-dataset comparers; {measure!r} needs both models on the same inputs."
             )
         _check_kwargs(measure, entry.fn, 2, measure_kwargs)
+        kwargs = _cka_kwargs(measure, measure_kwargs) if measure in _CKA else measure_kwargs
         acts_a, acts_b = _collect(model_a, model_b, data, names_a, names_b, batch_size, device, n, nb,
                                   max_memory_gb, progress, desc)
-        values = _pairwise(measure, entry, acts_a, acts_b, measure_kwargs)
+        if measure in _CKA:
+            values = _cka_tables([list(acts_a.values()), list(acts_b.values())], kwargs["debiased"],
+                                 progress)[(0, 1)]
+        else:
+            values = _pairwise(entry, list(acts_a.values()), list(acts_b.values()), kwargs, progress)
         larger = entry.larger_is_more_similar
         n = int(next(iter(acts_a.values())).shape[0])
 
@@ -287,6 +293,14 @@ def compare(
                       columns=pd.Index(names_b, name="layer_b"))
     df.attrs.update(measure=measure, n_examples=n, larger_is_more_similar=bool(larger))
     return df
+
+
+def _cka_kwargs(measure: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    kwargs = dict(kwargs)
+    debiased = bool(kwargs.pop("debiased", measure == "linear_cka_debiased"))
+    if kwargs:
+        raise ZooscopeInputError(f"{measure} takes only 'debiased'; got {sorted(kwargs)}.")
+    return {"debiased": debiased}
 
 
 def _check_kwargs(measure: str, fn: Callable[..., Any], n_positional: int, kwargs: dict[str, Any]) -> None:
@@ -305,12 +319,23 @@ def _check_kwargs(measure: str, fn: Callable[..., Any], n_positional: int, kwarg
         ) from None
 
 
+def _memory_error(examples: int, need: float, max_memory_gb: float) -> ZooscopeInputError:
+    return ZooscopeInputError(
+        f"Full-batch activations of {examples:,} examples need {need / 2**30:.2f} GB (> max_memory_gb="
+        f"{max_memory_gb}). Use measure='minibatch_cka' (streams any n in O(L·B²) memory), fewer examples or "
+        "layers, or raise max_memory_gb."
+    )
+
+
 def _collect(
     model_a: nn.Module, model_b: nn.Module, data: Any, names_a: list[str], names_b: list[str],
     batch_size: int, device: str | torch.device, n: int | None, nb: int | None, max_memory_gb: float,
     progress: bool, desc: str,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Collect full-batch activations (float32, CPU) of both models, enforcing the memory cap."""
+    """Collect full-batch activations of both models (on ``device``, their own dtype), enforcing the memory cap.
+
+    A layer shared by both sides (the same model on the same inputs) is the same tensor in both dicts.
+    """
     cap = float(max_memory_gb) * 2**30
     chunks_a: dict[str, list[torch.Tensor]] = {k: [] for k in names_a}
     chunks_b: dict[str, list[torch.Tensor]] = {k: [] for k in names_b}
@@ -324,46 +349,317 @@ def _collect(
         try:
             for acts_a, acts_b in track(stream, total=nb, description=desc, enabled=progress):
                 rows = next(iter(acts_a.values())).shape[0]
-                per_example = 4 * (sum(t[0].numel() for t in acts_a.values())
-                                   + sum(t[0].numel() for t in acts_b.values()))
+                distinct = {id(t): t for t in [*acts_a.values(), *acts_b.values()]}
+                per_example = sum(t[0].numel() * t.element_size() for t in distinct.values())
                 seen += rows
                 held = per_example * seen
                 projected = per_example * max(n or 0, seen)
                 if projected > cap:
-                    raise ZooscopeInputError(
-                        f"Full-batch activations of {max(n or 0, seen):,} examples need "
-                        f"{projected / 2**30:.2f} GB (> max_memory_gb={max_memory_gb}). Use "
-                        "measure='minibatch_cka' (streams any n in O(L·B²) memory), fewer examples or "
-                        "layers, or raise max_memory_gb."
-                    )
+                    raise _memory_error(max(n or 0, seen), projected, max_memory_gb)
                 for k in names_a:
-                    chunks_a[k].append(acts_a[k].float().cpu())
+                    chunks_a[k].append(acts_a[k])
                 for k in names_b:
-                    chunks_b[k].append(acts_b[k].float().cpu())
+                    if k in acts_a and acts_b[k] is acts_a[k]:
+                        continue
+                    chunks_b[k].append(acts_b[k])
         finally:
             stream.close()
     log.debug("collected %d examples, %.1f MB of activations", seen, held / 2**20)
-    return ({k: torch.cat(v) for k, v in chunks_a.items()}, {k: torch.cat(v) for k, v in chunks_b.items()})
+    out_a = {k: torch.cat(v) for k, v in chunks_a.items()}
+    out_b = {k: torch.cat(v) if v else out_a[k] for k, v in chunks_b.items()}
+    return out_a, out_b
 
 
-def _pairwise(measure: str, entry: Any, acts_a: dict[str, torch.Tensor], acts_b: dict[str, torch.Tensor],
-              kwargs: dict[str, Any]) -> np.ndarray:
-    """Score every (layer_a, layer_b) pair with a full-batch measure."""
+def _cka_tables(groups: list[list[torch.Tensor]], debiased: bool, progress: bool,
+                pairs: Sequence[tuple[int, int]] | None = None) -> dict[tuple[int, int], np.ndarray]:
+    """Linear CKA tables between groups of layers (one group per model): each layer centred and its Gram built
+    once, every Gram·Gram product in one stacked matmul (`zooscope.measures.minibatch`)."""
+    from zooscope.measures.minibatch import _Layer
+
+    cache: dict[int, _Layer] = {}
+    todo = [(g, i, t) for g, layers in enumerate(groups) for i, t in enumerate(layers)]
+    built: list[list[_Layer]] = [[] for _ in groups]
+    n = int(groups[0][0].shape[0])
+    for g, i, t in track(todo, total=len(todo), description="centring layers, building Grams", enabled=progress):
+        if id(t) not in cache:
+            cache[id(t)] = _Layer(t, f"model {g} layer {i}", n, exact=False, debiased=debiased)
+        built[g].append(cache[id(t)])
+    return _tables(built, debiased, pairs)
+
+
+def _tables(built: list, debiased: bool,
+            pairs: Sequence[tuple[int, int]] | None) -> dict[tuple[int, int], np.ndarray]:
+    from zooscope.measures.minibatch import _Table
+
+    table = _Table(built, debiased)
+    for g in range(len(built)):
+        table.check(g, f"model {g} layer")
+    pairs = pairs if pairs is not None else [(i, j) for i in range(len(built)) for j in range(len(built)) if i < j]
+    return {(i, j): table.block(i, j) for i, j in pairs}
+
+
+def _pairwise(entry: Any, A: list[torch.Tensor], B: list[torch.Tensor], kwargs: dict[str, Any],
+              progress: bool, grams: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Score every (layer_a, layer_b) pair with a full-batch measure (numpy float64, off the CKA hot path).
+
+    ``grams`` caches the linear Grams of ``inputs="gram"`` measures by tensor identity across calls.
+    """
     from zooscope import measures as M
 
-    A = [a.numpy() for a in acts_a.values()]
-    B = A if acts_b is acts_a else [b.numpy() for b in acts_b.values()]
-    if measure in ("linear_cka", "linear_cka_debiased") and hasattr(M, "linear_cka_matrix"):
-        debiased = bool(kwargs.pop("debiased", measure == "linear_cka_debiased"))
-        if kwargs:
-            raise ZooscopeInputError(f"{measure} takes only 'debiased'; got {sorted(kwargs)}.")
-        return np.asarray(M.linear_cka_matrix(A, B, debiased=debiased), dtype=np.float64)
+    def host(t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().numpy()
+
+    An = [host(a) for a in A]
+    where = {id(a): k for k, a in enumerate(A)}
+    Bn = [An[where[id(b)]] if id(b) in where else host(b) for b in B]
     if entry.inputs == "gram":  # cka(K, L), nbs(K, L): linear Grams, each built once
-        Ka = [M.gram_linear(a.astype(np.float64)) for a in A]
-        Kb = Ka if B is A else [M.gram_linear(b.astype(np.float64)) for b in B]
-        A, B = Ka, Kb
-    out = np.empty((len(A), len(B)))
-    for i, a in enumerate(A):
-        for j, b in enumerate(B):
-            out[i, j] = float(entry(a, b, **kwargs))
+        grams = {} if grams is None else grams
+        for t, x in [*zip(A, An, strict=True), *zip(B, Bn, strict=True)]:
+            if id(t) not in grams:
+                grams[id(t)] = M.gram_linear(x.astype(np.float64))
+        An, Bn = [grams[id(t)] for t in A], [grams[id(t)] for t in B]
+    out = np.empty((len(An), len(Bn)))
+    cells = [(i, j) for i in range(len(An)) for j in range(len(Bn))]
+    for i, j in track(cells, total=len(cells), description=f"{entry.name} per layer pair", enabled=progress):
+        out[i, j] = float(entry(An[i], Bn[j], **kwargs))
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Many models at once
+# --------------------------------------------------------------------------------------------------
+
+
+def _named_models(models: Mapping[str, nn.Module] | Sequence[nn.Module]) -> dict[str, nn.Module]:
+    if isinstance(models, Mapping):
+        named = {str(k): m for k, m in models.items()}
+    elif isinstance(models, nn.Module):
+        raise ZooscopeInputError("compare_many takes several models (a dict name -> module or a list); got one.")
+    else:
+        named = {f"model{i}": m for i, m in enumerate(models)}
+    for name, m in named.items():
+        if not isinstance(m, nn.Module):
+            raise ZooscopeInputError(f"compare_many: {name!r} is a {type(m).__name__}, not a torch.nn.Module.")
+    if len(named) < 2:
+        raise ZooscopeInputError(f"compare_many needs at least two models; got {len(named)}.")
+    return named
+
+
+def _layer_lists(named: dict[str, nn.Module], layers: Any) -> dict[str, list[str]]:
+    """``layers``: None (each model's defaults), one list for all, one list per model, or a dict by name."""
+    if layers is None or isinstance(layers, str):
+        return {k: resolve_layers(m, layers) for k, m in named.items()}
+    if isinstance(layers, Mapping):
+        missing = [k for k in named if k not in layers]
+        if missing:
+            raise ZooscopeInputError(f"compare_many: layers has no entry for {missing}; give one list per model.")
+        return {k: resolve_layers(m, layers[k]) for k, m in named.items()}
+    layers = list(layers)
+    if layers and all(isinstance(x, str) for x in layers):
+        return {k: resolve_layers(m, layers) for k, m in named.items()}
+    if len(layers) != len(named):
+        raise ZooscopeInputError(
+            f"compare_many: layers must be one list of names for every model or one list per model "
+            f"({len(named)}); got {len(layers)} lists."
+        )
+    return {k: resolve_layers(m, ls) for (k, m), ls in zip(named.items(), layers, strict=True)}
+
+
+def _iter_all(named: dict[str, nn.Module], lists: dict[str, list[str]], data: Any, batch_size: int,
+              device: str | torch.device) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
+    """Per batch, one hooked forward of every model on the same inputs: ``{model: {layer: acts}}``."""
+    current: list[torch.Tensor] = []
+
+    def replay() -> Iterator[torch.Tensor]:
+        while True:
+            yield current[-1]
+
+    gens = {k: iter_activations(m, replay(), lists[k], device=device) for k, m in named.items()}
+    try:
+        for x in iter_batches(data, batch_size):
+            current[:] = [x]
+            yield {k: next(g) for k, g in gens.items()}
+    finally:
+        for g in gens.values():
+            g.close()
+
+
+def compare_many(
+    models: Mapping[str, nn.Module] | Sequence[nn.Module],
+    data: Any,
+    layers: Any = None,
+    measure: str = "linear_cka",
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    *,
+    max_memory_gb: float = 4.0,
+    progress: bool = False,
+    **measure_kwargs: Any,
+) -> pd.DataFrame:
+    """Every pair of N networks, layer by layer, with each network run forward once over the data.
+
+    The layer-identification protocol of Kornblith et al. (2019, §6.1) on N nets then costs N forward passes,
+    not N·(N−1): for ``linear_cka`` each model's activations are collected once, each layer centred and its
+    Gram built once, and every Gram·Gram product of every pair of models comes from one stacked matmul; for
+    ``minibatch_cka`` every batch goes through every model once and one (ΣL × ΣL) HSIC₁ accumulator serves
+    all pairs; other full-batch measures score every pair on the once-collected activations. Other streaming
+    comparers (``grad_cka``, …) have no shared form: they fall back to one `compare` per pair.
+
+    Parameters
+    ----------
+    models : dict of str to torch.nn.Module, or sequence of torch.nn.Module
+        A list is named ``model0``, ``model1``, … in order.
+    data : DataLoader, Dataset, Tensor, numpy array, or a dataset spec (str or path)
+        As for `compare`.
+    layers : optional
+        None (each model's default layers), one list (or comma-separated string) of module names for every
+        model, one list per model (in order), or a dict name -> list.
+    measure : str, default="linear_cka"
+        As for `compare`.
+    batch_size : int, default=256
+    device : str or torch.device, default="cpu"
+    max_memory_gb : float, default=4.0
+        Cap on the activations (and Grams, for ``linear_cka``) held at once; the error names ``minibatch_cka``.
+    progress : bool, default=False
+        Rich progress bars on stderr (forward passes, then the measure stage).
+    **measure_kwargs
+        Passed to the measure.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long table with columns ``model_a, layer_a, model_b, layer_b, value``: for every pair of models
+        (model_a given before model_b; both orders when the measure is not symmetric), every layer of A
+        against every layer of B. ``attrs`` as in `compare`. ``table[(table.model_a == a) & (table.model_b ==
+        b)].pivot(index="layer_a", columns="layer_b", values="value")`` is ``compare(models[a], models[b])``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from zooscope.zoo.models import small_cnn
+    >>> nets = [small_cnn(seed=s) for s in range(3)]
+    >>> t = compare_many(nets, torch.randn(64, 1, 28, 28), layers=["conv3", "fc"])
+    >>> len(t), sorted(set(zip(t.model_a, t.model_b)))
+    (12, [('model0', 'model1'), ('model0', 'model2'), ('model1', 'model2')])
+    """
+    check_measure(measure)
+    named = _named_models(models)
+    lists = _layer_lists(named, layers)
+    data = resolve_data(data)
+    keys = list(named)
+    n = n_examples(data)
+    nb = _n_batches(data, n, batch_size)
+    symmetric = (COMPARERS.get(measure).symmetric if measure in COMPARERS else MEASURES.get(measure).symmetric)
+    pairs = [(i, j) for i in range(len(keys)) for j in range(len(keys)) if i < j or (i > j and not symmetric)]
+
+    if measure in COMPARERS and measure != "minibatch_cka":
+        tables = {}
+        for i, j in pairs:
+            t = compare(named[keys[i]], named[keys[j]], data, lists[keys[i]], lists[keys[j]], measure=measure,
+                        batch_size=batch_size, device=device, progress=progress, **measure_kwargs)
+            tables[(i, j)] = t.to_numpy()
+        larger = COMPARERS.get(measure).larger_is_more_similar
+    elif measure == "minibatch_cka":
+        from zooscope.measures.minibatch import MinibatchCKA
+
+        _check_kwargs(measure, minibatch_cka, 5, measure_kwargs)
+        flat = [(k, layer) for k in keys for layer in lists[k]]
+        acc = MinibatchCKA(len(flat))
+        with _all_on_device(named, device):
+            stream = _iter_all(named, lists, data, batch_size, device)
+            desc = f"minibatch CKA of {len(keys)} models"
+            for acts in track(stream, total=nb, description=desc, enabled=progress):
+                acc.update([acts[k][layer] for k, layer in flat])
+        C = acc.result()
+        off = np.cumsum([0] + [len(lists[k]) for k in keys])
+        tables = {(i, j): C[off[i]:off[i + 1], off[j]:off[j + 1]] for i, j in pairs}
+        n = acc.n_examples_
+        larger = True
+    else:
+        entry = MEASURES.get(measure)
+        _check_kwargs(measure, entry.fn, 2, measure_kwargs)
+        kwargs = _cka_kwargs(measure, measure_kwargs) if measure in _CKA else measure_kwargs
+        tables, n = _full_batch_many(named, lists, data, measure, entry, kwargs, pairs, batch_size, device, n,
+                                     nb, max_memory_gb, progress)
+        larger = entry.larger_is_more_similar
+
+    rows = []
+    for (i, j), T in tables.items():
+        ka, kb = keys[i], keys[j]
+        for r, la in enumerate(lists[ka]):
+            for c, lb in enumerate(lists[kb]):
+                rows.append((ka, la, kb, lb, float(T[r, c])))
+    df = pd.DataFrame(rows, columns=["model_a", "layer_a", "model_b", "layer_b", "value"])
+    df.attrs.update(measure=measure, n_examples=n, larger_is_more_similar=bool(larger))
+    return df
+
+
+class _all_on_device:
+    """``on_device`` for a dict of models."""
+
+    def __init__(self, named: dict[str, nn.Module], device: str | torch.device) -> None:
+        self.ctx = [on_device(m, device) for m in {id(m): m for m in named.values()}.values()]
+
+    def __enter__(self) -> None:
+        for c in self.ctx:
+            c.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        for c in reversed(self.ctx):
+            c.__exit__(*exc)
+
+
+def _full_batch_many(named: dict[str, nn.Module], lists: dict[str, list[str]], data: Any, measure: str, entry: Any,
+                     kwargs: dict[str, Any], pairs: list[tuple[int, int]], batch_size: int,
+                     device: str | torch.device, n: int | None, nb: int | None, max_memory_gb: float,
+                     progress: bool) -> tuple[dict[tuple[int, int], np.ndarray], int]:
+    """Each model forward once over the data; linear CKA keeps only centred Grams/features between models."""
+    from zooscope.measures.minibatch import _Layer
+
+    cap = float(max_memory_gb) * 2**30
+    keys = list(named)
+    held = 0  # bytes kept from models already done (Grams / centred features, or raw activations)
+    kept: list[list[Any]] = []
+    n_seen = 0
+    for k in keys:
+        chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in lists[k]}
+        seen = 0
+        with on_device(named[k], device):
+            stream = iter_activations(named[k], iter_batches(data, batch_size), lists[k], device=device)
+            try:
+                desc = f"{k}: forward passes"
+                for acts in track(stream, total=nb, description=desc, enabled=progress):
+                    seen += next(iter(acts.values())).shape[0]
+                    per_example = sum(t[0].numel() * t.element_size() for t in acts.values())
+                    projected = held + per_example * max(n or 0, seen)
+                    if projected > cap:
+                        raise _memory_error(max(n or 0, seen), projected, max_memory_gb)
+                    for layer, t in acts.items():
+                        chunks[layer].append(t)
+            finally:
+                stream.close()
+        if seen == 0:
+            raise ZooscopeInputError("data holds no batches; pass at least one example.")
+        n_seen = seen
+        acts = [torch.cat(chunks.pop(layer)) for layer in lists[k]]
+        if measure in _CKA:
+            layers = []
+            for i, t in enumerate(track(acts, total=len(acts), description=f"{k}: centring, Grams",
+                                        enabled=progress)):
+                layers.append(_Layer(t, f"{k} layer {lists[k][i]!r}", seen, exact=False,
+                                     debiased=kwargs["debiased"]))
+            del acts
+            kept.append(layers)
+            held += sum(u.K.numel() * u.K.element_size() if u.is_gram else u.X.numel() * u.X.element_size()
+                        for u in layers)
+        else:
+            kept.append(acts)
+            held += sum(t.numel() * t.element_size() for t in acts)
+        if held > cap:
+            raise _memory_error(seen, held, max_memory_gb)
+    if measure in _CKA:
+        return _tables(kept, kwargs["debiased"], pairs), n_seen
+    tables, grams = {}, {}
+    for i, j in track(pairs, total=len(pairs), description=f"{measure} per model pair", enabled=progress):
+        tables[(i, j)] = _pairwise(entry, kept[i], kept[j], kwargs, False, grams)
+    return tables, n_seen

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from zooscope._validation import ZooscopeInputError
+from zooscope.embed._comparers import COMPARERS, ComparerMeta
 from zooscope.embed._kinds import EMBEDDINGS, EmbeddingMeta
-from zooscope.embed.compare import register_comparer  # compare imports this module lazily: no cycle
 from zooscope.embed.gradients import iter_features_and_gradients
 from zooscope.measures.sketch import SketchAccumulator, center_kernel, gradient_kernel, kernel_index_matrix
 
@@ -162,9 +162,7 @@ def _comparer(index: str, larger: bool, summary: str):
         "gradient kernels (see :func:`grad_kernels` for ``sketch_dim``, ``sketch_blocks``, ``seed``, ``beta``,\n"
         "``sketch_dtype``).  Accepts ``data_b`` (cross-dataset, aligned by example index).\n"
     )
-    fn.cross_dataset = True  # type: ignore[attr-defined]
-    fn.larger_is_more_similar = larger  # type: ignore[attr-defined]
-    return register_comparer(fn.__name__)(fn)
+    return COMPARERS.register(ComparerMeta(cross_dataset=True, larger_is_more_similar=larger))(fn)
 
 
 grad_cka = _comparer("cka", True, "Gradient-kernel CKA per layer pair; in [0, 1], larger is more similar.")

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from zooscope._validation import ZooscopeInputError, as_matrix, check_choice, check_finite
+from zooscope.measures.kernels import _center, psd_sqrt
 
 Index = Literal["cka", "nbs", "euclidean"]
 _CHUNK = 1 << 22  # entries per float64 chunk when a float32 matrix is multiplied in float64
@@ -90,9 +91,8 @@ def sketched_kernel(SF: npt.ArrayLike, SG: npt.ArrayLike, T: int = 1) -> np.ndar
 
 
 def center_kernel(K: npt.ArrayLike) -> np.ndarray:
-    """Biased double centring H K H = K − column means − row means + grand mean (xfer's centering), float64."""
-    K = np.asarray(K, dtype=np.float64)
-    return K - K.mean(axis=0, keepdims=True) - K.mean(axis=1, keepdims=True) + K.mean()
+    """Biased double centring H K H of a symmetric kernel (xfer's centering), float64: ``kernels._center``."""
+    return _center(np.array(K, dtype=np.float64), False, inplace=True)
 
 
 def check_kernel_stack(Ks_a: Sequence[npt.ArrayLike], Ks_b: Sequence[npt.ArrayLike], owner: str,
@@ -123,11 +123,6 @@ def check_kernel_stack(Ks_a: Sequence[npt.ArrayLike], Ks_b: Sequence[npt.ArrayLi
     if not out[0] or not out[1]:
         raise ZooscopeInputError(f"{owner}: got no kernels.")
     return out[0], out[1]
-
-
-def _psd_sqrt(Kc: np.ndarray) -> np.ndarray:
-    w, V = np.linalg.eigh(Kc)
-    return (V * np.sqrt(np.clip(w, 0.0, None))) @ V.T
 
 
 def _nbs_from_root(R: np.ndarray, tr_a: float, Kc_b: np.ndarray) -> float:
@@ -191,7 +186,7 @@ def kernel_index_matrix(Ks_a: Sequence[npt.ArrayLike], Ks_b: Sequence[npt.ArrayL
         Vb = np.stack([C.ravel() / np.linalg.norm(C) for C in Cb])
         return np.clip(Va @ Vb.T, -1.0, 1.0)
     for i, C in enumerate(Ca):
-        R, tr_a = _psd_sqrt(C), float(np.trace(C))
+        R, tr_a = psd_sqrt(C), float(np.trace(C))  # the root of K̄a, computed once for every K̄b
         for j, D in enumerate(Cb):
             out[i, j] = _nbs_from_root(R, tr_a, D)
     return np.clip(out, 0.0, 1.0)

@@ -6,6 +6,8 @@ Each function is named after the math, as in Kornblith et al.'s Demo notebook
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -105,24 +107,72 @@ def gram_rbf(X: npt.ArrayLike, threshold: float = 1.0) -> np.ndarray:
     return np.exp(-D / (2.0 * threshold**2 * sq_median))
 
 
+def _center(K: Any, unbiased: bool = False, *, inplace: bool = False) -> Any:
+    """The one Gram centring of zooscope, for numpy arrays and torch tensors (any device, any float dtype).
+
+    Biased: ``H K H`` as K − row means − column means + grand mean. Unbiased: U-centring (Székely & Rizzo
+    2014), step by step as the Demo does it (needs n >= 3). ``K`` must be symmetric (the column means serve as
+    row means). Means and their corrections are summed in float64 whatever ``K``'s dtype; with
+    ``inplace=True`` ``K`` itself is overwritten (a float32 Gram stays float32, no n × n float64 copy).
+    """
+    n = K.shape[0]
+    if isinstance(K, np.ndarray):
+        if not inplace:
+            K = K.copy()
+        if unbiased:
+            np.fill_diagonal(K, 0.0)
+            means = K.sum(axis=0, dtype=np.float64) / (n - 2)
+            means -= means.sum() / (2.0 * (n - 1))
+        else:
+            means = K.mean(axis=0, dtype=np.float64)
+            means -= means.mean() / 2.0
+        m = means.astype(K.dtype, copy=False)
+        K -= m[:, None]
+        K -= m[None, :]
+        if unbiased:
+            np.fill_diagonal(K, 0.0)
+        return K
+    import torch  # only reached with a tensor, so torch is already imported
+
+    if not inplace:
+        K = K.clone()
+    # row sums (= column sums, K symmetric): torch reduces contiguous rows far faster than columns
+    if unbiased:
+        K.diagonal().zero_()
+        means = K.sum(dim=1, dtype=torch.float64) / (n - 2)
+        means -= means.sum() / (2.0 * (n - 1))
+    else:
+        means = K.sum(dim=1, dtype=torch.float64) / n
+        means -= means.mean() / 2.0
+    m = means.to(K.dtype)
+    K -= m[:, None]
+    K -= m[None, :]
+    if unbiased:
+        K.diagonal().zero_()
+    return K
+
+
 def _center_biased(K: np.ndarray) -> np.ndarray:
-    """H K H with H = I − 11ᵀ/n, computed as K − row means − column means + grand mean."""
-    means = K.mean(axis=0)
-    means = means - means.mean() / 2.0
-    return K - means[:, None] - means[None, :]
+    """H K H with H = I − 11ᵀ/n (a new array): ``_center(K, False)``."""
+    return _center(K, False)
 
 
 def _center_unbiased(K: np.ndarray) -> np.ndarray:
-    """U-centring (Székely & Rizzo 2014), step by step as the Demo does it; needs n >= 3."""
-    n = K.shape[0]
-    K = K.copy()
-    np.fill_diagonal(K, 0.0)
-    means = K.sum(axis=0) / (n - 2)
-    means -= means.sum() / (2.0 * (n - 1))
-    K -= means[:, None]
-    K -= means[None, :]
-    np.fill_diagonal(K, 0.0)
-    return K
+    """U-centring (a new array): ``_center(K, True)``; needs n >= 3."""
+    return _center(K, True)
+
+
+def psd_sqrt(K: npt.ArrayLike, *, center: bool = False) -> np.ndarray:
+    """Symmetric PSD square root R (R R = K, negative round-off eigenvalues clipped to 0), float64.
+
+    With ``center=True`` the root of the biased-centred ``H K H``. Precompute it once per kernel when one
+    kernel meets many others (normalised Bures similarity: ``eig(K̄a K̄b) = eig(R K̄b R)`` with R = K̄a^½).
+    """
+    K = np.asarray(K, dtype=np.float64)
+    if center:
+        K = _center(K, False)
+    w, V = np.linalg.eigh(K)
+    return (V * np.sqrt(np.clip(w, 0.0, None))) @ V.T
 
 
 def center_gram(K: npt.ArrayLike, unbiased: bool = False) -> np.ndarray:
