@@ -777,8 +777,9 @@ def ncti(features: npt.ArrayLike, labels: npt.ArrayLike, *, n_components: int = 
     only exists for a set of models. Scored one model at a time (as ``select`` does), each term is put on a
     scale that does not need the other candidates: ``ncc`` as is (in [0, 1]); ``seli`` divided by its largest
     possible value √(n · r · tr cov Z) (in [0, 1]); ``vc`` minus its value under perfect collapse,
-    log Σ_c √n_c (a constant per target). Score = ncc + seli' − vc'. For a fixed target each term is a
-    monotone function of the paper's term; only the weighting of the three differs.
+    log Σ_c √n_c, divided by log K (K classes), so that it lies in about [−½, ½]: each term then spans a range
+    of about 1, as the min–max normalisation makes them. Score = ncc + seli' − vc'. For a fixed target each
+    term is a monotone function of the paper's term; only the weighting of the three differs.
 
     Parameters
     ----------
@@ -804,7 +805,8 @@ def ncti(features: npt.ArrayLike, labels: npt.ArrayLike, *, n_components: int = 
     t = ncti_terms(features, labels, n_components=n_components)
     collapsed = math.log(sum(math.sqrt(c) for c in t.n_per_class))
     seli = t.seli / t.total_scale if t.total_scale > 0 else 0.0
-    return float(t.ncc + seli - (t.vc - collapsed))
+    vc = (t.vc - collapsed) / math.log(len(t.n_per_class))
+    return float(t.ncc + seli - vc)
 
 
 # ---------------------------------------------------------------------------------------------------- GBC
