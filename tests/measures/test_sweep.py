@@ -22,7 +22,8 @@ from zooscope import ZooscopeInputError
 from zooscope.measures import MEASURES
 
 KINDS = ["complex", "complex_torch", "meta", "grad", "grad_all", "constant_column", "all_constant", "float16",
-         "float16_torch", "bfloat16_torch", "wide", "duplicate_columns", "clean"]
+         "float16_torch", "bfloat16_torch", "wide", "duplicate_columns", "clean",
+         "labels_complex", "labels_meta", "labels_grad"]  # labels_*: the labels of label-taking measures
 BOUND_SLACK = 1e-12
 
 
@@ -76,6 +77,11 @@ def _call(name: str, kind: str, n: int, p: int, seed: int):
         K, L = X @ X.T, Y @ Y.T
         return m(_spoil(K, kind, rng), _spoil(L, kind, rng) if spoil_all else L)
     labels = np.arange(n) % 3
+    if kind.startswith("labels_"):
+        labels = {"labels_complex": labels + 0j,
+                  "labels_meta": torch.empty(n, device="meta"),
+                  "labels_grad": torch.tensor(labels, dtype=torch.float64, requires_grad=True)}[kind]
+        kind = "clean"
     if params[:2] == ["features", "labels"]:
         return m(_spoil(X, kind, rng), labels)
     if params[:2] == ["source_probs", "labels"]:
@@ -96,7 +102,7 @@ def _number(value) -> float:
 
 
 @pytest.mark.parametrize("name", MEASURES.available())
-@settings(max_examples=24, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(KINDS), n=st.integers(6, 30), p=st.integers(1, 6), seed=st.integers(0, 2**16))
 def test_bad_input_gives_a_valid_value_or_one_zooscope_input_error(name, kind, n, p, seed):
     if kind == "wide":
@@ -110,7 +116,9 @@ def test_bad_input_gives_a_valid_value_or_one_zooscope_input_error(name, kind, n
         return
     except Exception as e:  # the point of the sweep: any other exception fails
         pytest.fail(f"{name} with {kind} input (n={n}, p={p}) raised {type(e).__name__}: {e}")
-    assert kind not in ("complex", "complex_torch", "meta"), f"{name} accepted {kind} input and returned {value!r}"
+    refused = ("complex", "complex_torch", "meta", "labels_complex", "labels_meta")
+    if "labels" in inspect.signature(m.fn).parameters or not kind.startswith("labels_"):
+        assert kind not in refused, f"{name} accepted {kind} input and returned {value!r}"
     v = _number(value)
     assert math.isfinite(v), f"{name} returned {v} for {kind} input"
     if m.bounds is not None and not any(o == "debiased" for o, *_ in m.bounds_by_option):
