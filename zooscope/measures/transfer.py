@@ -331,7 +331,10 @@ def h_score(features: npt.ArrayLike, labels: npt.ArrayLike, *,
     Constant columns (dead units) and exact duplicates of another column are dropped first: the population
     H-score ignores them (it is invariant to invertible linear maps, and a dead unit adds nothing), but they
     would move the shrinkage target tr Σ_f / d and the Ledoit–Wolf intensity, e.g. raise the score when a unit
-    dies. Memory: four d × d matrices, refused above ``zooscope._validation.MEMORY_CAP_BYTES``.
+    dies: a unit that dies now gives exactly the score without that unit. (Removing an *informative* unit can
+    still raise the shrunk score slightly, because the intensity and target are re-estimated from the remaining
+    units; the unshrunk ``shrinkage=None`` score never rises.) Memory: four d × d matrices, refused above
+    ``zooscope._validation.MEMORY_CAP_BYTES``.
 
     Parameters
     ----------
