@@ -4,6 +4,7 @@ Driven only by metadata (STYLE.md §5): ``inputs == "features"`` is called as f(
 as f(X Xᵀ, Y Yᵀ). Other input kinds, stochastic measures and non-layerwise ones are skipped with a reason.
 """
 
+import inspect
 import math
 
 import numpy as np
@@ -165,3 +166,42 @@ def test_triangle_inequality(name, seed):
     B = A + 0.7 * B
     for x, y, z in ((A, B, C), (A, C, B), (B, A, C)):
         assert call(m, x, z) <= call(m, x, y) + call(m, y, z) + TRIANGLE_SLACK
+
+
+# ------------------------------------------------- label-scored measures (transferability): driven by signature
+LABELLED = [n for n in NAMES if list(inspect.signature(MEASURES.get(n).fn).parameters)[:2] == ["features", "labels"]]
+
+
+def _labelled_data(rng, sep=0.7, n=90, d=8, k=3):
+    y = np.arange(n) % k
+    return rng.normal(size=(n, d)) + sep * rng.normal(size=(k, d))[y], y
+
+
+@pytest.mark.parametrize("name", LABELLED)
+@pytest.mark.parametrize("inv", [i for i in TRANSFORMS if i is not Inv.INVERTIBLE_LINEAR], ids=lambda i: i.name)
+def test_labelled_scores_declared_invariance(name, inv, rng):
+    m = MEASURES.get(name)
+    if inv not in m.invariances and inv not in m.not_invariant:
+        pytest.skip(f"{name} makes no claim about {inv.name}")
+    f, y = _labelled_data(rng)
+    before, after = m(f, y), m(TRANSFORMS[inv](f, rng), y)
+    if inv in m.invariances:
+        assert after == pytest.approx(before, rel=1e-6, abs=1e-9)
+    else:
+        assert after != pytest.approx(before, abs=NOT_INV_ABS)
+
+
+@pytest.mark.parametrize("name", LABELLED)
+def test_labelled_scores_rank_planted_above_shuffled_within_bounds(name, rng):
+    m = MEASURES.get(name)
+    f, y = _labelled_data(rng, sep=2.0, n=120, d=10, k=4)
+    good, bad = m(f, y), m(f, rng.permutation(y))
+    assert type(good) is float and math.isfinite(good) and good > bad
+    if m.bounds is not None:
+        assert m.bounds[0] - BOUND_SLACK <= min(good, bad) <= max(good, bad) <= m.bounds[1] + BOUND_SLACK
+
+
+@pytest.mark.parametrize("name", LABELLED)
+def test_labelled_scores_refuse_one_class(name, rng):
+    with pytest.raises(ZooscopeInputError, match="at least 2 classes"):
+        MEASURES.get(name)(rng.normal(size=(20, 3)), np.zeros(20, int))

@@ -6,6 +6,7 @@ Validate once, at the public boundary; private helpers assume clean float64 arra
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,19 +18,80 @@ class ZooscopeInputError(ValueError):
     """Bad input: the message says what is wrong, the values seen, and the fix."""
 
 
-def _to_numpy(A: Any) -> np.ndarray:
-    """torch tensors (any device, with or without grad) and array-likes -> numpy."""
-    if hasattr(A, "detach") and hasattr(A, "cpu"):  # torch.Tensor without importing torch
-        A = A.detach().cpu()
+#: Largest single dense allocation (bytes) a measure may make for an n×n or p×p matrix before it refuses with
+#: a ZooscopeInputError naming a cheaper alternative. Default 2 GiB; set ``ZOOSCOPE_MEMORY_CAP_BYTES`` in the
+#: environment, or assign ``zooscope._validation.MEMORY_CAP_BYTES`` at run time, to change it.
+MEMORY_CAP_BYTES: int = int(os.environ.get("ZOOSCOPE_MEMORY_CAP_BYTES", 2 * 1024**3))
+
+
+def _is_torch(A: Any) -> bool:
+    return hasattr(A, "detach") and hasattr(A, "device") and hasattr(A, "requires_grad")
+
+
+def check_tensor_like(A: Any, name: str = "X") -> None:
+    """Refuse what no measure can use, before any conversion: complex dtypes and torch ``meta`` tensors.
+
+    Complex input is never reduced to its real part silently (numpy would do so with only a warning).
+    """
+    if _is_torch(A):
+        if A.device.type == "meta":
+            raise ZooscopeInputError(
+                f"{name} is a torch tensor on the 'meta' device: it has a shape but no values. Run the model "
+                "on a real device (e.g. model.to('cpu')) and pass the activations it returns."
+            )
+        if A.is_complex():
+            raise ZooscopeInputError(
+                f"{name} has complex dtype {A.dtype}; measures take real activations. Pass {name}.real, "
+                f"{name}.abs() or torch.view_as_real({name}).flatten(1) explicitly."
+            )
+        return
+    if isinstance(A, complex) or (isinstance(A, np.ndarray | np.generic) and np.iscomplexobj(A)):
+        raise ZooscopeInputError(
+            f"{name} has complex dtype {getattr(A, 'dtype', 'complex')}; measures take real activations. Pass "
+            f"np.real({name}), np.abs({name}) or np.c_[{name}.real, {name}.imag] explicitly."
+        )
+
+
+def _to_numpy(A: Any, name: str = "X") -> np.ndarray:
+    """torch tensors (any device, with or without grad; half precision upcast) and array-likes -> numpy.
+
+    Gradients are detached (the caller is not differentiable); CUDA/MPS tensors are copied to the CPU; ``meta``
+    and complex tensors raise :class:`ZooscopeInputError`.
+    """
+    check_tensor_like(A, name)
+    if _is_torch(A):  # torch.Tensor without importing torch
+        A = A.detach()
+        if A.device.type != "cpu":
+            try:
+                A = A.cpu()
+            except (RuntimeError, NotImplementedError) as e:
+                raise ZooscopeInputError(f"{name} on device {A.device} cannot be copied to the CPU: {e}") from None
         if str(A.dtype) in ("torch.bfloat16", "torch.float16"):
             A = A.float()
         A = A.numpy()
-    return np.asarray(A)
+    arr = np.asarray(A)
+    check_tensor_like(arr, name)
+    return arr
+
+
+def check_alloc(shape: tuple[int, ...], what: str, alternative: str, *, itemsize: int = 8) -> None:
+    """Refuse a dense allocation of ``shape`` above :data:`MEMORY_CAP_BYTES`, before making it.
+
+    ``what`` names the matrix (e.g. "the 20000×20000 feature covariance of h_score"), ``alternative`` the
+    cheaper route the error suggests.
+    """
+    nbytes = itemsize * int(np.prod([int(s) for s in shape], dtype=object))
+    if nbytes > MEMORY_CAP_BYTES:
+        raise ZooscopeInputError(
+            f"{what} would need {nbytes / 2**30:.1f} GiB ({' × '.join(map(str, shape))} float64), above the cap "
+            f"zooscope._validation.MEMORY_CAP_BYTES = {MEMORY_CAP_BYTES / 2**30:.1f} GiB. {alternative} "
+            "(or raise the cap: ZOOSCOPE_MEMORY_CAP_BYTES)."
+        )
 
 
 def as_matrix(A: npt.ArrayLike, name: str = "X", *, dtype: Any = np.float64) -> np.ndarray:
     """Return ``A`` as a 2-D float64 (n_samples, n_features) array, with a reshape hint otherwise."""
-    arr = _to_numpy(A)
+    arr = _to_numpy(A, name)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ZooscopeInputError(f"{name} must be a numeric array; got dtype {arr.dtype}.")
     if arr.ndim == 1:

@@ -1,12 +1,32 @@
-"""Measure metadata and the measure registry (STYLE.md §3)."""
+"""Measure metadata and the measure registry (STYLE.md §3).
+
+Every registered measure is wrapped once, here, by the same boundary guard (issue 13), so the rules hold for
+every measure module without each repeating them:
+
+* complex arrays or tensors and torch ``meta`` tensors raise :class:`~zooscope.ZooscopeInputError` before the
+  measure runs (never a silent real part);
+* torch tensors given to a measure that is not differentiable are detached, copied to the CPU and half
+  precision is upcast, so ``nce(probs.requires_grad_(), y)`` and CUDA activations just work; differentiable
+  measures (``MeasureMeta.differentiable``) receive the tensors untouched and keep the autograd graph;
+* the value returned is checked: NaN, or a value outside the registered ``bounds`` by more than round-off,
+  raises :class:`~zooscope.ZooscopeInputError` instead of being returned; round-off just outside a bound
+  (``BOUND_RTOL``) is clipped onto it.
+"""
 
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from zooscope._registry import Registry
+from zooscope._validation import ZooscopeInputError, _is_torch, _to_numpy, check_tensor_like
+
+#: Relative slack (of max(1, |bound|)) within which a value just outside a registered bound is clipped onto it.
+BOUND_RTOL = 1e-8
 
 
 class Inv(enum.Flag):
@@ -26,6 +46,7 @@ class MeasureMeta:
 
     ``invariances`` must HOLD on generic data and ``not_invariant`` must FAIL on generic data.
     ``layerwise`` says whether ``compare()`` can use the measure on (activations_a, activations_b).
+    ``differentiable``: torch inputs keep their autograd graph (they are not detached by the registry guard).
     """
 
     larger_is_more_similar: bool
@@ -38,10 +59,96 @@ class MeasureMeta:
     min_samples: int = 2
     layerwise: bool = True
     stochastic: bool = False
+    differentiable: bool = False
+    #: ((option, value, bounds), ...): an option that changes the range, e.g. (("debiased", True, (-1.0, 1.0)),)
+    bounds_by_option: tuple[tuple[str, Any, tuple[float, float]], ...] = ()
     reference: str = ""
 
 
-MEASURES: Registry[MeasureMeta] = Registry("measure")
+def _arg_in(value: Any, name: str, differentiable: bool) -> Any:
+    """One argument through the boundary rules (arrays and tensors only; options pass unchanged)."""
+    if _is_torch(value):
+        check_tensor_like(value, name)
+        return value if differentiable else _to_numpy(value, name)
+    check_tensor_like(value, name)
+    return value
+
+
+def _scalar(value: Any) -> float | None:
+    """The number a measure returned (float, numpy or 0-d torch scalar, or an estimate's ``.value``)."""
+    v = getattr(value, "value", value)  # MCEstimate(value, se)
+    if _is_torch(v):
+        return float(v.detach().cpu()) if v.numel() == 1 else None
+    if isinstance(v, bool):
+        return None
+    try:
+        return float(v) if isinstance(v, int | float) or getattr(v, "shape", None) == () else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_value(name: str, bounds: tuple[float, float] | None, out: Any) -> Any:
+    v = _scalar(out)
+    if v is None:
+        return out
+    if math.isnan(v):
+        raise ZooscopeInputError(
+            f"{name} is undefined for these inputs (the computation gave NaN): the activations are numerically "
+            "degenerate (e.g. constant, duplicated or extremely scaled columns). Check them, or choose another "
+            "layer or measure."
+        )
+    if bounds is None:
+        return out
+    lo, hi = bounds
+    tol_lo, tol_hi = BOUND_RTOL * max(1.0, abs(lo)), BOUND_RTOL * max(1.0, abs(hi))
+    if lo - tol_lo <= v <= hi + tol_hi:
+        if (v < lo or v > hi) and type(out) is float:
+            return min(max(out, lo), hi)
+        return out
+    raise ZooscopeInputError(
+        f"{name} gave {v!r}, outside its bounds [{lo}, {hi}]: the inputs are numerically degenerate for this "
+        "measure (e.g. near-constant or extremely scaled columns, or far fewer examples than features). "
+        "Standardise or PCA-reduce the activations, or choose another measure."
+    )
+
+
+class MeasureRegistry(Registry[MeasureMeta]):
+    """The registry of measures: registering wraps the function in the boundary guard (module docstring)."""
+
+    def register(self, meta: MeasureMeta, name: str | None = None):  # type: ignore[override]
+        base = super().register(meta, name)
+
+        def add(fn):
+            key = name or fn.__name__
+            sig = inspect.signature(fn) if meta.bounds_by_option else None
+
+            def bounds_for(args: tuple, kwargs: dict) -> tuple[float, float] | None:
+                if sig is None:
+                    return meta.bounds
+                try:
+                    bound = sig.bind(*args, **kwargs)
+                except TypeError:
+                    return meta.bounds
+                bound.apply_defaults()
+                for option, value, option_bounds in meta.bounds_by_option:
+                    if bound.arguments.get(option) == value:
+                        return option_bounds
+                return meta.bounds
+
+            @functools.wraps(fn)
+            def guarded(*args: Any, **kwargs: Any) -> Any:
+                args = tuple(_arg_in(a, f"argument {i + 1} of {key}", meta.differentiable)
+                             for i, a in enumerate(args))
+                kwargs = {k: _arg_in(v, f"{k!r} of {key}", meta.differentiable) for k, v in kwargs.items()}
+                return _check_value(key, bounds_for(args, kwargs), fn(*args, **kwargs))
+
+            guarded.__zooscope_unguarded__ = fn  # the raw function, for tests of the guard itself
+            return base(guarded)
+
+        return add
+
+
+MEASURES: MeasureRegistry = MeasureRegistry("measure")
 
 
 def available(pattern: str = "*") -> list[str]:

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.linalg
 
-from zooscope._validation import ZooscopeInputError, check_gram, check_paired
+from zooscope._validation import ZooscopeInputError, check_alloc, check_gram, check_paired
 from zooscope.measures._base import MEASURES, Inv, MeasureMeta
 
 __all__ = ["bhattacharyya", "bures_wasserstein", "gaussian_divergences", "hellinger", "prior_predictive_cov",
@@ -143,6 +143,9 @@ def _covs(X: npt.ArrayLike, Y: npt.ArrayLike, b: float, normalize: bool, owner: 
     if not (isinstance(b, int | float) and np.isfinite(b) and b >= 0):
         raise ZooscopeInputError(f"'b' of {owner} must be a float in [0, inf); got {b!r}.")
     X, Y = check_paired(X, Y, min_samples=2)
+    N = X.shape[0]
+    check_alloc((6, N, N), f"The {N}×{N} prior predictive covariances of {owner}",
+                "Use fewer stimuli (a random subset of rows), or linear_cka")
     S1 = prior_predictive_cov(X, b=b, normalize=normalize)
     S2 = prior_predictive_cov(Y, b=b, normalize=normalize)
     return S1, S2, _chol(S1, "X"), _chol(S2, "Y")

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.linalg
 
-from zooscope._validation import ZooscopeInputError, check_paired
+from zooscope._validation import ZooscopeInputError, check_alloc, check_paired
 from zooscope.measures._base import MEASURES, Inv, MeasureMeta
 from zooscope.measures._bayes_closed import (
     bhattacharyya,
@@ -136,6 +136,10 @@ def _mc_terms(X: Any, Y: Any, b: float, normalize: bool, n_samples: int, seed: A
     """The two arrays of log-ratios r1 = log q − log p on P-draws and r2 = log p − log q on Q-draws."""
     _check_mc(n_samples, b, owner)
     Xc, Yc = check_paired(X, Y, min_samples=2)  # validated float64 copies (torch graphs stay with X, Y)
+    N = Xc.shape[0]
+    check_alloc((6, N, N), f"The {N}×{N} prior predictive covariances of {owner}",
+                "Use fewer stimuli (a random subset of rows)")
+    check_alloc((4, N, int(n_samples)), f"The {N}×{n_samples} Monte Carlo draws of {owner}", "Lower n_samples")
     torch_in = _is_torch(X) or _is_torch(Y)
     if torch_in:
         import torch
@@ -202,7 +206,7 @@ def _finish(est: MCEstimate, return_se: bool):
 
 
 _mc_meta = dict(
-    larger_is_more_similar=False, symmetric=True, stochastic=True, bounds=(0.0, 1.0),
+    larger_is_more_similar=False, symmetric=True, stochastic=True, bounds=(0.0, 1.0), differentiable=True,
     invariances=Inv.ORTHOGONAL | Inv.ISOTROPIC_SCALE | Inv.PERMUTATION,
     not_invariant=Inv.TRANSLATION | Inv.INVERTIBLE_LINEAR,
 )

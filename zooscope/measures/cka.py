@@ -38,6 +38,7 @@ __all__ = [
 
 _KORNBLITH = "Kornblith et al. 2019, eq. 4 (ICML, arXiv 1905.00414)"
 _SONG = "Song et al. 2012 (unbiased HSIC); Kornblith et al. 2019 Demo"
+_DEB = (("debiased", True, (-1.0, 1.0)),)  # debiased=True: the range of the *_debiased sibling
 _cka_meta = partial(
     MeasureMeta,
     larger_is_more_similar=True,
@@ -66,7 +67,7 @@ def _cka_grams(K: np.ndarray, L: np.ndarray, debiased: bool) -> float:
     return _alignment(center(K), center(L), K, L)
 
 
-@MEASURES.register(_cka_meta(inputs="gram", bounds=(0.0, 1.0), reference=_KORNBLITH))
+@MEASURES.register(_cka_meta(inputs="gram", bounds=(0.0, 1.0), reference=_KORNBLITH, bounds_by_option=_DEB))
 def cka(K: npt.ArrayLike, L: npt.ArrayLike, debiased: bool = False) -> float:
     """CKA between two Gram matrices over the same examples.
 
@@ -134,7 +135,7 @@ def _prefer_features(n: int, px: int, py: int) -> bool:
     return px * py + px * px + py * py <= n * (px + py)
 
 
-@MEASURES.register(_cka_meta(bounds=(0.0, 1.0), reference=_KORNBLITH))
+@MEASURES.register(_cka_meta(bounds=(0.0, 1.0), reference=_KORNBLITH, bounds_by_option=_DEB))
 def linear_cka(
     X: npt.ArrayLike,
     Y: npt.ArrayLike,
@@ -188,7 +189,7 @@ def linear_cka_debiased(X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
     return linear_cka(X, Y, debiased=True)
 
 
-@MEASURES.register(_cka_meta(bounds=(0.0, 1.0), reference=_KORNBLITH + "; Demo gram_rbf"))
+@MEASURES.register(_cka_meta(bounds=(0.0, 1.0), reference=_KORNBLITH + "; Demo gram_rbf", bounds_by_option=_DEB))
 def rbf_cka(X: npt.ArrayLike, Y: npt.ArrayLike, threshold: float = 1.0, debiased: bool = False) -> float:
     """CKA with Gaussian kernels whose bandwidth is a fraction of the median distance.
 

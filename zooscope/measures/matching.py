@@ -23,7 +23,14 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
-from zooscope._validation import ZooscopeInputError, _to_numpy, as_matrix, check_finite, check_paired
+from zooscope._validation import (
+    ZooscopeInputError,
+    _to_numpy,
+    as_matrix,
+    check_alloc,
+    check_finite,
+    check_paired,
+)
 from zooscope.measures._base import MEASURES, Inv, MeasureMeta
 from zooscope.measures.mutual_info import mi_matrix, mutual_information, percentile_bins
 from zooscope.measures.subspace import SparsePrediction, sparse_prediction, spectral_groups
@@ -439,5 +446,8 @@ def mean_matched_correlation(X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
     1.0
     """
     X, Y = check_paired(X, Y, min_samples=3)
+    P = X.shape[1] + Y.shape[1]
+    check_alloc((3, P, P), f"The {P}×{P} unit correlation matrix of mean_matched_correlation",
+                "Match fewer units (a subset of channels), or use linear_cka, which needs no unit-by-unit matrix")
     return bipartite_match(unit_correlations(X, Y)).mean
 

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import linalg
 
-from zooscope._validation import ZooscopeInputError, check_gram_pair, check_paired
+from zooscope._validation import ZooscopeInputError, check_alloc, check_gram_pair, check_paired
 from zooscope.measures._base import MEASURES, Inv, MeasureMeta
 from zooscope.measures.kernels import _center_biased
 
@@ -69,6 +69,9 @@ def procrustes(X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
     True
     """
     X, Y = check_paired(X, Y, min_samples=2)
+    q = max(min(X.shape), min(Y.shape))
+    check_alloc((3, q, q), f"The {q}×{q} cross-covariance of procrustes",
+                "Reduce the examples or PCA-reduce both layers first, or use linear_cka")
     Xh, Yh = _unit_shape(X), _unit_shape(Y)
     p = max(Xh.shape[1], Yh.shape[1])
     Xh = np.pad(Xh, ((0, 0), (0, p - Xh.shape[1])))
