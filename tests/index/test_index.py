@@ -249,7 +249,8 @@ def test_save_load_with_exact_vectors(tmp_path, rng, mmap):
     index = VectorIndex.build(X, np.arange(10, 1510), factory="IVF8,SQ8")
     path = tmp_path / "idx.faiss"
     sha = index.save(path)
-    assert (tmp_path / "idx.faiss.exact.npy").is_file()
+    files = VectorIndex.files(path)
+    assert files[0] == path and len(files) == 2 and files[1].name.endswith(".exact.npy")
     loaded = VectorIndex.load(path, sha, mmap=mmap)
     assert loaded.memory_mapped is mmap
     Q = rng.normal(size=(9, 12))
@@ -257,14 +258,15 @@ def test_save_load_with_exact_vectors(tmp_path, rng, mmap):
         np.testing.assert_array_equal(a, b)
     loaded.add(rng.normal(size=(2, 12)), [1, 2])  # a memory-mapped copy moves to RAM to grow
     assert loaded.exact.shape == (1502, 12) and not loaded.memory_mapped
-    sha2 = loaded.save(path)  # overwriting the file it was mapped from
+    sha2 = loaded.save(path)  # a new exact file; the one it was mapped from is removed
     assert VectorIndex.load(path, sha2).ntotal == 1502
+    assert len(VectorIndex.files(path)) == 2 and not files[1].exists()
 
 
 def test_tampered_exact_vectors_are_refused(tmp_path, rng):
     path = tmp_path / "idx.faiss"
     sha = VectorIndex.build(clustered(rng, 400, 8), np.arange(400), factory="IVF4,SQ8").save(path)
-    side = tmp_path / "idx.faiss.exact.npy"
+    side = VectorIndex.files(path)[1]
     data = bytearray(side.read_bytes())
     data[-3] ^= 0x01
     side.write_bytes(bytes(data))

@@ -53,6 +53,7 @@ _MAGIC = b"ZOOSCOPE-FAISS\n"
 _FORMAT = 1
 _METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 _EXACT_SUFFIX = ".exact.npy"
+_EXACT_NAME = re.compile(r"\.[0-9a-f]{16}\.exact\.npy")
 
 
 def ivf_lists(n: int) -> int:
@@ -516,8 +517,8 @@ class VectorIndex:
         meta = {"format": _FORMAT, "dim": self.dim, "metric": self.metric, "normalized": self.normalized,
                 "factory": self.factory, "ntotal": self.ntotal}
         if self.exact is not None:
-            side = path.with_name(path.name + _EXACT_SUFFIX)
-            meta["exact"] = {"file": side.name, "sha256": _write_npy_atomic(side, self.exact),
+            side, digest = _write_exact(path, self.exact)
+            meta["exact"] = {"file": side.name, "sha256": digest,
                              "rows": int(self.exact.shape[0])}
         header = json.dumps(meta).encode()
         payload = faiss.serialize_index(self.index)
@@ -535,7 +536,19 @@ class VectorIndex:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(path.parent)
+        if self.exact is not None:  # older exact files of this index (content-addressed names)
+            for old in path.parent.glob(path.name + ".*" + _EXACT_SUFFIX):
+                if old.name != meta["exact"]["file"] and _EXACT_NAME.fullmatch(old.name[len(path.name):]):
+                    old.unlink(missing_ok=True)
         return h.hexdigest()
+
+    @staticmethod
+    def files(path: str | Path) -> list[Path]:
+        """The files an index saved at ``path`` occupies: ``path`` and its exact-vector files, if any."""
+        path = Path(path)
+        side = [p for p in path.parent.glob(path.name + ".*" + _EXACT_SUFFIX)
+                if _EXACT_NAME.fullmatch(p.name[len(path.name):])]
+        return ([path] if path.exists() else []) + sorted(side)
 
     @classmethod
     def load(cls, path: str | Path, sha256: str | None = None, *, allow_unverified: bool = False,
@@ -598,9 +611,11 @@ def _remove_tree(folder: Path) -> None:
     folder.rmdir()
 
 
-def _write_npy_atomic(path: Path, arr: np.ndarray) -> str:
-    """Write ``arr`` as .npy to a temp name in chunks, fsync, rename into place; returns the file's sha256."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def _write_exact(index_path: Path, arr: np.ndarray) -> tuple[Path, str]:
+    """Write ``arr`` as .npy beside the index under a content-addressed name (``<index>.<sha[:16]>.exact.npy``):
+    temp file in chunks, fsync, rename. A reader of the previous index file still finds its own exact file
+    until the next save removes it. Returns (path, sha256)."""
+    tmp = index_path.with_name(f".{index_path.name}.exact.tmp-{os.getpid()}")
     h = hashlib.sha256()
     try:
         with open(tmp, "wb") as f:
@@ -613,11 +628,13 @@ def _write_npy_atomic(path: Path, arr: np.ndarray) -> str:
                 h.update(block)
             f.flush()
             os.fsync(f.fileno())
+        digest = h.hexdigest()
+        path = index_path.with_name(f"{index_path.name}.{digest[:16]}{_EXACT_SUFFIX}")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return h.hexdigest()
+    return path, digest
 
 
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
@@ -632,7 +649,7 @@ def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
 def _load_exact(path: Path, meta: dict, mmap: bool | None) -> np.ndarray:
     info = meta["exact"]
     name = str(info.get("file", ""))
-    if name != path.name + _EXACT_SUFFIX:  # a name is data, never a path
+    if not (name.startswith(path.name) and _EXACT_NAME.fullmatch(name[len(path.name):])):  # data, never a path
         raise ZooscopeInputError(f"{path}: unexpected exact-vector file name {name!r}; rebuild the index.")
     side = path.with_name(name)
     if not side.is_file():
