@@ -208,7 +208,14 @@ def run_jobs(jobs: Iterable[dict[str, Any]], *, backend: str = "local", address:
         init: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
         if address is None and workers is not None:
             init["num_cpus"] = int(workers)
-        ray.init(**init)
+        try:
+            ray.init(**init)
+        except ConnectionError as e:
+            raise ZooscopeInputError(
+                f"Cannot reach the Ray cluster at address={address!r} ({str(e).splitlines()[0]}). Start one with "
+                "`ray start --head` (then address='auto'), give its ray://host:10001 address, or pass "
+                "address=None for a local cluster in this process."
+            ) from None
     limit = max_in_flight if workers is None else min(max_in_flight, int(workers))
     task = ray.remote(num_cpus=1, max_retries=int(max_retries), retry_exceptions=True)(_ray_task)
     owner: dict[Any, dict[str, Any]] = {}
