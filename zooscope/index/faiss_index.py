@@ -489,16 +489,21 @@ class VectorIndex:
         for s in range(0, len(q), 256):  # bounded gather: 256 queries × kc rows at a time
             r = rows[s:s + 256]
             valid = r >= 0
-            uniq, inv = np.unique(np.where(valid, r, r.max(initial=0)), return_inverse=True)
-            cand = np.asarray(self.exact[uniq])[inv.reshape(r.shape)]  # (b, kc, dim); sorted reads from a mmap
+            cand = np.asarray(self.exact[np.where(valid, r, 0)])  # (b, kc, dim) gathered rows
+            qb = q[s:s + 256, :, None]
             if self.metric == "ip":
-                sc = np.einsum("bkd,bd->bk", cand, q[s:s + 256])
-                sc[~valid] = -np.inf
-                order = np.argsort(-sc, axis=1, kind="stable")[:, :k]
+                sc = -np.matmul(cand, qb)[..., 0]  # negated: smaller is nearer for both metrics
             else:
-                sc = ((cand - q[s:s + 256, None, :]) ** 2).sum(-1)
-                sc[~valid] = np.inf
-                order = np.argsort(sc, axis=1, kind="stable")[:, :k]
+                sc = ((cand - qb[..., 0][:, None, :]) ** 2).sum(-1)
+            sc[~valid] = np.inf
+            if sc.shape[1] > k:  # partial selection, then order the k (ties by candidate rank)
+                part = np.argpartition(sc, k - 1, axis=1)[:, :k]
+                order = np.take_along_axis(part, np.argsort(np.take_along_axis(sc, part, 1), axis=1,
+                                                            kind="stable"), 1)
+            else:
+                order = np.argsort(sc, axis=1, kind="stable")
+            if self.metric == "ip":
+                sc = -sc
             top_rows = np.take_along_axis(r, order, 1)
             m = order.shape[1]
             D[s:s + 256, :m] = np.take_along_axis(sc, order, 1)
