@@ -66,6 +66,7 @@ class ZooFactory:
     def url(self, name: str = "zoo") -> str:
         if name not in self._urls:
             if self.backend == "sqlite":
+                self.storage(name).mkdir(parents=True, exist_ok=True)
                 self._urls[name] = f"sqlite:///{self.storage(name) / 'catalog.sqlite'}"
             else:
                 self._urls[name] = self._request.getfixturevalue("postgres_server").new_database(prefix="zoo")

@@ -51,3 +51,11 @@ def test_missing_server_fails_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception):
         _servers.unavailable("no server")
+
+
+def test_catalog_url_opens_a_bare_catalog(catalog_url):
+    from zooscope.zoo.catalog import Catalog
+
+    cat = Catalog(catalog_url)
+    cat.add_dataset("d", source="builtin:digits", size=10, num_classes=10, input_shape=(1, 8, 8))
+    assert [d["name"] for d in Catalog(catalog_url).datasets()] == ["d"]
