@@ -23,7 +23,9 @@ Variants (``--methods``, comma separated):
   hnsw_sq8      HNSW32_SQ8, efSearch 128 (graph over 8-bit codes), no re-rank
 
 Timing: ``batched_ms`` = the fastest of ``--batched-repeats`` (3) runs of all queries in one call, per query;
-``single_ms`` = the median of ``--single`` (200) one-query calls. Threads: ``--threads`` (default $OMP_NUM_THREADS).
+``single_ms`` = the median of ``--single`` (200) one-query calls (``single_mean_ms`` their mean). ``*_cpu_*``: the
+same in process CPU time, which other jobs on a shared machine do not inflate (with one thread, CPU time ≈ the
+wall time on an idle machine). Threads: ``--threads`` (default $OMP_NUM_THREADS).
 
 Memory: ``rss_peak_mb`` is the child's peak resident set (VmHWM, includes the data it read); ``anon_mb`` /
 ``file_mb`` are its anonymous (real RAM need) and file-backed (page cache of memory-mapped files, which the kernel
@@ -166,7 +168,7 @@ def run_variant(method: str, paths: dict[str, Path], args: argparse.Namespace) -
 
     search_batched: callable
     search_one: callable
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     if method in ("default", "default_mmap"):
         sys.path.insert(0, str(HERE.parent))
         from zooscope.index.faiss_index import VectorIndex, choose_factory, estimate_memory
@@ -178,6 +180,7 @@ def run_variant(method: str, paths: dict[str, Path], args: argparse.Namespace) -
         vi = VectorIndex.build(Xm, np.arange(n, dtype=np.int64), factory=factory, memory_budget=budget,
                                mmap_dir=args.cache)
         info["build_s"] = round(time.perf_counter() - t0, 2)
+        info["build_cpu_s"] = round(time.process_time() - cpu0, 2)
         info["exact"] = "memory-mapped" if vi.memory_mapped else "RAM"
         t1 = time.perf_counter()
         path = args.cache / f"default_{method}_{n}.faiss"
@@ -188,7 +191,6 @@ def run_variant(method: str, paths: dict[str, Path], args: argparse.Namespace) -
         t1 = time.perf_counter()
         vi = VectorIndex.load(path, sha, mmap=method == "default_mmap")
         info["load_s"] = round(time.perf_counter() - t1, 2)
-        t0 = time.perf_counter() - info["build_s"]  # build_s below stays the build alone
         info["search_params"] = {"nprobe": vi.nprobe, "oversample": vi.oversample}
 
         def search_batched(q):
@@ -199,7 +201,7 @@ def run_variant(method: str, paths: dict[str, Path], args: argparse.Namespace) -
     elif method == "flat":
         index = faiss.IndexFlatIP(DIM)
         X = read_all()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         index.add(X)
         del X
         info["factory"] = "Flat"
@@ -244,26 +246,47 @@ def run_variant(method: str, paths: dict[str, Path], args: argparse.Namespace) -
         search_one = search_batched
     else:
         raise SystemExit(f"unknown method {method}")
-    info["build_s"] = round(time.perf_counter() - t0, 2)
+    info["build_s"] = info.get("build_s") or round(time.perf_counter() - t0, 2)
+    info["build_cpu_s"] = info.get("build_cpu_s") or round(time.process_time() - cpu0, 2)
     info["rss_after_build_mb"] = round(mem_status()["VmRSS"])
 
     search_batched(Q[:10])  # warm-up
-    runs = []
+    runs, cpu = [], []
     for _ in range(args.batched_repeats):  # the least disturbed of a few runs (the machine is shared)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         I = search_batched(Q)
         runs.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     info["batched_ms"] = round(min(runs) * 1000 / len(Q), 4)
     info["batched_ms_runs"] = [round(r * 1000 / len(Q), 4) for r in runs]
+    info["batched_cpu_ms"] = round(min(cpu) * 1000 / len(Q), 4)  # CPU time: what contention does not inflate
     info["recall10"] = round(float(np.mean([len(set(I[r]) & set(gt[r])) / K for r in range(len(Q))])), 4)
     n_single = min(args.single, len(Q))
-    times = []
+    times, cpu = [], []
     for r in range(n_single):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         search_one(Q[r:r + 1])
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     info["single_ms"] = round(1000 * float(np.median(times)), 3)
+    info["single_mean_ms"] = round(1000 * float(np.mean(times)), 3)
+    info["single_cpu_ms"] = round(1000 * float(np.mean(cpu)), 3)
     info["single_p90_ms"] = round(1000 * float(np.quantile(times, 0.9)), 3)
+    if method.startswith("default") and args.sweep:  # recall / speed against IVF lists probed
+        info["sweep"] = []
+        for p in (int(v) for v in args.sweep.split(",")):
+            vi.nprobe = p
+            t0 = time.perf_counter()
+            Ip = search_batched(Q)
+            b_ms = (time.perf_counter() - t0) * 1000 / len(Q)
+            one = []
+            for r in range(min(50, len(Q))):
+                t0 = time.perf_counter()
+                search_one(Q[r:r + 1])
+                one.append(time.perf_counter() - t0)
+            rec = float(np.mean([len(set(Ip[r]) & set(gt[r])) / K for r in range(len(Q))]))
+            info["sweep"].append({"nprobe": p, "recall10": round(rec, 4), "batched_ms": round(b_ms, 4),
+                                  "single_ms": round(1000 * float(np.median(one)), 3)})
     m = mem_status()
     info.update(rss_peak_mb=round(m["VmHWM"]), anon_mb=round(m["RssAnon"]), file_mb=round(m["RssFile"]))
     return info
@@ -284,6 +307,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--nlist", type=int, default=0, help="IVF lists (0: 2**round(log2(sqrt(n))))")
     ap.add_argument("--nprobe", type=int, default=16)
+    ap.add_argument("--sweep", default="", help="default variants: also time these nprobe values (e.g. 4,8,32)")
     ap.add_argument("--oversample", type=int, default=10, help="re-rank candidates = k × this")
     ap.add_argument("--pq-m", type=int, default=32)
     ap.add_argument("--train-per-list", type=int, default=64)
