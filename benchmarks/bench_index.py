@@ -276,17 +276,21 @@ def run_variant(method: str, paths: dict[str, Path], args: argparse.Namespace) -
         info["sweep"] = []
         for p in (int(v) for v in args.sweep.split(",")):
             vi.nprobe = p
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             Ip = search_batched(Q)
             b_ms = (time.perf_counter() - t0) * 1000 / len(Q)
-            one = []
+            b_cpu = (time.process_time() - c0) * 1000 / len(Q)
+            one, one_cpu = [], []
             for r in range(min(50, len(Q))):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 search_one(Q[r:r + 1])
                 one.append(time.perf_counter() - t0)
+                one_cpu.append(time.process_time() - c0)
             rec = float(np.mean([len(set(Ip[r]) & set(gt[r])) / K for r in range(len(Q))]))
             info["sweep"].append({"nprobe": p, "recall10": round(rec, 4), "batched_ms": round(b_ms, 4),
-                                  "single_ms": round(1000 * float(np.median(one)), 3)})
+                                  "batched_cpu_ms": round(b_cpu, 4),
+                                  "single_ms": round(1000 * float(np.median(one)), 3),
+                                  "single_cpu_ms": round(1000 * float(np.mean(one_cpu)), 3)})
     m = mem_status()
     info.update(rss_peak_mb=round(m["VmHWM"]), anon_mb=round(m["RssAnon"]), file_mb=round(m["RssFile"]))
     return info
