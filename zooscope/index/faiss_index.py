@@ -68,11 +68,12 @@ def choose_factory(n: int, dim: int, metric: str = "ip") -> str:
     * ``n < FLAT_MAX`` (50,000): ``"IDMap2,Flat"``, exact; a batched query costs well under a millisecond.
     * above: ``"IDMap2,IVF{nlist},SQ8"`` with ``nlist`` ≈ sqrt(n) (`ivf_lists`), probed 8 lists deep (`NPROBE`), and
       `VectorIndex.build` keeps the exact float vectors beside it (in RAM, or memory-mapped from disk when they
-      would not fit) to re-rank k × 10 candidates exactly. At a million 256-d signatures on one thread this
-      builds in seconds, answers in well under a millisecond and keeps recall@10 ≥ 0.99; the 8-bit codes take a
-      quarter of the float vectors' memory. HNSW builds 10-50× slower (minutes at a million) and cannot remove
-      vectors; plain IVF-SQ8 without re-rank loses ~3-6 % recall to quantisation; IVF-PQ trains slowly and its
-      coarse codes miss neighbours even among 100 candidates.
+      would not fit) to re-rank k × 10 candidates exactly. Measured at a million 256-d clustered signatures on
+      one thread (RESULTS.md): recall@10 ≥ 0.999, ~15 s of CPU to build, ≤ 0.5 ms of CPU a query batched and
+      under 1 ms single, 1.4 GB of RAM with the exact vectors in RAM (0.4 GB memory-mapped). The alternatives
+      measured there lose: exact Flat costs ~10× more a query; IVF-SQ8 without re-rank has recall 0.96-0.98;
+      HNSW32-SQ8 took ~20× longer to build with recall 0.86 and cannot remove vectors; IVF-PQ32 trains
+      slowly and its coarse codes keep only 0.59 of the true neighbours among 100 candidates.
     """
     check_choice(metric, _METRICS, "metric", "choose_factory")
     if n < 0 or dim < 1:
