@@ -7,7 +7,10 @@ images) through the model and computes the layer signatures. The time is the who
 tasks, the driver's catalog writes, the index rebuild); a Ray cluster is started (``ray.init(num_cpus=W)``) before
 the clock starts and shut down after. The local backend runs with one torch thread, like one Ray worker.
 Ray's worker start-up (a process each, importing torch and zooscope: seconds) is done by a warm-up task per worker
-before the clock starts and reported separately (``warmup_s``): a long run pays it once.
+before the clock starts and reported separately (``warmup_s``): a long run pays it once. ``compute_s`` sums each pair's
+own time inside its task (model build, probe forward, signature); ``concurrency`` = compute_s / wall time: how
+many pairs were being computed at once on average (the local backend also spends the driver's catalog and file
+writes between pairs, which Ray overlaps with the next tasks).
 Each configuration runs ``--repeats`` times, interleaved (local, ray×1, ray×2, local, …); the best is reported
 (the machine is shared, so the best run is the least disturbed).
 
@@ -92,7 +95,9 @@ def run_once(backend: str, workers: int, ckpts: list[Path], width: int, probe_n:
     ok = int((report["status"] == "embedded").sum())
     return {"warmup_s": round(warm_s, 2) if ray is not None else 0.0,
             "backend": backend, "workers": workers, "pairs": ok, "failed": int((report["status"] == "failed").sum()),
-            "seconds": round(seconds, 2), "pairs_per_s": round(ok / seconds, 3), "loadavg": [load0, loadavg()]}
+            "seconds": round(seconds, 2), "pairs_per_s": round(ok / seconds, 3),
+            "compute_s": round(float(report["seconds"].sum()), 2),  # sum over pairs of the task's own time
+            "concurrency": round(float(report["seconds"].sum()) / seconds, 2), "loadavg": [load0, loadavg()]}
 
 
 def main() -> None:
@@ -129,10 +134,11 @@ def main() -> None:
             key = (r["backend"], r["workers"])
             if key not in best or r["pairs_per_s"] > best[key]["pairs_per_s"]:
                 best[key] = r
-        print("| backend | workers | pairs | best time | pairs/s | Ray warm-up | load avg (start, end) |")
-        print("|---|---|---|---|---|---|---|")
+        print("| backend | workers | pairs | best time | pairs/s | s/pair in task | concurrency | Ray warm-up | load |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for (b, w), r in best.items():
             print(f"| {b} | {w} | {r['pairs']} | {r['seconds']:.1f} s | {r['pairs_per_s']:.2f} | "
+                  f"{r['compute_s'] / max(1, r['pairs']):.2f} s | {r['concurrency']:.2f} | "
                   f"{r['warmup_s']:.1f} s | {r['loadavg'][0]:.1f}, {r['loadavg'][1]:.1f} |")
         one, two, loc = best.get(("ray", 1)), best.get(("ray", 2)), best.get(("local", 1))
         if one and two:
