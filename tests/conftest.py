@@ -28,3 +28,65 @@ def shared_oracles_or_skip() -> Path:
             return Path(base)
     pytest.skip("../shared/oracles/task2vec is absent (large oracle files are not copied into the repo); "
                 "set ZOOSCOPE_SHARED_ORACLES to its folder to run this test")
+
+
+# -- catalogs: SQLite and PostgreSQL (tests/_servers.py) ------------------------------------------------------------
+CATALOG_BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster for the session (skips here / fails under CI=true when unavailable)."""
+    from _servers import start_postgres
+
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=CATALOG_BACKENDS)
+def catalog_backend(request) -> str:
+    """"sqlite" or "postgresql": a test using it (or `catalog_url` / `zoo_factory`) runs once per catalog."""
+    return request.param
+
+
+class ZooFactory:
+    """Opens zoos on the test's catalog backend: ``zoo_factory()`` / ``zoo_factory("b")`` (same name, same zoo).
+
+    ``url(name)`` and ``storage(name)`` give what a subprocess needs to open the same zoo:
+    ``Zoo.open(url, storage=storage)`` (for SQLite the URL is ``sqlite:///<storage>/catalog.sqlite``).
+    """
+
+    def __init__(self, backend: str, base: Path, request) -> None:
+        self.backend, self._base, self._request, self._urls = backend, base, request, {}
+
+    def storage(self, name: str = "zoo") -> Path:
+        return self._base / name
+
+    def url(self, name: str = "zoo") -> str:
+        if name not in self._urls:
+            if self.backend == "sqlite":
+                self.storage(name).mkdir(parents=True, exist_ok=True)
+                self._urls[name] = f"sqlite:///{self.storage(name) / 'catalog.sqlite'}"
+            else:
+                self._urls[name] = self._request.getfixturevalue("postgres_server").new_database(prefix="zoo")
+        return self._urls[name]
+
+    def __call__(self, name: str = "zoo"):
+        import zooscope as zs
+
+        if self.backend == "sqlite":
+            return zs.Zoo.open(self.storage(name))
+        return zs.Zoo.open(self.url(name), storage=self.storage(name))
+
+
+@pytest.fixture
+def zoo_factory(catalog_backend, tmp_path, request) -> ZooFactory:
+    """Zoos on SQLite and on PostgreSQL (one pytest parameter, `catalog_backend`)."""
+    return ZooFactory(catalog_backend, tmp_path, request)
+
+
+@pytest.fixture
+def catalog_url(zoo_factory) -> str:
+    """An empty catalog's SQLAlchemy URL, SQLite or PostgreSQL (parametrised like `zoo_factory`)."""
+    return zoo_factory.url("catalog")

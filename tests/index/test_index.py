@@ -5,7 +5,7 @@ import pytest
 
 from zooscope import ZooscopeInputError
 from zooscope.index import VectorIndex, VectorStore, choose_factory, rerank
-from zooscope.index.faiss_index import FLAT_MAX
+from zooscope.index.faiss_index import FLAT_MAX, estimate_memory, ivf_lists
 
 SCORE_TOL = 1e-5  # float32 inner products / squared distances of unit-scale vectors
 
@@ -187,9 +187,123 @@ def test_plain_faiss_file_is_refused_even_with_its_checksum(tmp_path, rng):
 def test_choose_factory_switches_at_flat_max():
     assert choose_factory(10, 64) == "IDMap2,Flat"
     assert choose_factory(FLAT_MAX - 1, 64) == "IDMap2,Flat"
-    assert choose_factory(FLAT_MAX, 64) == "IDMap2,HNSW32"
+    assert choose_factory(FLAT_MAX, 64) == f"IDMap2,IVF{ivf_lists(FLAT_MAX)},SQ8"
+    assert choose_factory(1_000_000, 256) == "IDMap2,IVF1024,SQ8"  # the 1M benchmark's winner (RESULTS.md)
     with pytest.raises(ZooscopeInputError):
         choose_factory(10, 0)
+
+
+def test_memory_estimate_orders_the_variants():
+    n, d = 1_000_000, 256
+    flat = estimate_memory(n, d, "IDMap2,Flat")
+    sq8 = estimate_memory(n, d, "IDMap2,IVF1024,SQ8", exact=False)
+    sq8_exact = estimate_memory(n, d, "IDMap2,IVF1024,SQ8")  # lossy: exact copy by default
+    pq = estimate_memory(n, d, "IDMap2,IVF1024,PQ32", exact=False)
+    assert pq < sq8 < flat < sq8_exact
+    assert 0.9 * n * d * 4 < flat < 1.2 * n * d * 4
+    assert 0.9 * n * d * 5 < sq8_exact < 1.3 * n * d * 5
+
+
+def _exact_topk_scores(X, Q, k):
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Qn = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    return -np.sort(-(Qn @ Xn.T), axis=1)[:, :k]
+
+
+def test_lossy_index_reranks_exactly_from_kept_vectors(rng):
+    X = clustered(rng, 3000, 32, centres=20)
+    Q = clustered(rng, 40, 32, centres=20)
+    sq = VectorIndex.build(X, np.arange(5000, 8000), factory="IVF16,SQ4")
+    assert sq.exact is not None and not sq.memory_mapped
+    sq.nprobe = 16  # all lists: the candidates hold the true neighbours, so the re-ranked scores are exact
+    D, I = sq.search(Q, 5)
+    np.testing.assert_allclose(D, _exact_topk_scores(X, Q, 5), atol=1e-5)
+    assert ((I >= 5000) & (I < 8000)).all()
+    plain = VectorIndex.build(X, np.arange(5000, 8000), factory="IVF16,SQ4", exact=False)
+    plain.nprobe = 16
+    Dp, _ = plain.search(Q, 5)
+    assert np.abs(Dp - _exact_topk_scores(X, Q, 5)).max() > 1e-3  # 4-bit codes alone are visibly off
+
+
+def test_over_budget_build_memory_maps_exact_vectors(tmp_path, rng, caplog):
+    X = clustered(rng, 2000, 16)
+    Q = rng.normal(size=(10, 16))
+    ram = VectorIndex.build(X, np.arange(2000), factory="IVF8,SQ8")
+    with caplog.at_level("WARNING", logger="zooscope.index.faiss_index"):
+        mm = VectorIndex.build(X, np.arange(2000), factory="IVF8,SQ8", memory_budget=10_000, mmap_dir=tmp_path)
+    assert "GB of RAM" in caplog.text and "memory-mapped" in caplog.text
+    assert mm.memory_mapped and not ram.memory_mapped
+    assert len(list(tmp_path.glob("zooscope-index-*/exact.npy"))) == 1
+    for a, b in zip(ram.search(Q, 7), mm.search(Q, 7), strict=True):
+        np.testing.assert_array_equal(a, b)
+    del mm
+    import gc
+
+    gc.collect()
+    assert not list(tmp_path.glob("zooscope-index-*"))  # the temporary file goes with the index
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_save_load_with_exact_vectors(tmp_path, rng, mmap):
+    X = clustered(rng, 1500, 12)
+    index = VectorIndex.build(X, np.arange(10, 1510), factory="IVF8,SQ8")
+    path = tmp_path / "idx.faiss"
+    sha = index.save(path)
+    files = VectorIndex.files(path)
+    assert files[0] == path and len(files) == 2 and files[1].name.endswith(".exact.npy")
+    loaded = VectorIndex.load(path, sha, mmap=mmap)
+    assert loaded.memory_mapped is mmap
+    Q = rng.normal(size=(9, 12))
+    for a, b in zip(index.search(Q, 6), loaded.search(Q, 6), strict=True):
+        np.testing.assert_array_equal(a, b)
+    loaded.add(rng.normal(size=(2, 12)), [1, 2])  # a memory-mapped copy moves to RAM to grow
+    assert loaded.exact.shape == (1502, 12) and not loaded.memory_mapped
+    sha2 = loaded.save(path)  # a new exact file; the one it was mapped from is removed
+    assert VectorIndex.load(path, sha2).ntotal == 1502
+    assert len(VectorIndex.files(path)) == 2 and not files[1].exists()
+
+
+def test_tampered_exact_vectors_are_refused(tmp_path, rng):
+    path = tmp_path / "idx.faiss"
+    sha = VectorIndex.build(clustered(rng, 400, 8), np.arange(400), factory="IVF4,SQ8").save(path)
+    side = VectorIndex.files(path)[1]
+    data = bytearray(side.read_bytes())
+    data[-3] ^= 0x01
+    side.write_bytes(bytes(data))
+    with pytest.raises(ZooscopeInputError, match="does not match the sha256"):
+        VectorIndex.load(path, sha)
+    side.unlink()
+    with pytest.raises(ZooscopeInputError, match="missing"):
+        VectorIndex.load(path, sha)
+
+
+def test_remove_from_lossy_index_rebuilds_from_exact_vectors(rng):
+    X = clustered(rng, 600, 8)
+    index = VectorIndex.build(X, np.arange(600), factory="IVF4,SQ8")
+    index.nprobe = 4
+    assert index.remove(np.arange(0, 600, 2)) == 300
+    assert index.ntotal == 300 and index.exact.shape == (300, 8)
+    _, top = index.search(X[1::2], 1)
+    assert (top[:, 0] == np.arange(1, 600, 2)).all()
+    with pytest.raises(ZooscopeInputError, match="approximately"):
+        VectorIndex.build(X, np.arange(600), factory="IVF4,SQ8", exact=False).remove([3])
+
+
+def test_build_reads_a_memmap_in_chunks_with_global_row_numbers(tmp_path, rng, monkeypatch):
+    from zooscope.index import faiss_index
+
+    monkeypatch.setattr(faiss_index, "ADD_CHUNK", 100)
+    X = clustered(rng, 450, 8)
+    X[321, 3] = np.nan
+    np.save(tmp_path / "x.npy", X)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    with pytest.raises(ZooscopeInputError, match="first in row 321"):
+        VectorIndex.build(mm, np.arange(450))
+    X[321, 3] = 0.5
+    np.save(tmp_path / "x.npy", X)
+    index = VectorIndex.build(np.load(tmp_path / "x.npy", mmap_mode="r"), np.arange(450))
+    _, top = index.search(X, 1)
+    assert (top[:, 0] == np.arange(450)).all()
 
 
 def test_build_uses_choose_factory_by_default(rng):

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -87,16 +87,33 @@ def _safe(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, s
         return job, None, f"{type(e).__name__}: {e}\n{tb}"
 
 
-def _ray_task(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
+def _ray_task(job: dict[str, Any]) -> dict[str, Any]:
+    """One Ray task: one pair, one torch thread; an exception propagates so Ray can retry it."""
     import torch
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-    return _safe(job)
+    return compute_job(job)
+
+
+def _ray_error(e: BaseException) -> str:
+    """A short, useful message for a task that failed for good (exception after retries, or a dead worker)."""
+    import ray.exceptions as rex
+
+    if isinstance(e, rex.RayTaskError):
+        cause = e.cause if getattr(e, "cause", None) is not None else e
+        lines = str(e).strip().splitlines()
+        return f"{type(cause).__name__}: {cause}\n" + "\n".join(lines[-6:])
+    if isinstance(e, rex.WorkerCrashedError | rex.NodeDiedError | rex.ActorDiedError):
+        return (f"{type(e).__name__}: the Ray worker running this pair died (crash, out of memory or killed) "
+                f"on every attempt: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+    return f"{type(e).__name__}: {e}"
 
 
 def run_jobs(jobs: Iterable[dict[str, Any]], *, backend: str = "local", address: str | None = None,
-             max_in_flight: int = 256) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None, str | None]]:
+             max_in_flight: int = 256, max_retries: int = 2, workers: int | None = None,
+             progress: Callable[[int, int, int], None] | None = None,
+             ) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None, str | None]]:
     """Yield ``(job, result, error)`` as jobs finish (``result`` None and ``error`` set on failure).
 
     Parameters
@@ -105,19 +122,42 @@ def run_jobs(jobs: Iterable[dict[str, Any]], *, backend: str = "local", address:
         Planned jobs (see `compute_job`).
     backend : {"local", "ray"}, default="local"
         ``"local"`` runs them one by one in this process; ``"ray"`` submits one task per job (1 CPU, 1 torch
-        thread) to the cluster at ``address`` (``"auto"``, ``"ray://host:10001"``; None starts a local Ray).
+        thread) to the cluster at ``address`` and yields each result as it arrives (``ray.wait``), so the caller
+        can commit it at once; a killed driver loses at most the tasks in flight.
     address : str, optional
-        Ray only.
+        Ray only: ``"auto"`` (a ``ray start --head`` cluster on this machine), ``"ray://host:10001"``, or None:
+        the Ray already initialised in this process, else a new local one.
     max_in_flight : int, default=256
         Ray only: tasks submitted ahead of the driver's writes (bounds object-store memory).
+    max_retries : int, default=2
+        Ray only: extra attempts for a pair whose task raised or whose worker process died; after that the
+        pair is yielded as failed and the run goes on.
+    workers : int, optional
+        Ray only: CPUs of the local cluster started here (default: all), and at most this many tasks at once.
+    progress : callable, optional
+        ``progress(done, failed, total)`` after each finished job.
     """
     jobs = list(jobs)
+    total, n_done, n_failed = len(jobs), 0, 0
+
+    def tick(item: tuple[dict[str, Any], dict[str, Any] | None, str | None]):
+        nonlocal n_done, n_failed
+        n_done += 1
+        n_failed += item[2] is not None
+        if progress is not None:
+            progress(n_done, n_failed, total)
+        return item
+
     if backend == "local":
         for job in jobs:
-            yield _safe(job)
+            yield tick(_safe(job))
         return
     if backend != "ray":
         raise ZooscopeInputError(f"'backend' of Zoo.embed must be 'local' or 'ray'; got {backend!r}.")
+    if workers is not None and int(workers) < 1:
+        raise ZooscopeInputError(f"'workers' must be >= 1; got {workers!r}.")
+    if int(max_retries) < 0:
+        raise ZooscopeInputError(f"'max_retries' must be >= 0; got {max_retries!r}.")
     try:
         import ray
     except ImportError:
@@ -126,18 +166,42 @@ def run_jobs(jobs: Iterable[dict[str, Any]], *, backend: str = "local", address:
             "then start a cluster (ray start --head) or pass address=None for a local one."
         ) from None
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(num_cpus=1)(_ray_task)
-    pending: list[Any] = []
+        init: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
+        if address is None and workers is not None:
+            init["num_cpus"] = int(workers)
+        try:
+            ray.init(**init)
+        except ConnectionError as e:
+            raise ZooscopeInputError(
+                f"Cannot reach the Ray cluster at address={address!r} ({str(e).splitlines()[0]}). Start one with "
+                "`ray start --head` (then address='auto'), give its ray://host:10001 address, or pass "
+                "address=None for a local cluster in this process."
+            ) from None
+    limit = max_in_flight if workers is None else min(max_in_flight, int(workers))
+    task = ray.remote(num_cpus=1, max_retries=int(max_retries), retry_exceptions=True)(_ray_task)
+    owner: dict[Any, dict[str, Any]] = {}
     queue = iter(jobs)
-    for job in queue:
-        pending.append(task.remote(job))
-        if len(pending) >= max_in_flight:
-            break
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        for ref in done:
-            yield ray.get(ref)
-        for job in queue:  # refill one slot per finished task
-            pending.append(task.remote(job))
-            break
+
+    def submit() -> bool:
+        job = next(queue, None)
+        if job is None:
+            return False
+        owner[task.remote(job)] = job
+        return True
+
+    while len(owner) < limit and submit():
+        pass
+    try:
+        while owner:
+            done, _ = ray.wait(list(owner), num_returns=1)
+            for ref in done:
+                job = owner.pop(ref)
+                try:
+                    item = (job, ray.get(ref), None)
+                except ray.exceptions.RayError as e:
+                    item = (job, None, _ray_error(e))
+                submit()  # refill the freed slot before the caller spends time committing
+                yield tick(item)
+    finally:
+        for ref in owner:  # the caller stopped early (or failed): do not leave work running
+            ray.cancel(ref, force=True)

@@ -1,0 +1,12 @@
+"""A model factory for the Ray crash test: it builds normally in the test process (``add_model`` checks the spec)
+and kills its own process anywhere else, i.e. inside a Ray worker, like a segfaulting checkpoint loader."""
+
+import os
+
+from zooscope.zoo.models import small_cnn
+
+
+def crashing_cnn(driver_pid: int, **kwargs):
+    if os.getpid() != int(driver_pid):
+        os._exit(17)  # no exception, no cleanup: the worker process just dies
+    return small_cnn(**kwargs)
