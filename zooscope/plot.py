@@ -26,7 +26,8 @@ from matplotlib.figure import Figure
 from zooscope._io import atomic_write_bytes
 from zooscope._validation import ZooscopeInputError
 
-__all__ = ["heatmap", "match_plot", "measure_scale", "model_label", "zoo_map"]
+__all__ = ["heatmap", "heatmap_figure", "match_figure", "match_plot", "measure_scale", "model_label", "zoo_map",
+           "zoo_map_figure"]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,12 @@ def heatmap(df: pd.DataFrame, path: str | Path, title: str | None = None, *, mod
     Path
         ``path``.
     """
+    return _save(heatmap_figure(df, title, model_a=model_a, model_b=model_b), path)
+
+
+def heatmap_figure(df: pd.DataFrame, title: str | None = None, *, model_a: str | None = None,
+                   model_b: str | None = None) -> Figure:
+    """The `heatmap` figure, not yet written (for tests and notebooks)."""
     values = np.asarray(df.to_numpy(), dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
         raise ZooscopeInputError(f"heatmap needs a non-empty 2-D table; got shape {values.shape}.")
@@ -179,7 +186,7 @@ def heatmap(df: pd.DataFrame, path: str | Path, title: str | None = None, *, mod
     ax.set_title(title if title is not None else
                  f"{measure or 'similarity'} ({scale['direction']})"
                  + (f" on {n:,} inputs" if isinstance(n, int | np.integer) else ""), fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def _attr_label(attrs: dict[str, Any], side: str) -> str | None:
@@ -214,6 +221,13 @@ def match_plot(C: np.ndarray, rows: Sequence[int], cols: Sequence[int], values: 
     model_a, model_b : str
         Model names (see `model_label`); ``layer_a``, ``layer_b``: module names; ``method``: bipartite or semi.
     """
+    return _save(match_figure(C, rows, cols, values, model_a=model_a, model_b=model_b, layer_a=layer_a,
+                              layer_b=layer_b, method=method), path)
+
+
+def match_figure(C: np.ndarray, rows: Sequence[int], cols: Sequence[int], values: Sequence[float], *,
+                 model_a: str, model_b: str, layer_a: str, layer_b: str, method: str) -> Figure:
+    """The `match_plot` figure, not yet written."""
     C = np.asarray(C, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     rows, cols = np.asarray(rows, dtype=int), np.asarray(cols, dtype=int)
@@ -244,7 +258,7 @@ def match_plot(C: np.ndarray, rows: Sequence[int], cols: Sequence[int], values: 
     ax2.set_title("correlation, reordered (matched pairs on the diagonal)", fontsize=10)
     fig.colorbar(im, ax=ax2, fraction=0.046, label="Pearson correlation [-1, 1]")
     fig.suptitle(f"A: {model_a} · {layer_a}   vs   B: {model_b} · {layer_b}", fontsize=11)
-    return _save(fig, path)
+    return fig
 
 
 # -- the zoo map -------------------------------------------------------------------------------------------------
@@ -274,6 +288,21 @@ def zoo_map(coords_df: pd.DataFrame, path: str | Path, title: str | None = None,
     pandas.DataFrame
         ``coords_df`` with a boolean ``labelled`` column.
     """
+    fig, df = zoo_map_figure(coords_df, title, max_labels=max_labels)
+    if not df["labelled"].all():
+        side = Path(path).with_suffix(".csv")
+        n = len(df)
+        note = (f"{int(df['labelled'].sum())} of {n} models labelled (no room for the rest); all {n} with "
+                f"coordinates: {side.name}")
+        fig.text(0.01, 0.005, note, fontsize=7, ha="left", va="bottom", color="0.3")
+        atomic_write_bytes(side, df.to_csv(index=False).encode())
+    _save(fig, path)
+    return df
+
+
+def zoo_map_figure(coords_df: pd.DataFrame, title: str | None = None, *,
+                   max_labels: int = 25) -> tuple[Figure, pd.DataFrame]:
+    """The `zoo_map` figure (labels placed) and the table with its ``labelled`` column, not yet written."""
     missing = {"model", "x", "y"} - set(coords_df.columns)
     if missing:
         raise ZooscopeInputError(f"zoo_map needs columns model, x, y; missing {sorted(missing)}.")
@@ -295,16 +324,8 @@ def zoo_map(coords_df: pd.DataFrame, path: str | Path, title: str | None = None,
         ax.legend(fontsize=7, title="trained on", title_fontsize=7, loc="upper left",
                   bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    labelled = _place_labels(ax, canvas, df, max_labels)
-    df["labelled"] = labelled
-    if not labelled.all():
-        side = Path(path).with_suffix(".csv")
-        note = (f"{int(labelled.sum())} of {n} models labelled (no room for the rest); all {n} with "
-                f"coordinates: {side.name}")
-        fig.text(0.01, 0.005, note, fontsize=7, ha="left", va="bottom", color="0.3")
-        atomic_write_bytes(side, df.to_csv(index=False).encode())
-    _save(fig, path)
-    return df
+    df["labelled"] = _place_labels(ax, canvas, df, max_labels)
+    return fig, df
 
 
 def _palette(k: int) -> list[Any]:

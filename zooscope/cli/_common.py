@@ -140,8 +140,25 @@ def _message(e: BaseException) -> str:
     return text
 
 
-def handle_exception(e: BaseException, verb: str) -> NoReturn:
-    """Turn any exception raised by a verb into the policy above (exits; re-raises click's own exits)."""
+# options that name files the verb reads: a low-level read error (a corrupt archive, a bad .npy header) is
+# reported with them, since the library's message may not say which file it was reading
+FILE_OPTIONS = ("data", "source", "checkpoint", "weights_a", "weights_b", "task2vec_probe_checkpoint")
+
+
+def _reading(e: BaseException, text: str, files: dict[str, Any]) -> str:
+    if isinstance(e, ZooscopeInputError) or not files:
+        return text
+    given = [(k, str(v)) for k, v in files.items() if v is not None and str(v) not in text]
+    if not given or len(given) < len([v for v in files.values() if v is not None]):
+        return text  # the message names its file already
+    return text + " (while reading " + ", ".join(f"--{k.replace('_', '-')} {v!r}" for k, v in given) + ")"
+
+
+def handle_exception(e: BaseException, verb: str, files: dict[str, Any] | None = None) -> NoReturn:
+    """Turn any exception raised by a verb into the policy above (exits; re-raises click's own exits).
+
+    ``files``: the verb's file options and their values, named in the message of a low-level read error.
+    """
     if isinstance(e, typer.Exit | typer.Abort | ClickException):
         raise e
     if isinstance(e, Interrupted):
@@ -151,7 +168,7 @@ def handle_exception(e: BaseException, verb: str) -> NoReturn:
         say("interrupted")
         raise typer.Exit(code=EXIT_INTERRUPTED) from None
     if isinstance(e, _input_error_types()):
-        fail(_message(e))
+        fail(_reading(e, _message(e), files or {}))
     if os.environ.get("ZOOSCOPE_DEBUG"):
         raise e
     if not isinstance(e, Exception):  # SystemExit, GeneratorExit: not ours to translate
@@ -369,7 +386,7 @@ def guard(fn: Callable[..., Any], verb: str) -> Callable[..., Any]:
                 _auto_validate(fn, kwargs)
                 return fn(**kwargs)
         except BaseException as e:
-            handle_exception(e, verb)
+            handle_exception(e, verb, {k: kwargs[k] for k in FILE_OPTIONS if kwargs.get(k) is not None})
 
     wrapper._zooscope_guarded = True  # type: ignore[attr-defined]
     return wrapper

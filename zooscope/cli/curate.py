@@ -18,7 +18,7 @@ KINDS = ("cka", "task2vec", "gradsketch")
 @app.command("dupes")
 def dupes_cmd(
     zoo: ZooOpt,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, min_open=True,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0,
                                              help="Similarity above which two models are near-duplicates "
                                              "(in (0, 1]).")] = 0.995,
     by: Annotated[str, typer.Option(help="Embedding kind: cka or task2vec.")] = "cka",

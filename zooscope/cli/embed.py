@@ -51,6 +51,9 @@ def embed_cmd(
 
     Example: zooscope embed --kinds cka,task2vec --zoo ./zoo
     """
+    from zooscope._validation import check_choice
+
+    check_choice(backend, ("local", "ray"), "--backend", "zooscope embed")
     kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
     if not kind_list:
         raise ZooscopeInputError(f"--kinds must name at least one kind, e.g. cka,task2vec; got {kinds!r}.")
