@@ -53,7 +53,7 @@ def test_remove_model_and_dataset(zoo):
     assert "cnn1" not in run("ls", "models", "--format", "csv", "--zoo", zoo).stdout
     run("check", "--zoo", zoo)  # its vectors and index entries went with it
     run("remove", "dataset", "digits", "--zoo", zoo)
-    assert run("ls", "datasets", "--format", "json", "--zoo", zoo).stdout.strip() == "[]"
+    assert json.loads(run("ls", "datasets", "--format", "json", "--zoo", zoo).stdout) == []
     result = run("remove", "model", "cnn9", "--zoo", zoo, code=2)
     assert "cnn9" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Did you mean 'model'" in run("remove", "modle", "cnn0", "--zoo", zoo, code=2).stderr
@@ -131,7 +131,7 @@ def test_embed_retry_failed_retries_only_the_failed_pairs(zoo, tmp_path):
     result = run("embed", "--kinds", "cka", "--retry-failed", "--format", "csv", "--zoo", zoo)
     report = pd.read_csv(io.StringIO(result.stdout))
     assert report["model"].tolist() == ["fragile"] and report["status"].tolist() == ["embedded"]
-    assert run("ls", "--failed", "--format", "json", "--zoo", zoo).stdout.strip() == "[]"
+    assert json.loads(run("ls", "--failed", "--format", "json", "--zoo", zoo).stdout) == []
     assert "no failed pairs" in run("embed", "--kinds", "cka", "--retry-failed", "--zoo", zoo).stderr
 
 

@@ -95,6 +95,7 @@ def embed_cmd(
     if len(failed):
         first = failed.iloc[0]
         who = first.get("model") if isinstance(first.get("model"), str) else first.get("dataset")
-        say(f"{len(failed)} of {len(summary)} pairs failed (first: {first['kind']} of {who}: {first.get('error')}); "
+        attempted = int((~summary["status"].astype(str).str.startswith("skipped")).sum())
+        say(f"{len(failed)} of {attempted} pairs failed (first: {first['kind']} of {who}: {first.get('error')}); "
             "see `zooscope ls --failed`, fix the cause, then `zooscope embed --retry-failed`")
         raise typer.Exit(code=EXIT_FOUND)

@@ -18,6 +18,8 @@ def ls_cmd(
     zoo: ZooOpt,
     what: Annotated[str, typer.Argument(help="models, datasets or embeddings.")] = "models",
     failed: Annotated[bool, typer.Option("--failed", help="List the failed embedding pairs instead.")] = False,
+    traceback: Annotated[bool, typer.Option("--traceback", help="With --failed: the whole recorded error, "
+                                            "with its stack frames (default: its first line).")] = False,
     fmt: FormatOpt = "table",
     out: Annotated[Path | None, typer.Option(help="Write .csv/.json/.parquet instead of printing.")] = None,
 ) -> None:
@@ -31,6 +33,9 @@ def ls_cmd(
     z = open_zoo(zoo)
     if failed:
         table = z.failures()
+        if not traceback and "error" in table:
+            table["error"] = [str(e).strip().splitlines()[0] if isinstance(e, str) and e.strip() else e
+                              for e in table["error"]]
     else:
         listings = {"models": z.models, "datasets": z.datasets,
                     "embeddings": lambda: pd.DataFrame(z.catalog.embeddings())}
