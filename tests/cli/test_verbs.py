@@ -218,3 +218,31 @@ def test_ctrl_c_during_embed_says_how_many_pairs_were_saved(tmp_path):
     run("embed", "--kinds", "cka", "--zoo", zoo)  # rerun continues and completes
     with sqlite3.connect(zoo / "catalog.sqlite") as con:
         assert con.execute("select count(*) from embeddings").fetchone()[0] == 14
+
+
+def test_an_empty_catalog_is_refused_and_nothing_is_touched(zoo):
+    before = sorted(p.relative_to(zoo) for p in zoo.rglob("*"))
+    (zoo / "catalog.sqlite").write_bytes(b"")
+    for verb in (["init"], ["embed", "--kinds", "cka"], ["check", "--fix"], ["ls"]):
+        result = run(*verb, "--zoo", zoo, code=2)
+        assert "empty (0 bytes)" in result.stderr
+    assert sorted(p.relative_to(zoo) for p in zoo.rglob("*")) == before
+    assert (zoo / "catalog.sqlite").stat().st_size == 0
+
+
+def test_compare_plot_names_both_checkpoints_and_the_direction(tmp_path):
+    a, b = checkpoints(2)
+    png = tmp_path / "p.png"
+    run("compare", SPEC, SPEC, "--kwargs-a", KW_JSON, "--weights-a", a, "--weights-b", b, "--data",
+        "builtin:digits", "--n", "32", "--measure", "procrustes", "--plot", png, "--format", "csv")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    from zooscope.embed.compare import compare
+    from zooscope.plot import heatmap_figure
+    from zooscope.zoo.models import build_model
+
+    table = compare(build_model(SPEC, KW, a), build_model(SPEC, KW, b), __import__("torch").rand(32, 1, 8, 8),
+                    measure="procrustes")
+    table.attrs.update(model_a=SPEC, model_b=SPEC, weights_a=a.name, weights_b=b.name)
+    ax = heatmap_figure(table).axes[0]
+    assert a.name in ax.get_ylabel() and b.name in ax.get_xlabel()
+    assert "lower = more similar" in ax.get_title()

@@ -398,8 +398,13 @@ def open_zoo(zoo: str, *, create: bool = False) -> Any:
     """Open the zoo named by --zoo. Only ``init`` creates one: other verbs refuse a folder with no catalog."""
     from zooscope.zoo.zoo import Zoo
 
-    if "://" not in zoo and not create:
+    if "://" not in zoo:
         root = Path(zoo).expanduser()
+        catalog = root / "catalog.sqlite"
+        if catalog.is_file() and catalog.stat().st_size == 0:  # never taken for a new zoo: that would wipe it
+            raise ZooscopeInputError(f"--zoo {zoo!r}: its catalog.sqlite is empty (0 bytes), so the zoo cannot be "
+                                     "read; restore the catalog from a backup. Nothing was changed.")
+    if "://" not in zoo and not create:
         if not (root / "catalog.sqlite").is_file():
             raise ZooscopeInputError(f"--zoo {zoo!r}: no zoo there (no catalog.sqlite). Create one with "
                                      f"`zooscope init --zoo {zoo}`, or point --zoo (or $ZOOSCOPE_ZOO) at an "

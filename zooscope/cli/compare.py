@@ -97,7 +97,8 @@ def compare_cmd(
         x = _load_inputs(data, n, seed, split)
         table = compare(net_a, net_b, x, layers_a, layers_b, measure=measure, batch_size=batch_size,
                         device=device, max_memory_gb=max_memory_gb, progress=True, **m_kw)
-        table.attrs.update(model_a=f"A: {model_a}", model_b=f"B: {model_b}")
+        table.attrs.update(model_a=model_a, model_b=model_b, weights_a=weights_a and weights_a.name,
+                           weights_b=weights_b and weights_b.name)  # the plot names spec + checkpoint file
         wrote = []
         if out is not None:
             write_table(table, out, index=True)

@@ -66,8 +66,10 @@ def measures_cmd(
     pattern: Annotated[str, typer.Argument(help="Glob over measure names, e.g. '*cka*'.")] = "*",
     fmt: FormatOpt = "table",
 ) -> None:
-    """List every measure (and every streaming comparer `compare --measure` accepts) with its direction,
-    metric flag, invariances and bounds.
+    """List every measure and streaming comparer: direction, bounds, metric flag, invariances.
+
+    Streaming comparers (minibatch_cka, grad_cka, grad_nbs) work only in `compare --measure`; they take the
+    direction and bounds of the measure they estimate.
 
     Example: zooscope measures '*cka*'
     """
