@@ -194,6 +194,7 @@ _WARNING_HINTS: list[tuple[str, tuple[str, ...]]] = [
     (r"sketch_dim|debiased|kwargs|threshold|sigma|alpha", ("--measure-kwargs", "--kwargs")),
     (r"layer", ("--layers-a", "--layers-b", "--layer", "--layer-b")),
     (r"example|sample|features", ("--n", "--measure")),
+    (r"constant|unit", ("--n", "--layer", "--spatial", "--layers-a", "--layers-b")),
     (r"CCA|canonical|CKA|measure|R²", ("--measure",)),
     (r"probe|input shape", ("zooscope configure", "--input-shape")),
     (r"embed", ("zooscope ls --failed",)),
@@ -204,7 +205,7 @@ def warning_hint(text: str, options: Sequence[str]) -> str:
     """The options (among ``options``, or verbs) that change a warning of this text, as a short phrase."""
     for pattern, opts in _WARNING_HINTS:
         if re.search(pattern, text, flags=re.IGNORECASE):
-            usable = [o for o in opts if o in options or o.startswith("zooscope ")]
+            usable = [o for o in opts if o in options or (o.startswith("zooscope ") and "--zoo" in options)]
             if usable:
                 return "change it with " + " or ".join(usable)
     return ""
