@@ -246,3 +246,17 @@ def test_compare_plot_names_both_checkpoints_and_the_direction(tmp_path):
     ax = heatmap_figure(table).axes[0]
     assert a.name in ax.get_ylabel() and b.name in ax.get_xlabel()
     assert "lower = more similar" in ax.get_title()
+
+
+def test_ctrl_c_in_another_verb_exits_130_with_one_line(tmp_path):
+    kw32 = json.dumps({**KW, "img_size": 32})  # 32x32 inputs: procrustes on 8,192 features takes a while
+    proc = subprocess.Popen([sys.executable, "-m", "zooscope.cli", "compare", SPEC, SPEC, "--kwargs-a", kw32,
+                             "--data", "builtin:digits?size=32", "--n", "1797", "--batch-size", "8",
+                             "--measure", "procrustes", "--format", "csv"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    time.sleep(3)  # importing, or comparing: either way Ctrl-C must end it the same way
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err

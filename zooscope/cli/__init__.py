@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from zooscope.cli._common import EXIT_INTERRUPTED, ClickException, UsageError, guard, say
+from zooscope.cli._common import EXIT_INTERRUPTED, INTERRUPT_REPORTED, ClickException, UsageError, guard, say
 
 
 class _OneLineErrors(TyperGroup):
@@ -25,6 +25,7 @@ class _OneLineErrors(TyperGroup):
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        INTERRUPT_REPORTED[0] = False
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except UsageError as e:
@@ -40,6 +41,8 @@ class _OneLineErrors(TyperGroup):
         except (typer.Abort, KeyboardInterrupt):
             say("interrupted")
             sys.exit(EXIT_INTERRUPTED)
+        if rv == EXIT_INTERRUPTED and not INTERRUPT_REPORTED[0]:  # Ctrl-C while parsing the options
+            say("interrupted")
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -48,6 +51,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     help="Compare networks; embed, index and rank a model zoo.",
+    epilog="Exit codes: 0 done; 1 a problem found (check) or a pair failed (embed); 2 bad input (one line "
+    "on stderr says which); 3 a bug in zooscope (ZOOSCOPE_DEBUG=1 shows the traceback); 130 interrupted.",
     pretty_exceptions_enable=False,
 )
 

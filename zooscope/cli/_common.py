@@ -51,6 +51,7 @@ FORMATS = ("table", "csv", "json")
 TABLE_SUFFIXES = (".csv", ".json", ".parquet")
 EXIT_BAD_INPUT, EXIT_FOUND, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 3, 130
 _MAX_MESSAGE = 2000
+INTERRUPT_REPORTED = [False]  # set once "interrupted…" is printed, so the root group does not print it twice
 
 
 def default_zoo() -> str:
@@ -161,11 +162,9 @@ def handle_exception(e: BaseException, verb: str, files: dict[str, Any] | None =
     """
     if isinstance(e, typer.Exit | typer.Abort | ClickException):
         raise e
-    if isinstance(e, Interrupted):
-        say(str(e) or "interrupted")
-        raise typer.Exit(code=EXIT_INTERRUPTED) from None
-    if isinstance(e, KeyboardInterrupt):
-        say("interrupted")
+    if isinstance(e, Interrupted | KeyboardInterrupt):
+        say((str(e) if isinstance(e, Interrupted) else "") or "interrupted")
+        INTERRUPT_REPORTED[0] = True
         raise typer.Exit(code=EXIT_INTERRUPTED) from None
     if isinstance(e, _input_error_types()):
         fail(_reading(e, _message(e), files or {}))
