@@ -200,32 +200,32 @@ _WARNING_HINTS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def warning_hint(text: str, options: Sequence[str]) -> str:
+def warning_hint(text: str, options: Sequence[str], verb: str = "") -> str:
     """The options (among ``options``, or verbs) that change a warning of this text, as a short phrase."""
     for pattern, opts in _WARNING_HINTS:
         if re.search(pattern, text, flags=re.IGNORECASE):
             usable = [o for o in opts if o in options or (o.startswith("zooscope ") and "--zoo" in options)]
             if usable:
                 return "change it with " + " or ".join(usable)
-    return ""
+    return f"options: `zooscope {verb} --help`" if verb else ""
 
 
 class _OneLineHandler(logging.Handler):
-    def __init__(self, options: Sequence[str]) -> None:
+    def __init__(self, options: Sequence[str], verb: str) -> None:
         super().__init__(level=logging.WARNING)
-        self.options = options
+        self.options, self.verb = options, verb
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = record.getMessage()
         except Exception:
             text = str(record.msg)
-        hint = warning_hint(text, self.options)
+        hint = warning_hint(text, self.options, self.verb)
         say(f"warning: {text}" + (f" ({hint})" if hint else ""))
 
 
 @contextmanager
-def warnings_as_lines(options: Sequence[str]) -> Iterator[None]:
+def warnings_as_lines(options: Sequence[str], verb: str = "") -> Iterator[None]:
     """While a verb runs: each distinct warning once, as ``warning: text (change it with --option)``."""
     seen: set[str] = set()
 
@@ -235,11 +235,11 @@ def warnings_as_lines(options: Sequence[str]) -> Iterator[None]:
         if text in seen:
             return
         seen.add(text)
-        hint = warning_hint(text, options)
+        hint = warning_hint(text, options, verb)
         say(f"warning: {text}" + (f" ({hint})" if hint else ""))
 
     logger = logging.getLogger("zooscope")
-    handler = _OneLineHandler(options)
+    handler = _OneLineHandler(options, verb)
     old_propagate = logger.propagate
     with warnings.catch_warnings():
         warnings.simplefilter("default")
@@ -383,7 +383,7 @@ def guard(fn: Callable[..., Any], verb: str) -> Callable[..., Any]:
     def wrapper(**kwargs: Any) -> Any:
         options = ["--" + k.replace("_", "-") for k in kwargs]
         try:
-            with warnings_as_lines(options):
+            with warnings_as_lines(options, verb):
                 _auto_validate(fn, kwargs)
                 return fn(**kwargs)
         except BaseException as e:

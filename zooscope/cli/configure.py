@@ -77,5 +77,9 @@ def configure_cmd(
     settings = z.configure(**changes) if changes else z.settings()
     if changes:
         say(f"updated {', '.join(sorted(changes))}")
-    rows = [{"setting": k, "value": json.dumps(v, default=str)} for k, v in (settings or {}).items()]
+    settings = dict(settings or {})
+    if settings.get("jl") is None and hasattr(z, "jl_settings"):  # show the effective defaults, not null
+        dim, seed = z.jl_settings()
+        settings["jl"] = {"dim": dim, "seed": seed, "default": True}
+    rows = [{"setting": k, "value": json.dumps(v, default=str)} for k, v in settings.items()]
     emit(pd.DataFrame(rows, columns=["setting", "value"]), fmt, title="zoo settings")
