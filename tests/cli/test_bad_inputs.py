@@ -278,8 +278,7 @@ def test_the_sweep_covers_every_verb():
     assert len(CASES) > 400
 
 
-SUBPROCESS = ["similar:model:markup", "compare:--device:banana", "add-dataset:--source:corrupt-jpeg",
-              "curate map:--out:suffix"]
+SUBPROCESS = ["similar:model:markup", "compare:--device:banana", "add-dataset:--source:corrupt-jpeg"]
 
 
 @pytest.mark.parametrize("case_id", SUBPROCESS)
