@@ -18,7 +18,7 @@ runner = CliRunner()
 def run(*args):
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # data only: progress, notes and warnings go to stderr
 
 
 @pytest.mark.slow

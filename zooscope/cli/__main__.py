@@ -1,3 +1,9 @@
-from zooscope.cli import main
+import sys
+
+try:
+    from zooscope.cli import main
+except KeyboardInterrupt:  # Ctrl-C while importing
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 main()

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from zooscope.cli._common import ZooOpt, err, user_errors
+from zooscope._validation import ZooscopeInputError
+from zooscope.cli._common import ZooOpt, check_name, open_zoo, parse_json_object, parse_shape, say
 
 app = typer.Typer()
-
-
-def parse_json_option(text: str | None, what: str) -> dict:
-    """Parse a JSON object given on the command line, with a clear error."""
-    from zooscope._validation import ZooscopeInputError
-
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ZooscopeInputError(f"{what} must be a JSON object such as '{{\"num_classes\": 10}}'; {e}.") from None
-    if not isinstance(value, dict):
-        raise ZooscopeInputError(f"{what} must be a JSON object such as '{{\"num_classes\": 10}}'; got {text!r}.")
-    return value
 
 
 @app.command("add-model")
@@ -39,26 +24,48 @@ def add_model_cmd(
     kwargs: Annotated[
         str | None, typer.Option(help="JSON kwargs for the factory, e.g. '{\"num_classes\": 10}'.")
     ] = None,
-    trained_on: Annotated[str | None, typer.Option(help="Name of the zoo dataset it was trained on, if known.")] = None,
+    trained_on: Annotated[str | None, typer.Option(
+        help="Name of the zoo dataset it was trained on, if known (register it first with add-dataset).")] = None,
+    input_shape: Annotated[str | None, typer.Option(
+        help="C,H,W of its inputs, e.g. 3,224,224 (default: the first registered dataset shape, or "
+        "--trained-on's, that a dry forward pass accepts).")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a model of the same name (its vectors "
+                                          "are dropped and re-embedded by the next `embed`).")] = False,
     metrics: Annotated[str | None, typer.Option(help="JSON metrics, e.g. '{\"acc\": 0.97}'.")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="A tag; repeat for several.")] = None,
 ) -> None:
     """Add a model (architecture spec + optional safetensors checkpoint) to the zoo.
 
     Example: zooscope add-model mnv3-digits --arch timm:mobilenetv3_small_050 --checkpoint w.safetensors
-    --kwargs '{"num_classes": 10, "in_chans": 1}' --trained-on digits
+    --kwargs '{"num_classes": 10, "in_chans": 1}' --trained-on digits --input-shape 1,8,8
     """
-    from zooscope.zoo.zoo import Zoo
+    check_name(name, "model")
+    kw = parse_json_object(kwargs, "--kwargs")
+    met = parse_json_object(metrics, "--metrics") or None
+    shape = parse_shape(input_shape, "--input-shape")
+    if checkpoint is not None and not checkpoint.is_file():
+        raise ZooscopeInputError(f"--checkpoint {str(checkpoint)!r}: no such file.")
+    z = open_zoo(zoo)
+    if trained_on is not None:
+        known = list(z.datasets()["name"])
+        if trained_on not in known:
+            import difflib
 
-    with user_errors():
-        z = Zoo.open(zoo)
-        z.add_model(
-            name,
-            arch=arch,
-            checkpoint=str(checkpoint) if checkpoint else None,
-            kwargs=parse_json_option(kwargs, "--kwargs"),
-            trained_on=trained_on,
-            metrics=parse_json_option(metrics, "--metrics") or None,
-            tags=list(tag or []) or None,
-        )
-        err.print(f"added model {name!r} ({arch})")
+            near = difflib.get_close_matches(trained_on, known, n=3)
+            hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
+            listed = f" Registered: {', '.join(known[:20])}." if known else " The zoo has no datasets yet."
+            raise ZooscopeInputError(f"--trained-on {trained_on!r}: no dataset of that name in the zoo.{hint}"
+                                     f"{listed} Register it first (zooscope add-dataset {trained_on} --source …) "
+                                     "or leave --trained-on out.")
+    if not replace and name in set(z.models()["name"]):
+        raise ZooscopeInputError(f"a model named {name!r} is already in the zoo; pass --replace to replace it "
+                                 "(or `zooscope remove model` first).")
+    extra = {"input_shape": shape} if shape is not None else {}
+    z.add_model(name, arch=arch, checkpoint=str(checkpoint.expanduser().resolve()) if checkpoint else None,
+                kwargs=kw, trained_on=trained_on, metrics=met, tags=list(tag or []) or None, replace=replace,
+                **extra)
+    row = z.models().set_index("name").loc[name]
+    recorded = row.get("input_shape")
+    how = "given" if shape is not None else "found by a dry forward pass; set it with --input-shape"
+    shown = "×".join(str(s) for s in recorded) if recorded is not None and len(recorded) else "unknown"
+    say(f"{'replaced' if replace else 'added'} model {name!r} ({arch}), input shape {shown} ({how})")

@@ -140,7 +140,8 @@ def compare_cmd(
         else:
             table = compare(nets[0], nets[1], x, layers_a, layers_b, measure=measure, batch_size=batch_size,
                             device=device, max_memory_gb=max_memory_gb, progress=True, **m_kw)
-            table.attrs.update(model_a=f"A: {models[0]}", model_b=f"B: {models[1]}")
+            table.attrs.update(model_a=models[0], model_b=models[1], weights_a=w_list[0] and Path(w_list[0]).name,
+                               weights_b=w_list[1] and Path(w_list[1]).name)  # the plot names spec + checkpoint
             index, shape = True, f"{table.shape[0]}×{table.shape[1]}"
             title = f"{measure} (rows: layers of A, columns: layers of B)"
         wrote = []

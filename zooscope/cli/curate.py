@@ -7,15 +7,20 @@ from typing import Annotated
 
 import typer
 
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, err, user_errors
+from zooscope._validation import check_choice
+from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo, say, status
 
 app = typer.Typer(help="Curate the zoo: near-duplicates, clusters, a 2-D map.", no_args_is_help=True)
+
+KINDS = ("cka", "task2vec", "gradsketch")
 
 
 @app.command("dupes")
 def dupes_cmd(
     zoo: ZooOpt,
-    threshold: Annotated[float, typer.Option(help="CKA above which two models are near-duplicates.")] = 0.995,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                             help="Similarity above which two models are near-duplicates "
+                                             "(in (0, 1]).")] = 0.995,
     by: Annotated[str, typer.Option(help="Embedding kind: cka or task2vec.")] = "cka",
     fmt: FormatOpt = "table",
 ) -> None:
@@ -24,16 +29,19 @@ def dupes_cmd(
     Example: zooscope curate dupes --threshold 0.995
     """
     from zooscope.zoo import curate
-    from zooscope.zoo.zoo import Zoo
 
-    with user_errors():
-        emit(curate.duplicates(Zoo.open(zoo), threshold=threshold, by=by), fmt, title="near-duplicate groups")
+    check_choice(by, KINDS, "--by", "zooscope curate dupes")
+    z = open_zoo(zoo)
+    with status("comparing every pair of models"):
+        table = curate.duplicates(z, threshold=threshold, by=by)
+    emit(table, fmt, title="near-duplicate groups")
 
 
 @app.command("clusters")
 def clusters_cmd(
     zoo: ZooOpt,
-    n_clusters: Annotated[int | None, typer.Option(help="Number of clusters (default: chosen automatically).")] = None,
+    n_clusters: Annotated[int | None, typer.Option(min=1, max=100_000, help="Number of clusters (default: "
+                                                   "chosen automatically).")] = None,
     by: Annotated[str, typer.Option(help="Embedding kind: cka or task2vec.")] = "cka",
     fmt: FormatOpt = "table",
 ) -> None:
@@ -42,27 +50,39 @@ def clusters_cmd(
     Example: zooscope curate clusters --n-clusters 3
     """
     from zooscope.zoo import curate
-    from zooscope.zoo.zoo import Zoo
 
-    with user_errors():
-        emit(curate.clusters(Zoo.open(zoo), n_clusters=n_clusters, by=by), fmt, title="clusters")
+    check_choice(by, KINDS, "--by", "zooscope curate clusters")
+    z = open_zoo(zoo)
+    with status("clustering the models"):
+        table = curate.clusters(z, n_clusters=n_clusters, by=by)
+    emit(table, fmt, title="clusters")
 
 
 @app.command("map")
 def map_cmd(
     zoo: ZooOpt,
-    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("zoo_map.png"),
+    out: Annotated[Path, typer.Option(help="Image to write (.png, .pdf or .svg).")] = Path("zoo_map.png"),
     by: Annotated[str, typer.Option(help="Embedding kind: cka or task2vec.")] = "cka",
+    labels: Annotated[int, typer.Option(min=0, max=10_000, help="Label at most this many points on the map "
+                                        "(those with the most room); every model is in the table.")] = 25,
     fmt: FormatOpt = "table",
 ) -> None:
-    """A 2-D map of the zoo (MDS of the distances), saved as a PNG.
+    """A 2-D map of the zoo (MDS of 1 − similarity), saved as an image; the coordinates go to stdout.
 
     Example: zooscope curate map --by cka --out zoo_map.png
     """
+    from zooscope.plot import zoo_map as draw
     from zooscope.zoo import curate
-    from zooscope.zoo.zoo import Zoo
 
-    with user_errors():
-        coords = curate.zoo_map(Zoo.open(zoo), by=by, path=out)
-        emit(coords, fmt, title="zoo map coordinates")
-        err.print(f"wrote {out}")
+    check_choice(by, KINDS, "--by", "zooscope curate map")
+    z = open_zoo(zoo)
+    with status("placing the models on a map"):
+        coords = curate.zoo_map(z, by=by)
+    what = {"cka": "linear CKA of penultimate layers", "task2vec": "Task2Vec similarity of training sets",
+            "gradsketch": "gradient-sketch CKA"}[by]
+    coords = draw(coords, out, title=f"zoo map: distance = 1 − {what}", max_labels=labels)
+    emit(coords, fmt, title="zoo map coordinates")
+    say(f"wrote {out}")
+
+
+map_cmd.out_is_image = True  # type: ignore[attr-defined]  # --out is checked as an image, not a table

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import inspect
+from pathlib import Path
+from typing import Annotated, Any
 
+import pandas as pd
 import typer
 
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, err, user_errors
+from zooscope._validation import ZooscopeInputError
+from zooscope.cli._common import EXIT_FOUND, FormatOpt, Interrupted, ZooOpt, emit, open_zoo, say
 
 app = typer.Typer()
+
+
+def n_saved(z: Any) -> int:
+    """Embedding rows committed to the catalog (what a rerun will not redo)."""
+    return len(z.catalog.embeddings())
+
+
+def _failed_subjects(z: Any, kinds: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(kinds, models, datasets) of the recorded failures among ``kinds``."""
+    f = z.failures()
+    f = f[f["kind"].isin(kinds)] if len(f) else f
+    models = sorted({m for m in f.get("model", []) if isinstance(m, str)})
+    datasets = sorted({d for d in f.get("dataset", []) if isinstance(d, str)})
+    return sorted(set(f.get("kind", []))), models, datasets
 
 
 @app.command("embed")
@@ -21,29 +39,63 @@ def embed_cmd(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --backend ray), e.g. auto.")] = None,
     model: Annotated[list[str] | None, typer.Option(help="Only this model; repeat for several.")] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="Only this dataset; repeat for several.")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Only retry the pairs listed by "
+                                               "`zooscope ls --failed`.")] = False,
     fmt: FormatOpt = "table",
+    out: Annotated[Path | None, typer.Option(help="Write the per-pair report to .csv/.json/.parquet.")] = None,
 ) -> None:
     """Embed the zoo's models and datasets and rebuild the FAISS indices.
 
     Finished pairs are recorded as they complete: Ctrl-C (or a crash) and rerun continues where it stopped.
-    Failures are recorded and listed by `zooscope ls --failed`.
+    Failures are recorded and listed by `zooscope ls --failed`; exits 1 when a pair failed.
 
     Example: zooscope embed --kinds cka,task2vec --zoo ./zoo
     """
-    from zooscope.zoo.zoo import Zoo
+    from zooscope._validation import check_choice
 
-    with user_errors():
-        z = Zoo.open(zoo)
-        summary = z.embed(
-            kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
-            backend=backend,
-            models=model or None,
-            datasets=dataset or None,
-            progress=True,
-            address=address,
-        )
-        if summary is not None and len(summary):
-            emit(summary, fmt, title="embedding run")
-        failed = z.failures()
-        if len(failed):
-            err.print(f"[yellow]{len(failed)} failed[/yellow], see `zooscope ls --failed`")
+    check_choice(backend, ("local", "ray"), "--backend", "zooscope embed")
+    kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
+    if not kind_list:
+        raise ZooscopeInputError(f"--kinds must name at least one kind, e.g. cka,task2vec; got {kinds!r}.")
+    z = open_zoo(zoo)
+    models, datasets = (list(model) if model else None), (list(dataset) if dataset else None)
+    extra: dict[str, Any] = {}
+    if retry_failed:
+        if "retry_failed" in inspect.signature(z.embed).parameters:
+            extra["retry_failed"] = True
+        else:  # a failed pair is not done, so embedding just the failed subjects retries exactly those
+            kind_list, fmodels, fdatasets = _failed_subjects(z, kind_list)
+            if not kind_list:
+                say("no failed pairs to retry")
+                return
+            models = [m for m in fmodels if models is None or m in models]
+            datasets = [d for d in fdatasets if datasets is None or d in datasets]
+            say(f"retrying {len(models)} models and {len(datasets)} datasets that failed ({', '.join(kind_list)})")
+    before = n_saved(z)
+    try:
+        summary = z.embed(kinds=tuple(kind_list), backend=backend, models=models, datasets=datasets,
+                          progress=True, address=address, **extra)
+    except KeyboardInterrupt:
+        try:
+            saved = max(n_saved(z) - before, 0)
+        except Exception:
+            raise Interrupted("interrupted: rerun to continue") from None
+        raise Interrupted(f"interrupted: {saved} pairs saved, rerun to continue") from None
+    if summary is None or not len(summary):
+        say("nothing to embed")
+        return
+    summary = pd.DataFrame(summary)
+    if out is not None or fmt != "table":
+        emit(summary, fmt, out, title="embedding run")
+    else:
+        counts = summary.groupby(["kind", "status"]).size().unstack(fill_value=0).reset_index()
+        counts.columns.name = None
+        emit(counts, fmt, title="embedding run (pairs)")
+    failed = summary[summary["status"] == "failed"] if "status" in summary else summary.iloc[:0]
+    if len(failed):
+        first = failed.iloc[0]
+        who = first.get("model") if isinstance(first.get("model"), str) else first.get("dataset")
+        attempted = int((~summary["status"].astype(str).str.startswith("skipped")).sum())
+        say(f"{len(failed)} of {attempted} pairs failed (first: {first['kind']} of {who}: {first.get('error')}); "
+            "see `zooscope ls --failed`, fix the cause, then `zooscope embed --retry-failed`")
+        raise typer.Exit(code=EXIT_FOUND)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from zooscope.cli._common import ZooOpt, err, user_errors
+from zooscope.cli._common import ZooOpt, open_zoo, say
 
 app = typer.Typer()
 
@@ -15,8 +15,5 @@ def init_cmd(zoo: ZooOpt) -> None:
 
     Example: zooscope init --zoo ./zoo
     """
-    from zooscope.cli._common import open_zoo
-
-    with user_errors():
-        z = open_zoo(zoo, create=True)
-        err.print(f"zoo ready at {z.path} ({len(z.models())} models, {len(z.datasets())} datasets)")
+    z = open_zoo(zoo, create=True)
+    say(f"zoo ready at {z.path} ({len(z.models())} models, {len(z.datasets())} datasets)")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
 import typer
 
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, user_errors
+from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo
 
 app = typer.Typer()
 
@@ -17,24 +18,28 @@ def ls_cmd(
     zoo: ZooOpt,
     what: Annotated[str, typer.Argument(help="models, datasets or embeddings.")] = "models",
     failed: Annotated[bool, typer.Option("--failed", help="List the failed embedding pairs instead.")] = False,
+    traceback: Annotated[bool, typer.Option("--traceback", help="With --failed: the whole recorded error, "
+                                            "with its stack frames (default: its first line).")] = False,
     fmt: FormatOpt = "table",
+    out: Annotated[Path | None, typer.Option(help="Write .csv/.json/.parquet instead of printing.")] = None,
 ) -> None:
     """List what the zoo holds.
 
     Example: zooscope ls models --zoo ./zoo ; zooscope ls --failed
     """
     from zooscope._validation import check_choice
-    from zooscope.zoo.zoo import Zoo
 
-    with user_errors():
-        z = Zoo.open(zoo)
-        if failed:
-            table = z.failures()
-        else:
-            check_choice(what, ("models", "datasets", "embeddings"), "what", "zooscope ls")
-            listings = {"models": z.models, "datasets": z.datasets,
-                        "embeddings": lambda: pd.DataFrame(z.catalog.embeddings())}
-            table = listings[what]()
-        if not isinstance(table, pd.DataFrame):
-            table = pd.DataFrame(table)
-        emit(table, fmt, title=("failures" if failed else what))
+    check_choice(what, ("models", "datasets", "embeddings"), "what", "zooscope ls")
+    z = open_zoo(zoo)
+    if failed:
+        table = z.failures()
+        if not traceback and "error" in table:
+            table["error"] = [str(e).strip().splitlines()[0] if isinstance(e, str) and e.strip() else e
+                              for e in table["error"]]
+    else:
+        listings = {"models": z.models, "datasets": z.datasets,
+                    "embeddings": lambda: pd.DataFrame(z.catalog.embeddings())}
+        table = listings[what]()
+    if not isinstance(table, pd.DataFrame):
+        table = pd.DataFrame(table)
+    emit(table, fmt, out, title=("failures" if failed else what))

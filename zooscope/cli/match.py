@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from zooscope._validation import ZooscopeInputError, check_choice
-from zooscope.cli._common import FormatOpt, emit, err, user_errors, write_table
+from zooscope.cli._common import FormatOpt, emit, parse_json_object, say, write_table
 
 app = typer.Typer()
-
-
-def _json_kwargs(text: str | None, option: str) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ZooscopeInputError(f"{option} must be a JSON object, e.g. '{{\"num_classes\": 10}}'; got "
-                                 f"{text!r} ({e}).") from None
-    if not isinstance(value, dict):
-        raise ZooscopeInputError(f"{option} must be a JSON object ({{...}}); got {text!r}.")
-    return value
 
 
 def _inputs(spec: str, n: int | None, seed: int) -> Any:
@@ -63,32 +49,6 @@ def _correlations(net_a: Any, net_b: Any, x: Any, layer_a: str, layer_b: str, *,
     return acc
 
 
-def _plot(C: Any, rows: Any, cols: Any, values: Any, path: Path, title: str) -> None:
-    """Sorted matched correlations, and C with both axes reordered so matched pairs sit on the diagonal."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    order = np.argsort(-values, kind="stable")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1.2, 1]})
-    ax1.bar(np.arange(values.size), values[order], width=1.0, color="tab:blue")
-    ax1.set_xlabel("matched pair (sorted)")
-    ax1.set_ylabel("correlation")
-    ax1.set_ylim(min(0.0, float(values.min())) - 0.05, 1.05)
-    ax1.set_title(title)
-    im = ax2.imshow(C[np.ix_(rows[order], cols[order])], vmin=-1, vmax=1, cmap="RdBu_r", interpolation="nearest")
-    ax2.set_xlabel("B units (matched order)")
-    ax2.set_ylabel("A units (sorted by match)")
-    ax2.set_title("correlation, reordered")
-    fig.colorbar(im, ax=ax2, fraction=0.046)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 @app.command("match")
 def match_cmd(
     model_a: Annotated[str, typer.Argument(help="Model spec A: timm:<name> or package.module:factory.")],
@@ -109,7 +69,7 @@ def match_cmd(
                                          "sample, as the paper) or 'mean' (spatial mean per input).")] = "positions",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Inputs per forward pass.")] = 256,
     device: Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")] = "cpu",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the input subset.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the input subset.")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Write the table to .csv/.json/.parquet.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the matched correlations as an image "
                                               "(.png/.pdf/.svg).")] = None,
@@ -123,46 +83,46 @@ def match_cmd(
     Example: zooscope match timm:resnet18 timm:resnet18 --weights-a run1.safetensors
     --weights-b run2.safetensors --data ./val_images --layer conv1 --out matched.csv --plot matched.png
     """
-    with user_errors():
-        check_choice(method, ("bipartite", "semi"), "--method", "match")
-        check_choice(spatial, ("positions", "mean"), "--spatial", "match")
-        if fmt not in ("table", "csv", "json"):
-            raise ZooscopeInputError(f"--format must be table, csv or json; got {fmt!r}.")
-        import pandas as pd
+    check_choice(method, ("bipartite", "semi"), "--method", "match")
+    check_choice(spatial, ("positions", "mean"), "--spatial", "match")
+    if fmt not in ("table", "csv", "json"):
+        raise ZooscopeInputError(f"--format must be table, csv or json; got {fmt!r}.")
+    import pandas as pd
 
-        from zooscope.measures.matching import bipartite_match, semi_match
-        from zooscope.zoo.models import build_model
+    from zooscope.measures.matching import bipartite_match, semi_match
+    from zooscope.zoo.models import build_model
 
-        kw_a = _json_kwargs(kwargs_a, "--kwargs-a")
-        kw_b = _json_kwargs(kwargs_b, "--kwargs-b") if kwargs_b is not None else dict(kw_a)
-        net_a = build_model(model_a, kw_a, weights_a)
-        same = model_a == model_b and kw_a == kw_b and weights_a == weights_b
-        net_b = net_a if same else build_model(model_b, kw_b, weights_b)
-        x = _inputs(data, n, seed)
-        acc = _correlations(net_a, net_b, x, layer, layer_b or layer, batch_size=batch_size, device=device,
-                            flatten="none" if spatial == "positions" else "spatial_mean")
-        C = acc.correlation()
-        bip = bipartite_match(C)
-        if method == "bipartite":
-            rows, cols, values = bip.rows, bip.cols, bip.values
-            summary = f"bipartite: mean matched correlation {bip.mean:.4f} over {values.size} pairs"
-        else:
-            s = semi_match(C)
-            rows, cols, values = range(C.shape[0]), s.argmax_rows, s.max_rows
-            summary = (f"semi: row-max mean {s.mean_max_rows:.4f}, column-max mean {s.mean_max_cols:.4f}, "
-                       f"{s.n_distinct_targets} distinct B units, overlap with bipartite {s.overlap_ratio:.3f} "
-                       f"(bipartite mean {bip.mean:.4f})")
-        table = pd.DataFrame({"unit_a": list(rows), "unit_b": [int(c) for c in cols],
-                              "correlation": [float(v) for v in values]})
-        err.print(f"{summary}; {acc.n_} samples", highlight=False, soft_wrap=True)
-        if out is not None:
-            write_table(table, out)
-            err.print(f"wrote {out} ({table.shape[0]} rows)", highlight=False)
-        else:
-            emit(table, fmt, title=f"{method} matching: {model_a}:{layer} → {model_b}:{layer_b or layer}")
-        if plot is not None:
-            import numpy as np
+    kw_a = parse_json_object(kwargs_a, "--kwargs-a")
+    kw_b = parse_json_object(kwargs_b, "--kwargs-b") if kwargs_b is not None else dict(kw_a)
+    net_a = build_model(model_a, kw_a, weights_a)
+    same = model_a == model_b and kw_a == kw_b and weights_a == weights_b
+    net_b = net_a if same else build_model(model_b, kw_b, weights_b)
+    x = _inputs(data, n, seed)
+    acc = _correlations(net_a, net_b, x, layer, layer_b or layer, batch_size=batch_size, device=device,
+                        flatten="none" if spatial == "positions" else "spatial_mean")
+    C = acc.correlation()
+    bip = bipartite_match(C)
+    if method == "bipartite":
+        rows, cols, values = bip.rows, bip.cols, bip.values
+        summary = f"bipartite: mean matched correlation {bip.mean:.4f} over {values.size} pairs"
+    else:
+        s = semi_match(C)
+        rows, cols, values = range(C.shape[0]), s.argmax_rows, s.max_rows
+        summary = (f"semi: row-max mean {s.mean_max_rows:.4f}, column-max mean {s.mean_max_cols:.4f}, "
+                   f"{s.n_distinct_targets} distinct B units, overlap with bipartite {s.overlap_ratio:.3f} "
+                   f"(bipartite mean {bip.mean:.4f})")
+    table = pd.DataFrame({"unit_a": list(rows), "unit_b": [int(c) for c in cols],
+                          "correlation": [float(v) for v in values]})
+    say(f"{summary}; {acc.n_} samples")
+    if out is not None:
+        write_table(table, out)
+        say(f"wrote {out} ({table.shape[0]} rows)")
+    else:
+        emit(table, fmt, title=f"{method} matching: {model_a}:{layer} → {model_b}:{layer_b or layer}")
+    if plot is not None:
+        from zooscope.plot import match_plot, model_label
 
-            _plot(C, np.asarray(table.unit_a), np.asarray(table.unit_b), np.asarray(table.correlation), plot,
-                  f"{method}: mean {float(table.correlation.mean()):.3f}")
-            err.print(f"wrote {plot}", highlight=False)
+        match_plot(C, table.unit_a.to_numpy(), table.unit_b.to_numpy(), table.correlation.to_numpy(), plot,
+                   model_a=model_label(model_a, weights_a), model_b=model_label(model_b, weights_b),
+                   layer_a=layer, layer_b=layer_b or layer, method=method)
+        say(f"wrote {plot}")

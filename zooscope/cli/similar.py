@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, user_errors
+from zooscope._validation import ZooscopeInputError, check_choice
+from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo, parse_json_object, status
 
 app = typer.Typer()
 
@@ -17,7 +17,7 @@ app = typer.Typer()
 def similar_cmd(
     model: Annotated[str, typer.Argument(help="A model in the zoo, or a name for a new model given by --arch.")],
     zoo: ZooOpt,
-    k: Annotated[int, typer.Option("--k", min=1, help="Number of neighbours to return.")] = 10,
+    k: Annotated[int, typer.Option("--k", min=1, max=100_000, help="Number of neighbours to return.")] = 10,
     by: Annotated[str, typer.Option(help="Embedding kind: cka, task2vec or gradsketch.")] = "cka",
     arch: Annotated[str | None, typer.Option(help="Spec of a NEW model (not in the zoo), embedded on the fly.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint of the new model (.safetensors).")] = None,
@@ -32,12 +32,16 @@ def similar_cmd(
 
     Example: zooscope similar mnv3-digits --k 5 --by cka
     """
-    from zooscope.zoo.zoo import Zoo
-
-    with user_errors():
-        z = Zoo.open(zoo)
-        kw = json.loads(kwargs) if kwargs else None
-        table = z.similar(
-            model, k=k, by=by, arch=arch, checkpoint=str(checkpoint) if checkpoint else None, kwargs=kw, rule=rule
-        )
-        emit(table, fmt, out, title=f"most similar to {model} (by {by})")
+    check_choice(by, ("cka", "task2vec", "gradsketch"), "--by", "zooscope similar")
+    check_choice(rule, ("layer", "best_match"), "--rule", "zooscope similar")
+    kw = parse_json_object(kwargs, "--kwargs") or None
+    if arch is None and (checkpoint is not None or kw is not None):
+        raise ZooscopeInputError("--checkpoint and --kwargs describe a new model: give its spec with --arch too.")
+    if checkpoint is not None and not checkpoint.is_file():
+        raise ZooscopeInputError(f"--checkpoint {str(checkpoint)!r}: no such file.")
+    z = open_zoo(zoo)
+    with status(f"ranking the zoo against {model}"):
+        table = z.similar(model, k=k, by=by, arch=arch,
+                          checkpoint=str(checkpoint.expanduser().resolve()) if checkpoint else None, kwargs=kw,
+                          rule=rule)
+    emit(table, fmt, out, title=f"most similar to {model} (by {by})")
