@@ -13,7 +13,7 @@ Composition (full config)
     epochs: 28 source models.
     11 target tasks from the target pool: unseen classes (5–9 for 0–4 models and vice versa, {3,5,8}),
     relabelings (parity, ≥ 5, mod 3), fewer examples (60 training images), shifted domains (inverted, rotated,
-    sklearn digits); each with ≤ 300 training, 150 validation and ≤ 400 test images.
+    sklearn digits); each with ≤ 200 training, 150 validation and ≤ 400 test images.
 
 Ground truth (fixed recipe, `finetune`)
     Classifier replaced by a fresh linear layer (`zooscope.embed.prelogits.replace_classifier`), ALL layers
@@ -54,7 +54,7 @@ log = logging.getLogger("selbench")
 
 SPLIT_SEED = 12345
 LR_GRID = (5e-4, 2e-3)
-FT_EPOCHS = 5
+FT_EPOCHS = 3
 FT_BATCH = 32
 N_VAL = 150
 N_TEST = 400
@@ -75,17 +75,17 @@ SOURCES: dict[str, dict[str, Any]] = {
     "src-mnist10-rot": {"pool": "mnist", "transform": "rot90", "n": 1250},
 }
 TARGETS: dict[str, dict[str, Any]] = {
-    "tgt-mnist59": {"pool": "mnist", "classes": [5, 6, 7, 8, 9], "n": 300},
-    "tgt-mnist04": {"pool": "mnist", "classes": [0, 1, 2, 3, 4], "n": 300},
-    "tgt-mnist-parity": {"pool": "mnist", "task": "parity", "n": 300},
-    "tgt-mnist-ge5": {"pool": "mnist", "task": "ge5", "n": 200},
+    "tgt-mnist59": {"pool": "mnist", "classes": [5, 6, 7, 8, 9], "n": 200},
+    "tgt-mnist04": {"pool": "mnist", "classes": [0, 1, 2, 3, 4], "n": 200},
+    "tgt-mnist-parity": {"pool": "mnist", "task": "parity", "n": 150},
+    "tgt-mnist-ge5": {"pool": "mnist", "task": "ge5", "n": 150},
     "tgt-mnist358": {"pool": "mnist", "classes": [3, 5, 8], "n": 150},
     "tgt-mnist10-few": {"pool": "mnist", "n": 60},
-    "tgt-mnist10-inv": {"pool": "mnist", "transform": "invert", "n": 300},
-    "tgt-mnist10-rot": {"pool": "mnist", "transform": "rot90", "n": 300},
-    "tgt-mnist-mod3": {"pool": "mnist", "task": "mod3", "n": 300},
-    "tgt-digits10": {"pool": "digits", "n": 300},
-    "tgt-digits-parity": {"pool": "digits", "task": "parity", "n": 200},
+    "tgt-mnist10-inv": {"pool": "mnist", "transform": "invert", "n": 200},
+    "tgt-mnist10-rot": {"pool": "mnist", "transform": "rot90", "n": 200},
+    "tgt-mnist-mod3": {"pool": "mnist", "task": "mod3", "n": 200},
+    "tgt-digits10": {"pool": "digits", "n": 200},
+    "tgt-digits-parity": {"pool": "digits", "task": "parity", "n": 150},
 }
 # family: (spec, kwargs builder by variant index)
 FAMILIES = ("cnn", "mlp", "resnet10t", "mobilenetv3")

@@ -27,6 +27,7 @@ VERBS: list[tuple[str, str | None]] = [
     ("ls", None),
     ("check", None),
     ("curate", "curate"),
+    ("bench", "bench"),
 ]
 
 for _mod, _group in VERBS:
