@@ -483,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="3 models, 2 targets, 1 epoch: a smoke test.")
     ap.add_argument("--skip-zoo", action="store_true", help="Do not register the zoo (ground truth only).")
+    ap.add_argument("--truth-only", action="store_true",
+                    help="Only (re)write finetune.csv / truth.csv / noise.csv from the result files present (safe "
+                         "while a build runs: partial truth for the pairs finished so far).")
     args = ap.parse_args(argv)
     out = (args.out or Path(os.environ.get("ZOOSCOPE_BENCH_DIR") or Path.home() / ".cache/zooscope/selbench"))
     out = out.expanduser().resolve()
@@ -498,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
         sources, targets = ["src-mnist04", "src-mnist10-small"], ["tgt-mnist59", "tgt-digits-parity"]
         plan = [p | {"epochs": 1} for p in model_plan(sources, ("cnn", "mlp"))][:3]
         ft_epochs, noise_n = 1, 1
+    if args.truth_only:
+        truth = write_truth(out)
+        noise = write_noise(out, truth, noise_n)
+        log.info("truth.csv: %d rows over %d targets; noise.csv: %d pairs", len(truth), truth["dataset"].nunique(),
+                 len(noise))
+        return 0
     t0 = time.time()
     log.info("selection benchmark in %s: %d sources, %d models, %d targets, lr grid %s, %d epochs", out,
              len(sources), len(plan), len(targets), LR_GRID, ft_epochs)
