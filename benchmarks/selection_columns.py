@@ -210,8 +210,60 @@ def ranking(score: np.ndarray, acc: np.ndarray, names: list[str]) -> dict[str, f
             "regret@3": float(acc.max() - acc[order[:3]].max())}
 
 
+FEATURE_SCORES = ("logme", "leep", "nce", "hscore", "transrate", "knn_sk", "probe_sk", "sfda_pca", "ncti", "gbc")
+ZMEAN_SETS = {"zmean(logme,leep,nce,hscore)": ("logme", "leep", "nce", "hscore"),
+              "zmean(logme,knn)": ("logme", "knn_sk"), "zmean(logme,knn,leep)": ("logme", "knn_sk", "leep")}
+
+
+def _z(col: pd.Series) -> pd.Series:
+    sd = col.std(ddof=0)
+    z = (col - col.mean()) / sd if sd > 0 else col * 0.0
+    return z.fillna(0.0)
+
+
+def derived_scores(scores: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Fusions and history priors, all out of sample for the target they rank.
+
+    zmean(...)      unweighted mean of per-target z-scored columns (no fitting).
+    loto_ridge      ridge regression (alpha=1) of per-target z(accuracy) on the z-scored FEATURE_SCORES, fitted on
+                    the OTHER targets' truth, applied to the held-out target.
+    hist_prior      each model's mean z(accuracy) over the OTHER targets (what a zoo's recorded history gives).
+    hist+X          z(hist_prior) + z(X), unweighted.
+    """
+    from sklearn.linear_model import Ridge
+
+    wide = scores.pivot_table(index=["dataset", "model"], columns="method", values="score")
+    z = wide.groupby(level="dataset", group_keys=False).apply(lambda g: g.apply(_z))
+    acc = truth.set_index(["dataset", "model"])["value"].reindex(wide.index)
+    zacc = acc.groupby(level="dataset", group_keys=False).apply(_z)
+    feats = [c for c in FEATURE_SCORES if c in z.columns]
+    rows = []
+    targets = sorted(wide.index.get_level_values("dataset").unique())
+    for t in targets:
+        zt = z.xs(t, level="dataset")
+        out: dict[str, pd.Series] = {}
+        for name, cols in ZMEAN_SETS.items():
+            if all(c in zt for c in cols):
+                out[name] = zt[list(cols)].mean(axis=1)
+        others = [o for o in targets if o != t]
+        if others and feats:
+            X = z.loc[others, feats].to_numpy()
+            y = zacc.loc[others].to_numpy()
+            out["loto_ridge"] = pd.Series(Ridge(alpha=1.0).fit(X, y).predict(zt[feats].to_numpy()), index=zt.index)
+            hist = zacc.loc[others].groupby(level="model").mean().reindex(zt.index)
+            out["hist_prior"] = hist
+            for x in ("logme", "knn_sk", "loto_ridge"):
+                base = out.get(x, zt.get(x))
+                if base is not None:
+                    out[f"hist+{x}"] = _z(hist) + _z(base)
+        for name, ser in out.items():
+            rows += [{"dataset": t, "model": m, "method": name, "score": float(v)} for m, v in ser.items()]
+    return pd.DataFrame(rows)
+
+
 def phase_table(bench: Path, truth: pd.DataFrame, out: Path) -> pd.DataFrame:
     scores = pd.read_csv(bench / "scores.csv")
+    scores = pd.concat([scores, derived_scores(scores, truth)], ignore_index=True)
     times = pd.read_csv(bench / "score_times.csv")
     rows = []
     for (target, method), g in scores.groupby(["dataset", "method"]):
