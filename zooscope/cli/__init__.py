@@ -73,6 +73,7 @@ VERBS: list[tuple[str, str | None]] = [
     ("check", None),
     ("results", None),
     ("curate", "curate"),
+    ("bench", "bench"),
 ]
 
 

@@ -1,0 +1,167 @@
+"""`zooscope bench selection` end to end on a tiny zoo, checked against scipy.stats.weightedtau."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import weightedtau
+
+from zooscope.bench.selection import LOTO, evaluate_selection, ranking_metrics
+from zooscope.zoo import Zoo
+
+SPEC = "zooscope.zoo.models:small_cnn"
+KW = {"in_chans": 1, "num_classes": 10, "width": 8, "img_size": 8}
+MODELS = ("m-all", "m-low", "m-noisy")
+TARGETS = ("t-high", "t-parity")
+# hand-made truth: different orders on the two targets
+TRUTH = {("m-all", "t-high"): 0.91, ("m-low", "t-high"): 0.74, ("m-noisy", "t-high"): 0.80,
+         ("m-all", "t-parity"): 0.88, ("m-low", "t-parity"): 0.90, ("m-noisy", "t-parity"): 0.70}
+
+
+def _train(seed: int, classes: list[int], noise: float, path) -> None:
+    from zooscope.zoo.datasets import load_dataset
+    from zooscope.zoo.models import save_checkpoint, small_cnn
+
+    ds = load_dataset("builtin:digits?classes=" + ",".join(map(str, classes)))
+    y = ds.y.clone()
+    g = torch.Generator().manual_seed(seed)
+    flip = torch.rand(len(y), generator=g) < noise
+    y[flip] = torch.randint(0, len(classes), (int(flip.sum()),), generator=g)
+    model = small_cnn(**(KW | {"num_classes": len(classes)}), seed=seed)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(2):
+        for i in range(0, len(y), 128):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(ds.x[i:i + 128]), y[i:i + 128]).backward()
+            opt.step()
+    save_checkpoint(model, path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("benchzoo")
+    zoo = Zoo.open(root / "zoo")
+    zoo.configure(probe_n=128)
+    zoo.add_dataset("src-all", "builtin:digits")
+    zoo.add_dataset("src-low", "builtin:digits?classes=0,1,2,3,4")
+    zoo.add_dataset("t-high", "builtin:digits?classes=5,6,7,8,9&n=200")
+    zoo.add_dataset("t-parity", "builtin:digits?task=parity&n=200")
+    for i, (name, classes, noise, src) in enumerate([("m-all", list(range(10)), 0.0, "src-all"),
+                                                     ("m-low", [0, 1, 2, 3, 4], 0.0, "src-low"),
+                                                     ("m-noisy", list(range(10)), 0.8, "src-all")]):
+        path = root / f"{name}.safetensors"
+        _train(i, classes, noise, path)
+        kw = KW | {"num_classes": len(classes)}
+        zoo.add_model(name, SPEC, path, kwargs=kw, trained_on=src)
+    truth = pd.DataFrame([{"model": m, "dataset": d, "metric": "accuracy", "value": v, "seed": 0, "lr": 1e-3}
+                          for (m, d), v in TRUTH.items()])
+    truth_path = root / "truth.csv"
+    truth.to_csv(truth_path, index=False)
+    return zoo, truth_path
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "zooscope.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+
+
+def _expected_tau(zoo: Zoo, target: str, column: str, methods: list[str] | None) -> float:
+    kw = {} if methods is None else {"methods": methods}
+    table = zoo.select(target, k=3, **kw).set_index("model")
+    score = [float(table.loc[m, column]) for m in sorted(MODELS)]
+    acc = [TRUTH[(m, target)] for m in sorted(MODELS)]
+    return float(weightedtau(score, acc)[0])
+
+
+def test_bench_selection_cli_matches_weightedtau(tiny, tmp_path):
+    zoo, truth_path = tiny
+    png = tmp_path / "bench.png"
+    r = _cli("bench", "selection", "--zoo", str(zoo.root), "--truth", str(truth_path), "--methods", "logme,hscore",
+             "--history", "loto", "--format", "json", "--plot", str(png))
+    assert r.returncode == 0, r.stderr
+    rows = pd.DataFrame(json.loads(r.stdout))
+    per = rows[rows["dataset"] != "(mean)"].set_index(["method", "dataset"])
+    assert set(per.index.get_level_values(0)) >= {"logme", "hscore", "default"}
+    for target in TARGETS:
+        for method in ("logme", "hscore"):
+            assert per.loc[(method, target), "tau_w"] == pytest.approx(_expected_tau(zoo, target, method, [method]),
+                                                                       abs=1e-9)  # JSON keeps 10 digits
+        assert per.loc[("default", target), "tau_w"] == pytest.approx(_expected_tau(zoo, target, "score", None),
+                                                                      abs=1e-9)  # JSON keeps 10 digits
+    mean = rows[rows["dataset"] == "(mean)"].set_index("method")
+    assert mean.loc["logme", "tau_w"] == pytest.approx(per.xs("logme")["tau_w"].mean())
+    assert (per["seconds"] > 0).all() and (per["regret@1"] >= 0).all()
+    assert png.is_file() and png.stat().st_size > 1000
+    if not hasattr(zoo, "record_result"):
+        assert "loto skipped" in r.stderr
+
+
+def test_bench_selection_table_and_errors(tiny, tmp_path):
+    zoo, truth_path = tiny
+    r = _cli("bench", "selection", "--zoo", str(zoo.root), "--truth", str(truth_path), "--methods", "logme")
+    assert r.returncode == 0, r.stderr
+    assert "tau_w" in r.stdout and "t-parity" in r.stdout and "mean over targets" in r.stdout
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"model": ["nope"], "dataset": ["t-high"], "metric": ["accuracy"], "value": [0.5]}).to_csv(bad)
+    r = _cli("bench", "selection", "--zoo", str(zoo.root), "--truth", str(bad))
+    assert r.returncode == 2 and "does not have" in r.stderr
+
+
+def test_ranking_metrics_regret_and_nan():
+    acc = [0.9, 0.7, 0.8, 0.6]
+    m = ranking_metrics([0.1, 0.9, 0.5, 0.2], acc, names=list("abcd"))
+    assert m["regret@1"] == pytest.approx(0.2) and m["regret@3"] == pytest.approx(0.1)
+    assert m["tau_w"] == pytest.approx(weightedtau([0.1, 0.9, 0.5, 0.2], acc)[0])
+    m = ranking_metrics([0.1, 0.9, 0.5, 0.95], acc, names=list("abcd"), ks=(1, 4))
+    assert m["regret@1"] == pytest.approx(0.3) and m["regret@4"] == 0.0
+    m = ranking_metrics([np.nan, -5.0, -6.0, -7.0], acc, names=list("abcd"))  # NaN = worst, not 0
+    assert m["regret@1"] == pytest.approx(0.2) and m["regret@3"] == pytest.approx(0.1)
+
+
+class _HistoryZoo(Zoo):
+    """A zoo with an in-memory result history that logs what each select call could see."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self._res: dict[tuple[str, str, str], float] = {}
+        self.seen: list[tuple[str, set]] = []
+
+    def record_result(self, model, dataset, value, metric="accuracy"):
+        self._res[(model, dataset, metric)] = float(value)
+
+    def remove_result(self, model, dataset, metric="accuracy"):
+        del self._res[(model, dataset, metric)]
+
+    def results(self):
+        return pd.DataFrame([{"model": m, "dataset": d, "metric": k, "value": v} for (m, d, k), v in self._res.items()],
+                            columns=["model", "dataset", "metric", "value"])
+
+    def select(self, dataset, k=10, **options):
+        self.seen.append((dataset, set(self._res)))
+        return super().select(dataset, k, **options)
+
+
+def test_loto_records_other_targets_only_and_cleans_up(tiny):
+    zoo, truth_path = tiny
+    hz = _HistoryZoo.open(zoo.root)
+    hz.record_result("m-all", "src-all", 0.99)  # pre-existing history stays untouched
+    bench = evaluate_selection(hz, truth_path, ["logme"], history="loto")
+    assert LOTO in set(bench.summary["method"])
+    truth_keys = {(m, d, "accuracy") for (m, d) in TRUTH}
+    loto_calls = [(t, keys) for t, keys in hz.seen if keys & truth_keys]
+    assert len(hz.seen) == 3 * len(TARGETS) and len(loto_calls) == len(TARGETS)  # logme, default, loto per target
+    for target, keys in loto_calls:
+        others = {(m, d, "accuracy") for (m, d) in TRUTH if d != target}
+        assert others <= keys
+        assert not any(d == target for (_m, d, _k) in keys)
+    assert {t for t, _ in loto_calls} == set(TARGETS)
+    assert set(hz._res) == {("m-all", "src-all", "accuracy")}

@@ -1,0 +1,312 @@
+"""How good is a zoo's model selection? Rankings against ground-truth fine-tuning results.
+
+For every target dataset in the truth table and every selection method, the harness ranks the truth's models
+with ``zoo.select(target, k=<all>, method=name)`` and compares the ranking with the fine-tuned accuracies:
+
+- ``tau_w``: weighted Kendall τ, ``scipy.stats.weightedtau(score, accuracy)[0]`` (hyperbolic weights, top
+  ranks count most; 1 = same order, −1 = reversed).
+- ``regret@1``, ``regret@3``: best accuracy − the best accuracy among the method's top 1 / top 3 picks.
+- ``seconds``: wall time of the ``select`` call for that target.
+
+The score of a method is its own column in the returned table when there is one (``logme``, …;
+``task2vec`` → −``task_distance``), else the table's ``score``. Models missing from the table, or with a NaN
+score, are ranked last (ties broken by name). ``default`` is ``zoo.select`` without a method.
+
+``history="loto"`` (leave one target out): just before ranking target t, every other target's truth that the zoo
+does not already hold is recorded (``zoo.record_result``), nothing on t; right after that one ``select`` call the
+harness removes what it recorded, so no other method ever sees the history. Results the zoo already held are
+left as they were.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from zooscope._validation import ZooscopeInputError
+
+if TYPE_CHECKING:
+    from zooscope.zoo.zoo import Zoo
+
+__all__ = ["DEFAULT", "LOTO", "SelectionBench", "evaluate_selection", "ranking_metrics", "read_truth"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT = "default"
+LOTO = "default+history(loto)"
+TRUTH_COLUMNS = ("model", "dataset", "metric", "value")
+
+
+@dataclass
+class SelectionBench:
+    """The outcome of `evaluate_selection`.
+
+    Attributes
+    ----------
+    per_target : DataFrame
+        One row per (method, dataset): tau_w, regret@1, regret@3, best, picked (the top-1 model), seconds.
+    summary : DataFrame
+        One row per method: mean tau_w, mean regret@1, mean regret@3, mean seconds per target, targets.
+    scores : DataFrame
+        One row per (method, dataset, model): score, truth.
+    notes : list of str
+        Modes skipped and why.
+    """
+
+    per_target: pd.DataFrame
+    summary: pd.DataFrame
+    scores: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def read_truth(truth: str | Path | pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Ground truth as a DataFrame (model, dataset, value) for one ``metric``; one row per (model, dataset)."""
+    df = truth.copy() if isinstance(truth, pd.DataFrame) else pd.read_csv(Path(truth).expanduser())
+    if "metric" not in df.columns:
+        df["metric"] = metric
+    missing = [c for c in TRUTH_COLUMNS if c not in df.columns]
+    if missing:
+        raise ZooscopeInputError(f"The truth table needs columns {', '.join(TRUTH_COLUMNS)} (seed, lr optional); "
+                                 f"it lacks {', '.join(missing)}.")
+    df = df[df["metric"] == metric]
+    if df.empty:
+        raise ZooscopeInputError(f"The truth table has no rows with metric {metric!r}.")
+    dup = df.duplicated(["model", "dataset"])
+    if dup.any():
+        first = df[dup].iloc[0]
+        raise ZooscopeInputError(f"The truth table has more than one {metric} for ({first['model']}, "
+                                 f"{first['dataset']}); keep one row per pair (e.g. the chosen seed and lr).")
+    df = df.assign(model=df["model"].astype(str), dataset=df["dataset"].astype(str),
+                   value=pd.to_numeric(df["value"], errors="raise").astype(float))
+    return df.reset_index(drop=True)
+
+
+def ranking_metrics(score: Sequence[float], truth: Sequence[float], names: Sequence[str] | None = None,
+                    ks: Sequence[int] = (1, 3)) -> dict[str, float]:
+    """tau_w = ``scipy.stats.weightedtau(score, truth)[0]`` and regret@k (NaN scores count as worst).
+
+    Returns
+    -------
+    dict
+        ``tau_w``, ``regret@k`` for each k, ``best`` (the best truth) and ``top`` (index of the top-1 pick).
+    """
+    from scipy.stats import weightedtau
+
+    s = np.asarray(score, dtype=float)
+    t = np.asarray(truth, dtype=float)
+    if s.shape != t.shape or s.ndim != 1 or len(s) < 2:
+        raise ZooscopeInputError(f"ranking_metrics needs two vectors of the same length >= 2; got {s.shape}, "
+                                 f"{t.shape}.")
+    finite = np.isfinite(s)
+    if not finite.any():
+        return {"tau_w": np.nan, **{f"regret@{k}": np.nan for k in ks}, "best": float(t.max()), "top": -1}
+    s = np.where(finite, s, s[finite].min() - 1.0)
+    names = list(names) if names is not None else [f"{i:09d}" for i in range(len(s))]
+    order = sorted(range(len(s)), key=lambda i: (-s[i], names[i]))
+    out: dict[str, float] = {"tau_w": float(weightedtau(s, t)[0])}
+    for k in ks:
+        out[f"regret@{k}"] = float(t.max() - t[order[:k]].max())
+    out["best"] = float(t.max())
+    out["top"] = order[0]
+    return out
+
+
+def _method_column(table: pd.DataFrame, method: str | None) -> pd.Series:
+    """The method's own score column (larger = better) if the table has it, else ``score``."""
+    if method == "task2vec" and "task_distance" in table.columns:
+        return -table["task_distance"].astype(float)
+    if method is not None and method in table.columns and method != "model":
+        col = pd.to_numeric(table[method], errors="coerce")
+        if col.notna().any():
+            return col.astype(float)
+    return table["score"].astype(float)
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def run_select(zoo: Any, target: str, k: int, method: str | None, candidates: Sequence[str] | None) -> pd.DataFrame:
+    """``zoo.select(target, k=k, method=method)``; falls back to ``methods=[method]`` for a select without
+    ``method=``, and passes ``candidates`` when select takes it."""
+    kwargs: dict[str, Any] = {"k": k}
+    if candidates is not None:
+        kwargs["candidates"] = list(candidates)
+    if method is None:
+        return zoo.select(target, **kwargs)
+    from zooscope.zoo import select as select_mod
+
+    fn = getattr(select_mod, "select", None)
+    takes_method = fn is None or "method" in inspect.signature(fn).parameters
+    if takes_method:
+        try:
+            return zoo.select(target, method=method, **kwargs)
+        except TypeError as e:  # a facade that does not forward method=
+            if "method" not in str(e):
+                raise
+    return zoo.select(target, methods=[method], **kwargs)
+
+
+def _default_methods() -> list[str]:
+    from zooscope.zoo import select as select_mod
+
+    return list(getattr(select_mod, "METHODS", ()))
+
+
+def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequence[str] | None = None, *,
+                       history: str | None = None, metric: str = "accuracy", default: bool = True,
+                       targets: Sequence[str] | None = None) -> SelectionBench:
+    """Rank the truth's models for each of its targets with every method and score the rankings.
+
+    Parameters
+    ----------
+    zoo : Zoo
+    truth : path or DataFrame
+        Columns model, dataset, metric, value (seed, lr ignored): one row per (model, dataset).
+    methods : sequence of str, optional
+        Selection methods by name (default: every method of `zooscope.zoo.select.METHODS`).
+    history : {None, "loto"}
+        ``"loto"`` adds the row ``default+history(loto)`` (module docstring); skipped with a note when the zoo has
+        no ``record_result``.
+    metric : str, default="accuracy"
+    default : bool, default=True
+        Include the default ranker (``zoo.select`` without a method).
+    targets : sequence of str, optional
+        Restrict to these datasets.
+
+    Returns
+    -------
+    SelectionBench
+    """
+    if history not in (None, "loto"):
+        raise ZooscopeInputError(f"history must be None or 'loto'; got {history!r}.")
+    df = read_truth(truth, metric)
+    zoo_models = set(zoo.models()["name"])
+    zoo_data = set(zoo.datasets()["name"])
+    unknown_m = sorted(set(df["model"]) - zoo_models)
+    unknown_d = sorted(set(df["dataset"]) - zoo_data)
+    if unknown_m or unknown_d:
+        raise ZooscopeInputError(
+            "The truth names models or datasets the zoo does not have: "
+            + "; ".join(p for p in (f"models {', '.join(unknown_m[:5])}" if unknown_m else "",
+                                    f"datasets {', '.join(unknown_d[:5])}" if unknown_d else "") if p)
+            + ". Use the zoo the truth was built for.")
+    if targets is not None:
+        df = df[df["dataset"].isin(list(targets))]
+    todo: list[tuple[str, str | None, bool]] = [(m, m, False) for m in (methods or _default_methods())]
+    if default:
+        todo.append((DEFAULT, None, False))
+    notes: list[str] = []
+    if history == "loto":
+        if all(callable(getattr(zoo, a, None)) for a in ("record_result", "remove_result", "results")):
+            todo.append((LOTO, None, True))
+        else:
+            notes.append("--history loto skipped: this zoo has no record_result/remove_result/results "
+                         "(the result-history API is not in this install).")
+    rows, score_rows = [], []
+    recorded: set[tuple[str, str]] = set()
+    try:
+        for target in sorted(df["dataset"].unique()):
+            t = df[df["dataset"] == target].sort_values("model")
+            if len(t) < 2:
+                notes.append(f"{target}: fewer than 2 models in the truth, skipped.")
+                continue
+            names = t["model"].tolist()
+            for label, method, loto in todo:
+                if loto:
+                    _record_others(zoo, df, target, metric, recorded)
+                t0 = time.perf_counter()
+                try:
+                    table = run_select(zoo, target, len(names), method, names)
+                finally:
+                    seconds = time.perf_counter() - t0
+                    _remove_recorded(zoo, recorded, metric)  # the other methods never see the history
+                col = _method_column(table, method)
+                by_model = dict(zip(table["model"].astype(str), col, strict=True))
+                s = np.array([by_model.get(n, np.nan) for n in names], dtype=float)
+                m = ranking_metrics(s, t["value"].to_numpy(), names)
+                rows.append({"method": label, "dataset": target, "tau_w": m["tau_w"], "regret@1": m["regret@1"],
+                             "regret@3": m["regret@3"], "best": m["best"],
+                             "picked": names[m["top"]] if m["top"] >= 0 else "", "models": len(names),
+                             "seconds": seconds})
+                score_rows += [{"method": label, "dataset": target, "model": n, "score": v, "truth": a}
+                               for n, v, a in zip(names, s, t["value"], strict=True)]
+                log.info("%s %s tau_w=%.3f regret@1=%.3f (%.1fs)", target, label, m["tau_w"], m["regret@1"],
+                         seconds)
+    finally:
+        _remove_recorded(zoo, recorded, metric)
+    per_target = pd.DataFrame(rows, columns=["method", "dataset", "tau_w", "regret@1", "regret@3", "best", "picked",
+                                             "models", "seconds"])
+    return SelectionBench(per_target, summarize(per_target), pd.DataFrame(score_rows), notes)
+
+
+def _remove_recorded(zoo: Any, recorded: set[tuple[str, str]], metric: str) -> None:
+    for model, dataset in sorted(recorded):
+        zoo.remove_result(model, dataset, metric=metric)
+    recorded.clear()
+
+
+def _record_others(zoo: Any, df: pd.DataFrame, target: str, metric: str, recorded: set[tuple[str, str]]) -> None:
+    """Record every other target's truth not yet in the zoo (and nothing on ``target``)."""
+    have = zoo.results()
+    existing = set()
+    if have is not None and len(have):
+        sub = have[have["metric"] == metric] if "metric" in have.columns else have
+        existing = set(zip(sub["model"].astype(str), sub["dataset"].astype(str), strict=True))
+    for r in df.itertuples(index=False):
+        key = (r.model, r.dataset)
+        if r.dataset != target and key not in existing:
+            zoo.record_result(r.model, r.dataset, float(r.value), metric=metric)
+            recorded.add(key)
+
+
+def summarize(per_target: pd.DataFrame) -> pd.DataFrame:
+    """Per method: mean tau_w, regret@1, regret@3 and seconds over targets (in first-seen method order)."""
+    cols = ["method", "tau_w", "regret@1", "regret@3", "seconds", "targets"]
+    if per_target.empty:
+        return pd.DataFrame(columns=cols)
+    g = per_target.groupby("method", sort=False)
+    out = g[["tau_w", "regret@1", "regret@3", "seconds"]].mean()
+    out["targets"] = g.size()
+    return out.reset_index()[cols]
+
+
+def plot_selection(bench: SelectionBench, path: str | Path) -> Path:
+    """Per method: τ_w per target (dots) and its mean (bar); top-1 regret likewise. Written to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    pt = bench.per_target
+    methods = list(dict.fromkeys(pt["method"]))
+    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.1 * len(methods) + 3), 4), constrained_layout=True)
+    for ax, col, label in ((axes[0], "tau_w", "weighted Kendall τ_w (higher is better)"),
+                           (axes[1], "regret@1", "top-1 regret (lower is better)")):
+        means = [pt.loc[pt["method"] == m, col].mean() for m in methods]
+        ax.bar(range(len(methods)), means, color="#9ecae1", edgecolor="#3182bd")
+        for i, m in enumerate(methods):
+            v = pt.loc[pt["method"] == m, col].to_numpy()
+            ax.scatter(np.full(len(v), i) + np.linspace(-0.2, 0.2, len(v)), v, s=10, color="k", zorder=3)
+        ax.set_xticks(range(len(methods)), methods, rotation=40, ha="right")
+        ax.set_title(label, fontsize=10)
+        ax.axhline(0, color="grey", lw=0.5)
+    n_t = pt["dataset"].nunique()
+    fig.suptitle(f"model selection vs fine-tuning ground truth ({n_t} targets)", fontsize=11)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
