@@ -51,7 +51,7 @@ def measure_table(pattern: str = "*") -> pd.DataFrame:
                      "invariances": _inv(m.invariances), "bounds": m.bounds,
                      "inputs": m.inputs})
     for name in sorted(fnmatch.filter(COMPARERS, pattern)):
-        meta = comparer_meta(name, COMPARERS[name])
+        meta = comparer_meta(name, COMPARERS.get(name))
         rows.append({"measure": name, "kind": "streaming",
                      "larger_is_more_similar": getattr(meta, "larger_is_more_similar", None),
                      "is_metric": getattr(meta, "is_metric", None),
