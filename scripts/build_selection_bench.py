@@ -456,7 +456,7 @@ def register_zoo(out: Path, plan: list[dict[str, Any]], sources: list[str], targ
     import zooscope as zs  # noqa: F401 -- the package facade; Zoo lives in zooscope.zoo
     from zooscope.zoo import Zoo
 
-    zoo = Zoo.open(out / "zoo")
+    zoo = Zoo.open(out / "zoo", create=True)
     have_d = set(zoo.datasets()["name"])
     for s in sources:
         if s not in have_d:

@@ -76,8 +76,8 @@ class ZooFactory:
         import zooscope as zs
 
         if self.backend == "sqlite":
-            return zs.Zoo.open(self.storage(name))
-        return zs.Zoo.open(self.url(name), storage=self.storage(name))
+            return zs.Zoo.open(self.storage(name), create=True)
+        return zs.Zoo.open(self.url(name), storage=self.storage(name), create=True)
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def _train(seed: int, classes: list[int], noise: float, path) -> None:
 def tiny(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("benchzoo")
-    zoo = Zoo.open(root / "zoo")
+    zoo = Zoo.create(root / "zoo")
     zoo.configure(probe_n=128)
     zoo.add_dataset("src-all", "builtin:digits")
     zoo.add_dataset("src-low", "builtin:digits?classes=0,1,2,3,4")

@@ -26,7 +26,7 @@ def test_postgres_zoo_is_visible_from_another_process(postgres_server, tmp_path)
     import zooscope as zs
 
     url = postgres_server.new_database()
-    zs.Zoo.open(url, storage=tmp_path / "zoo").add_dataset("digits", "builtin:digits")
+    zs.Zoo.open(url, storage=tmp_path / "zoo", create=True).add_dataset("digits", "builtin:digits")
     code = textwrap.dedent("""
         import sys, zooscope as zs
         zoo = zs.Zoo.open(sys.argv[1], storage=sys.argv[2])

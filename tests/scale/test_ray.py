@@ -43,7 +43,7 @@ def checkpoints(tmp_path_factory):
 def make_zoo(root, checkpoints, extra=()):
     import zooscope as zs
 
-    zoo = zs.Zoo.open(root)
+    zoo = zs.Zoo.create(root)
     zoo.configure(probe_n=64)
     zoo.add_dataset("digits", "builtin:digits")
     for i, ckpt in enumerate(checkpoints):
