@@ -429,7 +429,7 @@ def noise_pairs(truth: Any, n: int) -> list[tuple[str, str, float]]:
     models = sorted(truth["model"].unique())
     for i in range(n):
         d = ds[(i * 3) % len(ds)]
-        m = models[(i * 7 + 1) % len(models)]
+        m = models[(i * 11 + 1) % len(models)]  # 11 is prime to 28: distinct models across families
         row = truth[(truth["model"] == m) & (truth["dataset"] == d)]
         if len(row) and (m, d) not in {(a, b) for a, b, _ in pairs}:
             pairs.append((m, d, float(row["lr"].iloc[0])))
