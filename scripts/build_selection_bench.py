@@ -453,10 +453,9 @@ def write_noise(out: Path, truth: Any, n: int = NOISE_PAIRS) -> Any:
 
 def register_zoo(out: Path, plan: list[dict[str, Any]], sources: list[str], targets: list[str]) -> None:
     """Register datasets and models through the public Zoo facade (idempotent: existing names are kept)."""
-    import zooscope as zs  # noqa: F401 -- the package facade; Zoo lives in zooscope.zoo
-    from zooscope.zoo import Zoo
+    import zooscope as zs  # the public facade
 
-    zoo = Zoo.open(out / "zoo")
+    zoo = zs.Zoo.open(out / "zoo")
     have_d = set(zoo.datasets()["name"])
     for s in sources:
         if s not in have_d:
