@@ -1,8 +1,8 @@
 """The zoo catalog on PostgreSQL vs SQLite: 10,000 add_model, 10,000 embedding rows, index sync, `similar`.
 
 Each backend gets a fresh zoo (`Zoo.create`; PostgreSQL: a throwaway local cluster started here with
-tests/_servers.py with fsync and synchronous_commit on, as SQLite runs with synchronous=FULL; or --pg-url). One real model is added and embedded (cka) with `Zoo.add_model` / `Zoo.embed`,
-giving a template row; then, timed:
+tests/_servers.py, fsync and synchronous_commit on as SQLite runs with synchronous=FULL; or --pg-url). One real
+model is added and embedded (cka) with `Zoo.add_model` / `Zoo.embed`, giving a template row; then, timed:
 
 1. ``add_model`` × N through `Catalog.add_model` (one transaction each, as `Zoo.add_model` commits; the
    model build + checkpoint hash that `Zoo.add_model` also does is not catalog work and is left out);
