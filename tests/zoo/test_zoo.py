@@ -173,11 +173,10 @@ def test_a_failing_pair_is_recorded_and_the_run_continues(zoo_dir, tmp_path):
     assert torch.get_num_threads() >= 1
 
 
-def test_ray_backend_without_ray_says_how_to_install(zoo):
-    import importlib.util
+def test_ray_backend_without_ray_says_how_to_install(zoo, monkeypatch):
+    import sys
 
-    if importlib.util.find_spec("ray") is not None:
-        pytest.skip("ray is installed")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: import ray -> ImportError
     with pytest.raises(ZooscopeInputError, match="pip install"):
         zoo.embed(kinds=("cka",), backend="ray")
     with pytest.raises(ZooscopeInputError, match="'local' or 'ray'"):
