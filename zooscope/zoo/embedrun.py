@@ -146,7 +146,8 @@ def drop_rows(ctx: EmbedContext, rows: list[dict[str, Any]]) -> None:
     ctx.store.delete([r["vector_key"] for r in rows])
     for kind in sorted({r["kind"] for r in rows}):
         if kind in EMBEDDINGS:
-            ctx.indices.sync(kind)
+            with ctx.catalog.lock(f"zooscope-index:{kind}"):
+                ctx.indices.sync(kind)
 
 
 def remove_orphans(ctx: EmbedContext, kinds: Sequence[str], *, owner: str | None = None) -> list[str]:
