@@ -80,8 +80,9 @@ class PostgresServer:
 
     _counter = itertools.count()
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = bindir
+        self.durable = bool(durable)  # False (tests): fsync and synchronous_commit off, for speed
         self.port = free_port()
         self.user = "zooscope"
         self.folder = Path(tempfile.mkdtemp(prefix="zooscope-pg-"))
@@ -100,11 +101,13 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         r = self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
-                      "--encoding=UTF8", "--no-sync")
+                      "--encoding=UTF8", *(() if self.durable else ("--no-sync",)))
         if r.returncode:
             raise RuntimeError(f"initdb failed ({r.returncode}): {r.stderr[-2000:]}")
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.folder} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+                "-c max_connections=100")
+        if not self.durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         r = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts,
                       "-w", "-t", "60", "start")
         if r.returncode:

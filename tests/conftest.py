@@ -54,7 +54,8 @@ class ZooFactory:
     """Opens zoos on the test's catalog backend: ``zoo_factory()`` / ``zoo_factory("b")`` (same name, same zoo).
 
     ``url(name)`` and ``storage(name)`` give what a subprocess needs to open the same zoo:
-    ``Zoo.open(url, storage=storage)`` (for SQLite the URL is ``sqlite:///<storage>/catalog.sqlite``).
+    ``Zoo.open(url, storage=storage)`` (for SQLite the URL is ``sqlite:///<storage>/catalog.sqlite``), and
+    ``cli_args(name)`` the CLI's ``--zoo URL --storage DIR``.
     """
 
     def __init__(self, backend: str, base: Path, request) -> None:
@@ -72,6 +73,9 @@ class ZooFactory:
                 self._urls[name] = self._request.getfixturevalue("postgres_server").new_database(prefix="zoo")
         return self._urls[name]
 
+    def cli_args(self, name: str = "zoo") -> list[str]:
+        return ["--zoo", self.url(name), "--storage", str(self.storage(name))]
+
     def __call__(self, name: str = "zoo"):
         import zooscope as zs
 
@@ -84,6 +88,12 @@ class ZooFactory:
 def zoo_factory(catalog_backend, tmp_path, request) -> ZooFactory:
     """Zoos on SQLite and on PostgreSQL (one pytest parameter, `catalog_backend`)."""
     return ZooFactory(catalog_backend, tmp_path, request)
+
+
+@pytest.fixture(scope="module", params=CATALOG_BACKENDS)
+def module_zoo_factory(request, tmp_path_factory) -> ZooFactory:
+    """`zoo_factory` for module-scoped fixtures (a zoo built once per module and catalog backend)."""
+    return ZooFactory(request.param, tmp_path_factory.mktemp(f"zoos-{request.param}"), request)
 
 
 @pytest.fixture

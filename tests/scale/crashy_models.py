@@ -10,3 +10,13 @@ def crashing_cnn(driver_pid: int, **kwargs):
     if os.getpid() != int(driver_pid):
         os._exit(17)  # no exception, no cleanup: the worker process just dies
     return small_cnn(**kwargs)
+
+
+def slow_cnn(delay: float, driver_pid: int, **kwargs):
+    """small_cnn that takes ``delay`` seconds to build outside the test process: slows each pair down so two
+    writers (or a kill) overlap the run."""
+    if os.getpid() != int(driver_pid):
+        import time
+
+        time.sleep(float(delay))
+    return small_cnn(**kwargs)

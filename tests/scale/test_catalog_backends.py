@@ -59,3 +59,24 @@ def test_catalog_url_opens_a_bare_catalog(catalog_url):
     cat = Catalog(catalog_url)
     cat.add_dataset("d", source="builtin:digits", size=10, num_classes=10, input_shape=(1, 8, 8))
     assert [d["name"] for d in Catalog(catalog_url).datasets()] == ["d"]
+
+
+def _cli(*args, env=None):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "zooscope.cli", *args], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, **(env or {})))
+
+
+def test_cli_zoo_url_with_storage_option_and_env(zoo_factory):
+    url, storage = zoo_factory.url(), str(zoo_factory.storage())
+    run = _cli("init", "--zoo", url, "--storage", storage)
+    assert run.returncode == 0, run.stderr[-2000:]
+    run = _cli("add-dataset", "digits", "--source", "builtin:digits", "--zoo", url, "--storage", storage)
+    assert run.returncode == 0, run.stderr[-2000:]
+    listed = _cli("ls", "datasets", "--format", "csv", "--zoo", url, env={"ZOOSCOPE_STORAGE": storage})
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "digits" in listed.stdout
+    assert list(zoo_factory().datasets()["name"]) == ["digits"]  # the same zoo, opened from Python
+    missing = _cli("ls", "--zoo", url, env={"ZOOSCOPE_STORAGE": ""})
+    assert missing.returncode == 2 and "--storage" in missing.stderr

@@ -1,27 +1,31 @@
-"""The SQL catalog: CRUD, unique names, embeddings, failures, settings, indices, schema version, durability."""
+"""The SQL catalog: CRUD, unique names, embeddings, failures, settings, indices, schema version and migrations,
+claims, durability. Every test taking `cat` / `catalog_url` runs on SQLite and on PostgreSQL (tests/conftest.py)."""
 
+import datetime as dt
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from zooscope import ZooscopeInputError
-from zooscope.zoo._catalog_schema import metadata, models_table
-from zooscope.zoo.catalog import SCHEMA_VERSION, Catalog, params_hash
+from zooscope.zoo._catalog_schema import MIGRATIONS, metadata, models_table
+from zooscope.zoo.catalog import SCHEMA_VERSION, Catalog, new_owner, params_hash
 
 
 @pytest.fixture
-def cat(tmp_path):
-    c = Catalog.for_folder(tmp_path / "zoo")
+def cat(catalog_url):
+    c = Catalog(catalog_url)
     yield c
     c.close()
 
 
-def test_for_folder_creates_sqlite_in_wal_mode(tmp_path, cat):
+def test_for_folder_creates_sqlite_in_wal_mode(tmp_path):
+    cat = Catalog.for_folder(tmp_path / "zoo")
     path = tmp_path / "zoo" / "catalog.sqlite"
     assert path.is_file()
     with sqlite3.connect(path) as db:
@@ -202,36 +206,131 @@ def test_remove_model_is_atomic(cat, monkeypatch):
     # the model delete is the last statement of the transaction: make it fail after the embeddings went
     monkeypatch.setattr(mod, "models_table", sa.Table("models_missing", sa.MetaData(), sa.Column("name", sa.String)))
     monkeypatch.setattr(Catalog, "_get_named", lambda *a, **k: {})
-    with pytest.raises(sa.exc.OperationalError):
+    with pytest.raises((sa.exc.OperationalError, sa.exc.ProgrammingError)):  # no such table (SQLite | PostgreSQL)
         cat.remove_model("m")
     monkeypatch.undo()
     assert [r["id"] for r in cat.embeddings()] == [e] and cat.get_model("m")["name"] == "m"
 
 
-def test_newer_schema_is_refused(tmp_path):
-    Catalog.for_folder(tmp_path).close()
-    with sqlite3.connect(tmp_path / "catalog.sqlite") as db:
-        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+def test_newer_schema_is_refused(cat, catalog_url):
+    with cat.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE schema_version SET version = :v"), {"v": SCHEMA_VERSION + 1})
     with pytest.raises(ZooscopeInputError, match=r"newer than this zooscope.*Upgrade"):
-        Catalog.for_folder(tmp_path)
+        Catalog(catalog_url)
 
 
-def test_two_handles_share_one_catalog(tmp_path):
-    a, b = Catalog.for_folder(tmp_path), Catalog.for_folder(tmp_path)
+def _version_1_catalog(url):
+    """A catalog as zooscope's schema version 1 wrote it (frozen here, as released), with one model and one
+    embedding row."""
+    md = sa.MetaData()
+    when = sa.DateTime(timezone=True)
+    sa.Table("schema_version", md, sa.Column("version", sa.Integer, nullable=False))
+    sa.Table("models", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+             sa.Column("name", sa.String(255), nullable=False, unique=True), sa.Column("spec", sa.Text, nullable=False),
+             sa.Column("kwargs", sa.JSON, nullable=False), sa.Column("checkpoint", sa.Text),
+             sa.Column("checkpoint_sha256", sa.String(64)), sa.Column("trained_on", sa.String(255)),
+             sa.Column("metrics", sa.JSON, nullable=False), sa.Column("tags", sa.JSON, nullable=False),
+             sa.Column("input_shape", sa.JSON), sa.Column("created", when, nullable=False), sqlite_autoincrement=True)
+    sa.Table("datasets", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+             sa.Column("name", sa.String(255), nullable=False, unique=True),
+             sa.Column("source", sa.Text, nullable=False), sa.Column("size", sa.Integer, nullable=False),
+             sa.Column("num_classes", sa.Integer), sa.Column("input_shape", sa.JSON),
+             sa.Column("probe_sha256", sa.String(64)), sa.Column("meta", sa.JSON, nullable=False),
+             sa.Column("created", when, nullable=False), sqlite_autoincrement=True)
+    sa.Table("embeddings", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+             *[sa.Column(c, sa.String(255), nullable=False) for c in ("kind", "model", "dataset", "layer")],
+             sa.Column("params", sa.JSON, nullable=False), sa.Column("params_hash", sa.String(64), nullable=False),
+             sa.Column("vector_key", sa.String(64), nullable=False), sa.Column("dim", sa.Integer, nullable=False),
+             sa.Column("code_version", sa.String(64), nullable=False), sa.Column("created", when, nullable=False),
+             sa.UniqueConstraint("kind", "model", "dataset", "layer", "params_hash", name="uq_embedding"),
+             sqlite_autoincrement=True)
+    sa.Table("failures", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+             *[sa.Column(c, sa.String(255), nullable=False) for c in ("kind", "model", "dataset")],
+             sa.Column("error", sa.Text, nullable=False), sa.Column("attempts", sa.Integer, nullable=False),
+             sa.Column("created", when, nullable=False),
+             sa.UniqueConstraint("kind", "model", "dataset", name="uq_failure"))
+    sa.Table("settings", md, sa.Column("key", sa.String(255), primary_key=True), sa.Column("value", sa.JSON))
+    sa.Table("indices", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+             *[sa.Column(c, sa.String(255), nullable=False) for c in ("kind", "policy")],
+             sa.Column("path", sa.Text, nullable=False), sa.Column("sha256", sa.String(64), nullable=False),
+             sa.Column("n", sa.Integer, nullable=False), sa.Column("factory", sa.String(255), nullable=False),
+             sa.Column("created", when, nullable=False), sa.UniqueConstraint("kind", "policy", name="uq_index"))
+    engine = sa.create_engine(url)
+    now = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        md.create_all(conn)
+        conn.execute(md.tables["schema_version"].insert().values(version=1))
+        conn.execute(md.tables["models"].insert().values(name="old", spec="a:b", kwargs={"w": 1}, metrics={},
+                                                         tags=[], created=now))
+        conn.execute(md.tables["embeddings"].insert().values(
+            kind="cka", model="old", dataset="", layer="", params={"n": 1}, params_hash=params_hash({"n": 1}),
+            vector_key="k" * 32, dim=4, code_version="1", created=now))
+    engine.dispose()
+
+
+def test_an_older_catalog_is_upgraded_and_answers(catalog_url):
+    _version_1_catalog(catalog_url)
+    cat = Catalog(catalog_url)  # a writable open applies every migration step
+    assert cat.schema_version == SCHEMA_VERSION == max(MIGRATIONS)
+    with cat.engine.connect() as conn:
+        assert sorted(conn.execute(sa.text("SELECT version FROM schema_version")).scalars()) == \
+            list(range(1, SCHEMA_VERSION + 1))
+        assert set(metadata.tables) <= set(sa.inspect(conn).get_table_names())
+        for name, table in metadata.tables.items():  # every column the code declares is there now
+            assert {c.name for c in table.columns} <= {c["name"] for c in sa.inspect(conn).get_columns(name)}
+    assert cat.get_model("old")["kwargs"] == {"w": 1}
+    assert [r["model"] for r in cat.embeddings(kind="cka")] == ["old"]
+    assert cat.claim(kind="cka", model="new", owner=new_owner())  # the table version 2 added works
+    cat.add_model("new", spec="a:b")
+    assert [m["name"] for m in Catalog(catalog_url).models()] == ["new", "old"]  # reopened: nothing to do
+    assert Catalog(catalog_url).upgrade() == []
+
+
+def test_claims_split_pairs_between_writers_and_expire(cat):
+    a, b = new_owner(), "elsewhere:1:tok"  # b: a writer on another host (only its lease can end its claims)
+    assert cat.claim(kind="cka", model="m", owner=a)
+    assert not cat.claim(kind="cka", model="m", owner=b)
+    assert cat.claim(kind="cka", model="m", owner=a)  # one's own claim: renewed
+    assert cat.claim(kind="task2vec", dataset="d", owner=b, lease_s=0.2)
+    assert {(c["kind"], c["owner"]) for c in cat.claims(live_only=True)} == {("cka", a), ("task2vec", b)}
+    time.sleep(0.4)
+    assert [c["owner"] for c in cat.claims(live_only=True)] == [a]
+    assert cat.claim(kind="task2vec", dataset="d", owner=a)  # b's lease ran out: taken over
+    cat.release_claims(a, kind="cka", model="m")
+    assert cat.claim(kind="cka", model="m", owner=b)
+    cat.renew_claims(b)
+    cat.release_claims(a)
+    assert [(c["kind"], c["owner"]) for c in cat.claims()] == [("cka", b)]
+
+
+def test_a_dead_writers_claims_are_taken_over_at_once(cat, catalog_url):
+    script = textwrap.dedent("""
+        import sys
+        from zooscope.zoo.catalog import Catalog, new_owner
+        assert Catalog(sys.argv[1]).claim(kind="cka", model="m", owner=new_owner(), lease_s=3600)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script, catalog_url], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(cat.claims()) == 1 and cat.claims(live_only=True) == []  # its process (this host) is gone
+    assert cat.claim(kind="cka", model="m", owner=new_owner())
+
+
+def test_two_handles_share_one_catalog(catalog_url):
+    a, b = Catalog(catalog_url), Catalog(catalog_url)
     a.add_model("m", spec="a:b")
     assert b.get_model("m")["spec"] == "a:b"
     a.close()
     b.close()
 
 
-def test_killed_writer_loses_nothing_committed(tmp_path):
+def test_killed_writer_loses_nothing_committed(catalog_url, catalog_backend):
     """A process killed mid-transaction: its committed rows survive, its open transaction vanishes."""
     script = textwrap.dedent(f"""
         import os
         import sqlalchemy as sa
         from zooscope.zoo.catalog import Catalog
         from zooscope.zoo._catalog_schema import models_table
-        cat = Catalog.for_folder({str(tmp_path)!r})
+        cat = Catalog({catalog_url!r})
         cat.add_model("committed", spec="a:b")
         with cat._write() as conn:
             conn.execute(models_table.insert().values(name="half", spec="a:b", kwargs={{}}, metrics={{}},
@@ -240,12 +339,13 @@ def test_killed_writer_loses_nothing_committed(tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 9, proc.stderr
-    cat = Catalog.for_folder(tmp_path)
+    cat = Catalog(catalog_url)
     assert [m["name"] for m in cat.models()] == ["committed"]
     cat.add_model("after", spec="a:b")  # not locked by the dead writer
     cat.close()
-    with sqlite3.connect(tmp_path / "catalog.sqlite") as db:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if catalog_backend == "sqlite":
+        with sqlite3.connect(catalog_url.removeprefix("sqlite:///")) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_schema_ddl_is_portable_to_postgresql():

@@ -8,8 +8,6 @@ import time
 import pytest
 from zoo_helpers import KW, SPEC, checkpoints
 
-from zooscope import Zoo
-
 N_MODELS = 6
 SCRIPT = textwrap.dedent("""
     import sys, time
@@ -22,14 +20,14 @@ SCRIPT = textwrap.dedent("""
         time.sleep(0.5)
         return slow(job)
     parallel.compute_job = compute_job
-    Zoo.open(sys.argv[1]).embed(kinds=("cka",))
+    Zoo.open(sys.argv[1], storage=sys.argv[2]).embed(kinds=("cka",))
     print("finished")
 """)
 
 
-def test_an_embed_killed_with_sigkill_resumes_and_embeds_each_pair_once(tmp_path):
-    root = tmp_path / "zoo"
-    zoo = Zoo.create(root)
+def test_an_embed_killed_with_sigkill_resumes_and_embeds_each_pair_once(zoo_factory):
+    """On SQLite and on PostgreSQL (`zoo_factory`): the killed run is a real process, SIGKILLed midway."""
+    zoo = zoo_factory()
     zoo.configure(probe_n=128)
     zoo.add_dataset("digits", "builtin:digits")
     paths = checkpoints()
@@ -37,7 +35,7 @@ def test_an_embed_killed_with_sigkill_resumes_and_embeds_each_pair_once(tmp_path
     for i, name in enumerate(names):
         zoo.add_model(name, SPEC, paths[i % len(paths)], kwargs=KW)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(root)], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, zoo_factory.url(), str(zoo_factory.storage())], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -55,7 +53,7 @@ def test_an_embed_killed_with_sigkill_resumes_and_embeds_each_pair_once(tmp_path
     done_before = {r["model"] for r in zoo.catalog.embeddings(kind="cka")}
     assert 2 <= len(done_before) < N_MODELS
 
-    report = Zoo.open(root).embed(kinds=("cka",)).set_index("model")
+    report = zoo_factory().embed(kinds=("cka",)).set_index("model")
     assert set(report.index) == set(names)
     assert {m for m in names if report.loc[m, "status"] == "skipped"} == done_before
     assert {m for m in names if report.loc[m, "status"] == "embedded"} == set(names) - done_before

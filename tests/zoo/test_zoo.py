@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from zoo_helpers import KW, SPEC, checkpoints, clone_zoo, make_zoo
+from zoo_helpers import KW, SPEC, checkpoints, make_zoo
 
 from zooscope import Zoo
 from zooscope._validation import ZooscopeInputError
@@ -14,15 +14,20 @@ SCORE_TOL = 1e-6
 
 
 @pytest.fixture(scope="module")
-def zoo_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zoo")
-    make_zoo(root)
-    return root
+def zoo_dir(module_zoo_factory):
+    """The zoos of this module, on SQLite and on PostgreSQL: ``zoo_dir("base")`` is the shared embedded one."""
+    make_zoo(None, zoo=module_zoo_factory("base"))
+    return module_zoo_factory
 
 
 @pytest.fixture
 def zoo(zoo_dir):
-    return Zoo.open(zoo_dir)
+    return zoo_dir("base")
+
+
+def clone_zoo(zoos, name):
+    """A zoo of its own for a test that changes it: built like the shared one, under another name."""
+    return make_zoo(None, zoo=zoos(name))
 
 
 def test_add_model_records_sha256_and_input_shape(zoo):
@@ -82,8 +87,8 @@ def test_a_new_checkpoint_is_embedded_on_the_fly_and_not_added(zoo):
 
 
 def test_reopened_zoo_gives_the_same_answers(zoo_dir):
-    a = Zoo.open(zoo_dir).similar("cnn2", k=3)
-    b = Zoo.open(zoo_dir).similar("cnn2", k=3)
+    a = zoo_dir("base").similar("cnn2", k=3)
+    b = zoo_dir("base").similar("cnn2", k=3)
     assert a.equals(b)
 
 
@@ -93,7 +98,7 @@ def test_embed_again_skips_everything(zoo):
 
 
 def test_removing_a_model_removes_its_vectors_and_index_entries(zoo_dir, tmp_path):
-    zoo = clone_zoo(zoo_dir, tmp_path / "z")
+    zoo = clone_zoo(zoo_dir, f"z-{tmp_path.name}")
     row = zoo.catalog.embeddings(kind="cka", model="cnn2")[0]
     group = comparability_group(row)
     zoo.remove_model("cnn2")
@@ -107,7 +112,7 @@ def test_removing_a_model_removes_its_vectors_and_index_entries(zoo_dir, tmp_pat
 
 
 def test_check_reports_a_changed_checkpoint_and_an_orphan_vector(zoo_dir, tmp_path):
-    zoo = clone_zoo(zoo_dir, tmp_path / "z")
+    zoo = clone_zoo(zoo_dir, f"z-{tmp_path.name}")
     ck = tmp_path / "moved.safetensors"
     ck.write_bytes(checkpoints()[1].read_bytes())
     zoo.add_model("mutable", SPEC, ck, kwargs=KW)
@@ -155,7 +160,7 @@ def test_bad_inputs_raise_one_clear_error_each(tmp_path, zoo):
 
 
 def test_a_failing_pair_is_recorded_and_the_run_continues(zoo_dir, tmp_path):
-    zoo = clone_zoo(zoo_dir, tmp_path / "z")
+    zoo = clone_zoo(zoo_dir, f"z-{tmp_path.name}")
     ck = tmp_path / "gone.safetensors"
     ck.write_bytes(checkpoints()[0].read_bytes())
     zoo.add_model("gone", SPEC, ck, kwargs=KW)
@@ -168,11 +173,10 @@ def test_a_failing_pair_is_recorded_and_the_run_continues(zoo_dir, tmp_path):
     assert torch.get_num_threads() >= 1
 
 
-def test_ray_backend_without_ray_says_how_to_install(zoo):
-    import importlib.util
+def test_ray_backend_without_ray_says_how_to_install(zoo, monkeypatch):
+    import sys
 
-    if importlib.util.find_spec("ray") is not None:
-        pytest.skip("ray is installed")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: import ray -> ImportError
     with pytest.raises(ZooscopeInputError, match="pip install"):
         zoo.embed(kinds=("cka",), backend="ray")
     with pytest.raises(ZooscopeInputError, match="'local' or 'ray'"):

@@ -36,11 +36,13 @@ def checkpoints(n: int = 3, epochs: int = 2) -> list[Path]:
     return out
 
 
-def make_zoo(root: Path, *, n: int = 3, copy: bool = True, embed: bool = True):
-    """A zoo with dataset 'digits', models cnn0..cnn{n-1} (+ 'cnn0-copy' with cnn0's weights), cka-embedded."""
+def make_zoo(root: Path | None, *, n: int = 3, copy: bool = True, embed: bool = True, zoo=None):
+    """A zoo with dataset 'digits', models cnn0..cnn{n-1} (+ 'cnn0-copy' with cnn0's weights), cka-embedded.
+
+    ``zoo``: fill this (empty) zoo instead of creating one at ``root`` (e.g. from the ``zoo_factory`` fixture)."""
     from zooscope import Zoo
 
-    zoo = Zoo.create(root)
+    zoo = Zoo.create(root) if zoo is None else zoo
     zoo.configure(probe_n=256)
     zoo.add_dataset("digits", "builtin:digits")
     for i, path in enumerate(checkpoints(n)):

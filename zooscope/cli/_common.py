@@ -17,7 +17,9 @@ option that changes them when there is one.
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import inspect
 import io
 import json
 import logging
@@ -69,6 +71,26 @@ ZooOpt = Annotated[
     ),
 ]
 FormatOpt = Annotated[str, typer.Option("--format", help="Output format: table, csv or json.")]
+
+
+def default_storage() -> str | None:
+    """`$ZOOSCOPE_STORAGE`, else None."""
+    return os.environ.get("ZOOSCOPE_STORAGE") or None
+
+
+# Every verb with --zoo also gets --storage (added to its signature by `guard`): the folder holding vectors,
+# indices and probes when --zoo is a catalog URL (postgresql://…); a folder zoo is its own storage.
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="With a catalog URL in --zoo (postgresql://…): the zoo's storage folder (vectors, indices, probes; "
+             "on shared disk for several machines). Default: $ZOOSCOPE_STORAGE.",
+        default_factory=default_storage,
+        show_default=False,
+    ),
+]
+_STORAGE: contextvars.ContextVar[str | None] = contextvars.ContextVar("zooscope_storage", default=None)
 
 
 class Interrupted(Exception):
@@ -379,8 +401,12 @@ def guard(fn: Callable[..., Any], verb: str) -> Callable[..., Any]:
     if getattr(fn, "_zooscope_guarded", False):
         return fn
 
+    sig = inspect.signature(fn, eval_str=True)
+    add_storage = "zoo" in sig.parameters and "storage" not in sig.parameters
+
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> Any:
+        token = _STORAGE.set(kwargs.pop("storage", None)) if add_storage else None
         options = ["--" + k.replace("_", "-") for k in kwargs]
         try:
             with warnings_as_lines(options, verb):
@@ -388,15 +414,39 @@ def guard(fn: Callable[..., Any], verb: str) -> Callable[..., Any]:
                 return fn(**kwargs)
         except BaseException as e:
             handle_exception(e, verb, {k: kwargs[k] for k in FILE_OPTIONS if kwargs.get(k) is not None})
+        finally:
+            if token is not None:
+                _STORAGE.reset(token)
 
+    if add_storage:  # --storage next to --zoo on every zoo verb, without touching each verb
+        extra = inspect.Parameter("storage", inspect.Parameter.KEYWORD_ONLY, annotation=StorageOpt)
+        params = list(sig.parameters.values())
+        kinds_ok = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+        wrapper.__signature__ = sig.replace(parameters=[*kinds_ok, extra])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), "storage": StorageOpt}
     wrapper._zooscope_guarded = True  # type: ignore[attr-defined]
     return wrapper
 
 
 # -- the zoo ----------------------------------------------------------------------------------------------------
-def open_zoo(zoo: str, *, create: bool = False) -> Any:
-    """Open the zoo named by --zoo. Only ``init`` creates one: other verbs refuse a folder with no catalog."""
+def open_zoo(zoo: str, *, create: bool = False, storage: str | None = None) -> Any:
+    """Open the zoo named by --zoo (a folder, or a catalog URL with --storage / $ZOOSCOPE_STORAGE). Only ``init``
+    creates one: other verbs refuse a folder with no catalog."""
     from zooscope.zoo.zoo import Zoo
+
+    storage = storage or _STORAGE.get() or default_storage()
+    if "://" in zoo:
+        if not storage:
+            raise ZooscopeInputError(f"--zoo {zoo.split('://')[0]}://…: a catalog URL needs the zoo's storage folder "
+                                     "(vectors, indices, probes): add --storage DIR or set $ZOOSCOPE_STORAGE.")
+        if not create and not Path(storage).expanduser().is_dir():
+            raise ZooscopeInputError(f"--storage {storage!r}: no such folder. Create the zoo with `zooscope init "
+                                     f"--zoo URL --storage {storage}` first.")
+        return Zoo.open(zoo, storage=storage, create=create)
+    if (storage and storage != default_storage()
+            and Path(storage).expanduser().resolve() != Path(zoo).expanduser().resolve()):
+        raise ZooscopeInputError(f"--storage {storage!r} goes with a catalog URL in --zoo; a zoo folder ({zoo!r}) "
+                                 "is its own storage. Drop --storage (or unset $ZOOSCOPE_STORAGE).")
 
     if "://" not in zoo:
         root = Path(zoo).expanduser()

@@ -36,7 +36,12 @@ def embed_cmd(
         str, typer.Option(help="Comma-separated embedding kinds: cka, task2vec, gradsketch.")
     ] = "task2vec,cka",
     backend: Annotated[str, typer.Option(help="local (one process) or ray.")] = "local",
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --backend ray), e.g. auto.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --backend ray): auto, or "
+                                                "ray://host:10001; default: a local cluster.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Ray: at most N tasks at once (and the CPUs of "
+                                                "a local cluster).")] = None,
+    retries: Annotated[int, typer.Option(min=0, help="Ray: extra attempts for a failing pair before it is "
+                                         "recorded as failed.")] = 2,
     model: Annotated[list[str] | None, typer.Option(help="Only this model; repeat for several.")] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="Only this dataset; repeat for several.")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Only retry the pairs listed by "
@@ -49,7 +54,11 @@ def embed_cmd(
     Finished pairs are recorded as they complete: Ctrl-C (or a crash) and rerun continues where it stopped.
     Failures are recorded and listed by `zooscope ls --failed`; exits 1 when a pair failed.
 
+    Several `zooscope embed` on one zoo split the pairs (claims in the catalog); with --backend ray this process
+    stays the only catalog writer and the tasks run on the cluster.
+
     Example: zooscope embed --kinds cka,task2vec --zoo ./zoo
+    Example: zooscope embed --backend ray --address auto --zoo postgresql://db/zoo --storage /shared/zoo
     """
     from zooscope._validation import check_choice
 
@@ -74,7 +83,7 @@ def embed_cmd(
     before = n_saved(z)
     try:
         summary = z.embed(kinds=tuple(kind_list), backend=backend, models=models, datasets=datasets,
-                          progress=True, address=address, **extra)
+                          progress=True, address=address, workers=workers, retries=retries, **extra)
     except KeyboardInterrupt:
         try:
             saved = max(n_saved(z) - before, 0)

@@ -1,14 +1,33 @@
-"""The catalog's tables (SQLAlchemy Core, portable types only: SQLite and PostgreSQL run the same DDL).
+"""The catalog's tables (SQLAlchemy Core, portable types only: SQLite and PostgreSQL run the same DDL), and the
+migrations that bring an older catalog up to them.
 
-Bump `SCHEMA_VERSION` with any change here; `zooscope.zoo.catalog.Catalog` refuses a catalog from a newer
-version.
+Versions. The ``schema_version`` table holds one row per version applied. A new catalog gets every table below
+(``create_all``) and the row `SCHEMA_VERSION`. An older one is upgraded when opened for writing
+(`zooscope.zoo.catalog.Catalog`): each missing step of `MIGRATIONS`, in order, inside one write transaction that
+also records its version (PostgreSQL and SQLite both run DDL inside transactions, so a killed upgrade leaves the
+old version whole); two processes upgrading at once serialise on the write lock and the second finds nothing to
+do. A catalog from a newer zooscope is refused; a read-only open of an older one says to open it writable once.
+
+Changing the schema = one migration step:
+
+1. change the table below (e.g. a new ``sa.Column("sha256", _Hash)`` on ``embeddings``; new columns must be
+   NULLable or have a ``server_default``, since existing rows get them too);
+2. add the step ``N: lambda conn: add_column(conn, embeddings_table, "sha256")`` to `MIGRATIONS`, N = the last
+   version + 1 (a new table: ``N: lambda conn: create_table(conn, results_table)``). `SCHEMA_VERSION` is
+   ``max(MIGRATIONS)``, nothing else to bump;
+3. tests/zoo/test_catalog.py::test_an_older_catalog_is_upgraded_and_answers opens a version-1 catalog built by
+   hand and checks it is upgraded (it follows every step, nothing to change there).
+
+Steps are idempotent (`add_column` / `create_table` skip what exists), so two branches that each added a step can
+be merged by renumbering one of them.
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from collections.abc import Callable
 
-SCHEMA_VERSION = 1
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 metadata = sa.MetaData()
 
@@ -97,3 +116,37 @@ indices_table = sa.Table(
     sa.Column("created", _When, nullable=False),
     sa.UniqueConstraint("kind", "policy", name="uq_index"),
 )
+
+# Row claims of the concurrent writers (`Catalog.claim`): one row per (kind, model, dataset) being computed, with its
+# owner (host:pid:token) and the time the lease runs out. Added by schema version 2.
+claims_table = sa.Table(
+    "claims", metadata,
+    sa.Column("kind", _Name, nullable=False),
+    sa.Column("model", _Name, nullable=False),
+    sa.Column("dataset", _Name, nullable=False),
+    sa.Column("owner", _Name, nullable=False),
+    sa.Column("expires", _When, nullable=False),
+    sa.PrimaryKeyConstraint("kind", "model", "dataset", name="pk_claims"),
+)
+
+
+# -- migrations ------------------------------------------------------------------------------------------------------
+def add_column(conn: Connection, table: sa.Table, name: str) -> None:
+    """``ALTER TABLE … ADD COLUMN`` for ``table.c[name]`` as declared above (skipped when already there)."""
+    if name in {c["name"] for c in sa.inspect(conn).get_columns(table.name)}:
+        return
+    ddl = sa.schema.CreateColumn(table.c[name]).compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE {conn.dialect.identifier_preparer.quote(table.name)} ADD COLUMN {ddl}")
+
+
+def create_table(conn: Connection, table: sa.Table) -> None:
+    """``CREATE TABLE`` (and its indexes) for a table declared above (skipped when already there)."""
+    table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    # 1: the first released schema (models, datasets, embeddings, failures, settings, indices)
+    2: lambda conn: create_table(conn, claims_table),
+}
+
+SCHEMA_VERSION = max(MIGRATIONS)

@@ -12,6 +12,21 @@ Read-only. ``Catalog(url, readonly=True)`` (what `Zoo.open` uses for a zoo it ca
 ``?mode=ro``, sets no journal mode and refuses every write with a `ZooscopeInputError`; opening never creates
 tables. Readers of a writable catalog do not write either: the schema is only created when it is missing.
 
+Schema versions and migrations: see `zooscope.zoo._catalog_schema` (a version table; an older catalog is
+upgraded step by step when opened writable; adding a column is one step there).
+
+Concurrent writers: row claims. Several `Zoo.embed` processes (or machines) may write one catalog. Before
+computing a pair, a writer *claims* it (`claim`): one row in ``claims`` keyed by (kind, model, dataset) with its
+owner id (``host:pid:token``) and a lease expiry. A claim is taken when no other live claim exists; a claim is
+*dead* when its lease ran out (`DEFAULT_LEASE_S`, renewed by the owner with `renew_claims` as results arrive) or
+when its owner is a process of this host that no longer exists, so a killed writer's pairs are taken over at once
+on one machine and after the lease elsewhere. Taking over is a compare-and-set on the old owner, so exactly one
+writer wins. Claims, not advisory locks: a claim is an ordinary row, identical on SQLite and PostgreSQL, visible to
+`zooscope ls`-style readers, and it survives the connection (a writer commits every result in its own short
+transaction, so a session-bound PostgreSQL advisory lock would need one connection held open per pair, and
+SQLite has none). The catalog's unique constraint stays the last line: a writer whose lease was taken over and
+then loses the insert race discards its own vector (`zooscope.zoo.embedrun`).
+
 Absent keys. ``model``, ``dataset`` and ``layer`` of an embedding or failure are stored as ``""`` when absent (and
 returned as ``None``): SQL treats NULLs as distinct, so a unique constraint over NULLable columns would not stop
 duplicates of a dataset-only embedding.
@@ -23,6 +38,9 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +52,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from zooscope._validation import ZooscopeInputError, unknown_name_error
 from zooscope.zoo._catalog_schema import (
+    MIGRATIONS,
     SCHEMA_VERSION,
+    claims_table,
     datasets_table,
     embeddings_table,
     failures_table,
@@ -45,11 +65,32 @@ from zooscope.zoo._catalog_schema import (
     settings_table,
 )
 
-__all__ = ["SCHEMA_VERSION", "Catalog", "params_hash"]
+__all__ = ["DEFAULT_LEASE_S", "SCHEMA_VERSION", "Catalog", "new_owner", "params_hash"]
 
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+DEFAULT_LEASE_S = 600.0
+
+
+def new_owner() -> str:
+    """A writer's claim owner id: ``host:pid:token`` (the token tells two runs of one process apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _owner_dead(owner: str) -> bool:
+    """True when ``owner`` names a process of this host that is gone (its claims can be taken over at once)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def params_hash(params: Mapping[str, Any] | None) -> str:
@@ -193,6 +234,7 @@ class Catalog:
             if self.readonly:
                 raise ZooscopeInputError(f"{self!r} holds no zoo catalog (no tables), and it is open read-only.")
             with self._write() as conn:
+                self._lock_schema(conn)
                 metadata.create_all(conn, checkfirst=True)
                 found = conn.execute(sa.select(schema_version_table.c.version)).scalars().all()
                 if not found:
@@ -204,11 +246,29 @@ class Catalog:
                 f"The catalog at {self!r} has schema version {version}, newer than this zooscope understands "
                 f"({SCHEMA_VERSION}). Upgrade zooscope (pip install -U zooscope) to open it."
             )
-        if version < SCHEMA_VERSION:  # no older schema has been released yet; migrations would go here
-            raise ZooscopeInputError(
-                f"The catalog at {self!r} has schema version {version} and this zooscope needs "
-                f"{SCHEMA_VERSION}; no migration exists. Rebuild the zoo with this version."
-            )
+        if version < SCHEMA_VERSION:
+            if self.readonly:
+                raise ZooscopeInputError(
+                    f"The catalog at {self!r} has schema version {version} and this zooscope needs "
+                    f"{SCHEMA_VERSION}; it is upgraded on the first writable open (it is read-only here).")
+            self.upgrade()
+
+    def _lock_schema(self, conn: Connection) -> None:
+        """Serialise schema creation/upgrades: SQLite's BEGIN IMMEDIATE already does; PostgreSQL takes a lock."""
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7310001)")
+
+    def upgrade(self) -> list[int]:
+        """Apply the missing migration steps (`zooscope.zoo._catalog_schema.MIGRATIONS`); returns those applied."""
+        with self._write() as conn:
+            self._lock_schema(conn)
+            have = max(conn.execute(sa.select(schema_version_table.c.version)).scalars().all())
+            steps = [v for v in sorted(MIGRATIONS) if v > have]
+            for v in steps:
+                log.info("upgrading the catalog schema to version %d", v)
+                MIGRATIONS[v](conn)
+                conn.execute(schema_version_table.insert().values(version=v))
+        return steps
 
     @property
     def schema_version(self) -> int:
@@ -400,13 +460,20 @@ class Catalog:
         """Remember that embedding (kind, model, dataset) failed; a repeat updates the error and counts it."""
         t = failures_table
         where = (t.c.kind == kind, t.c.model == _key(model), t.c.dataset == _key(dataset))
-        with self._write() as conn:
-            seen = conn.execute(sa.select(t.c.attempts).where(*where)).scalar()
-            if seen is None:
-                conn.execute(t.insert().values(kind=kind, model=_key(model), dataset=_key(dataset),
-                                               error=str(error), attempts=1, created=_now()))
-            else:
-                conn.execute(t.update().where(*where).values(error=str(error), attempts=seen + 1, created=_now()))
+        for attempt in range(2):  # another writer may insert the same failure between our read and insert
+            try:
+                with self._write() as conn:
+                    seen = conn.execute(sa.select(t.c.attempts).where(*where)).scalar()
+                    if seen is None:
+                        conn.execute(t.insert().values(kind=kind, model=_key(model), dataset=_key(dataset),
+                                                       error=str(error), attempts=1, created=_now()))
+                    else:
+                        conn.execute(t.update().where(*where).values(error=str(error), attempts=seen + 1,
+                                                                     created=_now()))
+                return
+            except sa.exc.IntegrityError:
+                if attempt:
+                    raise
 
     def failures(self) -> list[dict[str, Any]]:
         """Recorded failures (kind, model, dataset, error, attempts, created), oldest first."""
@@ -465,3 +532,85 @@ class Catalog:
         t = indices_table
         with self._write() as conn:
             conn.execute(t.delete().where(t.c.kind == kind, t.c.policy == policy))
+
+    # -- claims (concurrent writers; see the module docstring) --------------------------------------------------
+    def claim(self, *, kind: str, model: str | None = None, dataset: str | None = None, owner: str,
+              lease_s: float = DEFAULT_LEASE_S) -> bool:
+        """Claim (kind, model, dataset) for ``owner`` for ``lease_s`` seconds; False when another live writer
+        holds it. Re-claiming one's own pair renews it."""
+        t = claims_table
+        where = (t.c.kind == kind, t.c.model == _key(model), t.c.dataset == _key(dataset))
+        expires = _now() + dt.timedelta(seconds=float(lease_s))
+        try:
+            with self._write() as conn:
+                cur = conn.execute(sa.select(t.c.owner, t.c.expires).where(*where)).first()
+                if cur is None:
+                    conn.execute(t.insert().values(kind=kind, model=_key(model), dataset=_key(dataset),
+                                                   owner=owner, expires=expires))
+                    return True
+                held_by, until = cur
+                if until.tzinfo is None:
+                    until = until.replace(tzinfo=dt.UTC)
+                if held_by != owner and until > _now() and not _owner_dead(held_by):
+                    return False
+                # compare-and-set on the previous owner: of two writers taking over one dead claim, one wins
+                res = conn.execute(t.update().where(*where, t.c.owner == held_by).values(owner=owner,
+                                                                                         expires=expires))
+                return res.rowcount == 1
+        except sa.exc.IntegrityError:  # PostgreSQL: another writer inserted the same claim first
+            return False
+
+    def renew_claims(self, owner: str, lease_s: float = DEFAULT_LEASE_S) -> None:
+        """Push back the expiry of every claim of ``owner`` (a writer calls this as its results arrive)."""
+        t = claims_table
+        with self._write() as conn:
+            conn.execute(t.update().where(t.c.owner == owner)
+                         .values(expires=_now() + dt.timedelta(seconds=float(lease_s))))
+
+    def release_claims(self, owner: str, *, kind: str | None = None, model: str | None = None,
+                       dataset: str | None = None) -> None:
+        """Drop ``owner``'s claim on one pair (``kind`` given), or all of its claims."""
+        t = claims_table
+        stmt = t.delete().where(t.c.owner == owner)
+        if kind is not None:
+            stmt = stmt.where(t.c.kind == kind, t.c.model == _key(model), t.c.dataset == _key(dataset))
+        with self._write() as conn:
+            conn.execute(stmt)
+
+    def claims(self, *, live_only: bool = False) -> list[dict[str, Any]]:
+        """Claim rows (kind, model, dataset, owner, expires); ``live_only``: those whose owner may still write."""
+        rows = [_row(r, keyed=("model", "dataset")) for r in self._read(sa.select(claims_table))]
+        for r in rows:
+            r["expires"] = _iso(r["expires"])
+        if live_only:
+            now = _now()
+            rows = [r for r in rows if dt.datetime.fromisoformat(r["expires"]) > now and not _owner_dead(r["owner"])]
+        return rows
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock across processes for ``name`` (e.g. updating one kind's FAISS index): a PostgreSQL
+        session advisory lock, or for SQLite a `fcntl.flock` on a file beside the database (one machine)."""
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+            return
+        db = self.engine.url.database
+        if self.engine.dialect.name != "sqlite" or not db or db == ":memory:":
+            yield
+            return
+        import fcntl
+
+        path = Path(db).with_name(Path(db).name + f".lock-{key & 0xFFFFFFFF:08x}")
+        with open(path, "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)

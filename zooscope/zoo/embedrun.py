@@ -7,6 +7,15 @@ transaction); a kill between the two leaves only an unreferenced file, which the
 starts (the driver is the zoo's only writer of vectors). The indices are then brought in step in place
 (`zooscope.zoo.indices.IndexWriter.sync`), which also repairs indices a killed run left behind.
 
+Several writers at once (two `zooscope embed` on one zoo, SQLite or PostgreSQL): each pair is *claimed* in the
+catalog just before it is computed (`Catalog.claim`: a row with a lease, see `zooscope.zoo.catalog`), so two
+writers split the work instead of racing; a killed writer's claims die with its process (same host) or its lease.
+A writer commits its rows one by one and releases each claim after its row; orphan files are only swept when no
+other writer holds a live claim; the index update at the end is serialised by `Catalog.lock` per kind.
+
+With ``backend="ray"`` the claims are taken as task slots free (`zooscope.zoo.parallel.run_jobs` reads the
+jobs lazily), this driver stays the zoo's only writer, and the progress bar counts done, failed and skipped pairs.
+
 `plan_job` and `compute_missing` write nothing: read-only queries use them to compute, in memory, a vector the
 zoo does not store yet (e.g. the task vector of a dataset added a moment ago).
 """
@@ -15,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +35,7 @@ from zooscope._io import atomic_write
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
 from zooscope.zoo import parallel
-from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.catalog import DEFAULT_LEASE_S, Catalog, new_owner
 from zooscope.zoo.catalog import params_hash as request_hash
 from zooscope.zoo.indices import IndexWriter
 from zooscope.zoo.probes import ProbeContext, materialise
@@ -137,37 +146,63 @@ def drop_rows(ctx: EmbedContext, rows: list[dict[str, Any]]) -> None:
     ctx.store.delete([r["vector_key"] for r in rows])
     for kind in sorted({r["kind"] for r in rows}):
         if kind in EMBEDDINGS:
-            ctx.indices.sync(kind)
+            with ctx.catalog.lock(f"zooscope-index:{kind}"):
+                ctx.indices.sync(kind)
 
 
-def remove_orphans(ctx: EmbedContext, kinds: Sequence[str]) -> list[str]:
-    """Delete vector files of ``kinds`` that no catalog row names (left by a killed run); returns their keys."""
+def remove_orphans(ctx: EmbedContext, kinds: Sequence[str], *, owner: str | None = None) -> list[str]:
+    """Delete vector files of ``kinds`` that no catalog row names (left by a killed run); returns their keys.
+
+    With other writers at work a file may be written and its row not committed yet: files are listed first, then
+    the live claims read; a writer between its vector file and its row holds a live claim at that moment, so when
+    any claim other than ``owner``'s is live nothing is deleted (the next quiet run does it). Else the rows are
+    read last, so a row committed meanwhile still protects its file.
+    """
+    listed = {kind: ctx.store.keys(kind) for kind in kinds}
+    temps = ctx.store.stale_temp_files()
+    others = [c for c in ctx.catalog.claims(live_only=True) if c["owner"] != owner]
+    if others:
+        log.info("%d pairs are being embedded by another writer: orphan vector files are left for later",
+                 len(others))
+        return []
     orphans: list[str] = []
     for kind in kinds:
         used = {r["vector_key"] for r in ctx.catalog.embeddings(kind=kind)}
-        orphans += [k for k in ctx.store.keys(kind) if k not in used]
+        orphans += [k for k in listed[kind] if k not in used]
     if orphans:
         log.info("removing %d orphan vector files from an interrupted run", len(orphans))
         ctx.store.delete(orphans)
-    for p in ctx.store.stale_temp_files():
+    for p in temps:
         p.unlink(missing_ok=True)
     return orphans
 
 
-def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models: Sequence[str] | None,
-          datasets: Sequence[str] | None, progress: bool, address: str | None) -> pd.DataFrame:
-    """See `Zoo.embed`."""
-    from rich.console import Console
-    from rich.progress import track
+def _who(job: dict[str, Any]) -> dict[str, str]:
+    return {"model": job["name"]} if job["subject"] == "model" else {"dataset": job["name"]}
 
+
+def _done(ctx: EmbedContext, job: dict[str, Any]) -> bool:
+    """Whether a row of this exact request exists (e.g. written by another writer since we planned)."""
+    return any(r["params"].get("request_hash") == job["request_hash"]
+               for r in ctx.catalog.embeddings(kind=job["kind"], **_who(job))
+               if (r["model"] or r["dataset"]) == job["name"])
+
+
+def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models: Sequence[str] | None,
+          datasets: Sequence[str] | None, progress: bool, address: str | None, workers: int | None = None,
+          retries: int = 2, lease_s: float = DEFAULT_LEASE_S) -> pd.DataFrame:
+    """See `Zoo.embed`."""
     kinds = [kinds] if isinstance(kinds, str) else list(kinds)
     if not kinds:
         raise ZooscopeInputError("Zoo.embed needs at least one kind, e.g. kinds=('cka',).")
+    if float(lease_s) <= 0:
+        raise ZooscopeInputError(f"'lease_s' must be > 0 seconds; got {lease_s!r}.")
     metas = {k: _kind(k).meta for k in kinds}
     for k, m in metas.items():
         if m.pending:
             raise ZooscopeInputError(f"Embedding kind {k!r} cannot run yet: {m.pending}")
     cat = ctx.catalog
+    owner = new_owner()
     model_recs = cat.models() if models is None else [cat.get_model(n) for n in models]
     data_recs = cat.datasets() if datasets is None else [cat.get_dataset(n) for n in datasets]
     report: list[dict[str, Any]] = []
@@ -198,25 +233,91 @@ def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models
                     ctx.store.delete([r["vector_key"] for r in stale])
             else:
                 jobs.append(job)
-    remove_orphans(ctx, kinds)
-    results = parallel.run_jobs(jobs, backend=backend, address=address)
-    for job, res, error in track(results, total=len(jobs), description=f"embedding {len(jobs)} pairs",
-                                 disable=not progress, console=Console(stderr=True)):
-        entry = {"kind": job["kind"], "model": job["name"] if job["subject"] == "model" else None,
-                 "dataset": job["name"] if job["subject"] == "dataset" else None,
-                 "seconds": 0.0 if res is None else float(res["seconds"]), "error": None}
-        if error is None:
-            try:
-                _write(ctx, job, res, metas[job["kind"]])
-                entry["status"] = "embedded"
-            except Exception as e:  # a bad vector (NaN) must not stop the run
-                error = f"{type(e).__name__}: {e}"
-        if error is not None:
-            _fail(ctx, entry, error)
-        report.append(entry)
+    remove_orphans(ctx, kinds, owner=owner)
+
+    def claimed() -> Iterator[dict[str, Any]]:
+        """Each job, claimed just before it is handed to a worker; pairs another writer holds or finished are
+        reported as skipped."""
+        for job in jobs:
+            if not cat.claim(kind=job["kind"], owner=owner, lease_s=lease_s, **_who(job)):
+                report.append(_entry(job) | {"status": "skipped (another writer)"})
+                bar.skip()
+                continue
+            if _done(ctx, job):
+                cat.release_claims(owner, kind=job["kind"], **_who(job))
+                report.append(_entry(job) | {"status": "skipped (another writer)"})
+                bar.skip()
+                continue
+            yield job
+
+    bar = _Bar(len(jobs), enabled=progress)
+    try:
+        with bar:
+            results = parallel.run_jobs(claimed(), backend=backend, address=address, workers=workers,
+                                        max_retries=retries, total=len(jobs))
+            for job, res, error in results:
+                entry = _entry(job) | {"seconds": 0.0 if res is None else float(res["seconds"])}
+                if error is None:
+                    try:
+                        entry["status"] = "embedded" if _write(ctx, job, res, metas[job["kind"]]) \
+                            else "skipped (another writer)"
+                    except Exception as e:  # a bad vector (NaN) must not stop the run
+                        error = f"{type(e).__name__}: {e}"
+                if error is not None:
+                    _fail(ctx, entry, error)
+                cat.release_claims(owner, kind=job["kind"], **_who(job))
+                cat.renew_claims(owner, lease_s)
+                bar.advance(failed=error is not None)
+                report.append(entry)
+    finally:
+        cat.release_claims(owner)
     for kind in kinds:
-        ctx.indices.sync(kind)
+        with cat.lock(f"zooscope-index:{kind}"):  # two writers must not interleave their index updates
+            ctx.indices.sync(kind)
     return pd.DataFrame(report, columns=REPORT_COLUMNS)
+
+
+def _entry(job: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": job["kind"], "model": job["name"] if job["subject"] == "model" else None,
+            "dataset": job["name"] if job["subject"] == "dataset" else None, "seconds": 0.0, "error": None}
+
+
+class _Bar:
+    """A Rich progress bar on stderr: pairs done of total, with the failed and skipped counts."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.total, self.enabled, self.failed, self.skipped = total, enabled and total > 0, 0, 0
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Bar:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("[red]{task.fields[failed]} failed"),
+                                      TextColumn("{task.fields[skipped]} skipped"), TimeRemainingColumn(),
+                                      console=Console(stderr=True))
+            self._progress.__enter__()
+            self._task = self._progress.add_task("embed", total=self.total, failed=0, skipped=0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def _update(self, advance: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=advance, failed=self.failed, skipped=self.skipped)
+
+    def advance(self, *, failed: bool) -> None:
+        self.failed += bool(failed)
+        self._update(1)
+
+    def skip(self) -> None:
+        self.skipped += 1
+        self._update(1)
 
 
 def _fail(ctx: EmbedContext, entry: dict[str, Any], error: str) -> None:
@@ -225,17 +326,29 @@ def _fail(ctx: EmbedContext, entry: dict[str, Any], error: str) -> None:
     ctx.catalog.record_failure(kind=entry["kind"], model=entry["model"], dataset=entry["dataset"], error=error)
 
 
-def _write(ctx: EmbedContext, job: dict[str, Any], res: dict[str, Any], meta: Any) -> None:
-    """Vector file first (atomic), then the one catalog row; then retire older rows of the same pair."""
+def _write(ctx: EmbedContext, job: dict[str, Any], res: dict[str, Any], meta: Any) -> bool:
+    """Vector file first (atomic), then the one catalog row; then retire older rows of the same pair.
+
+    Returns False (and keeps nothing) when another writer recorded this request first.
+    """
     kind, name = job["kind"], job["name"]
-    who = {"model": name} if job["subject"] == "model" else {"dataset": name}
+    who = _who(job)
     old = [r for r in ctx.catalog.embeddings(kind=kind, **who) if (r["model"] or r["dataset"]) == name]
+    if any(r["params"].get("request_hash") == job["request_hash"] for r in old):
+        return False
     key = ctx.store.put(res["vectors"], kind=kind)
     params = {"request_hash": job["request_hash"], "request": json.loads(json.dumps(job["request"], default=str)),
               "layers": res["layers"], "penultimate": res["penultimate"]}
-    ctx.catalog.add_embedding(kind=kind, params=params, vector_key=key, dim=int(res["vectors"].shape[-1]),
-                              code_version=str(meta.version), **who)
+    try:
+        ctx.catalog.add_embedding(kind=kind, params=params, vector_key=key, dim=int(res["vectors"].shape[-1]),
+                                  code_version=str(meta.version), **who)
+    except Exception:
+        ctx.store.delete([key])  # never leave our file behind
+        if _done(ctx, job):  # the unique constraint: another writer (whose lease we took over) won the race
+            return False
+        raise
     if old:  # e.g. the checkpoint changed: the new vector replaces the stale one
         ctx.catalog.remove_embeddings([r["id"] for r in old])
         ctx.store.delete([r["vector_key"] for r in old])
     ctx.catalog.clear_failure(kind=kind, **who)
+    return True

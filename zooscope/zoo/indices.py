@@ -24,6 +24,7 @@ vectors. `IndexWriter.rebuild` builds everything from the vector store (``check 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -195,7 +196,7 @@ class IndexWriter(IndexReader):
     def _save(self, key: IndexKey, index: Any) -> None:
         """Content-addressed save, then the catalog row, then delete the old file (see the module docstring)."""
         old = self.record(key)
-        tmp = self.paths.indices / f".new-{key.kind}.faiss"
+        tmp = self.paths.indices / f".new-{key.kind}-{os.getpid()}.faiss"  # two writers never share it
         sha = index.save(tmp)
         final = self.paths.indices / key.file_name(sha)
         tmp.replace(final)

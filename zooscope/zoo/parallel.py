@@ -112,14 +112,15 @@ def _ray_error(e: BaseException) -> str:
 
 def run_jobs(jobs: Iterable[dict[str, Any]], *, backend: str = "local", address: str | None = None,
              max_in_flight: int = 256, max_retries: int = 2, workers: int | None = None,
-             progress: Callable[[int, int, int], None] | None = None,
+             progress: Callable[[int, int, int], None] | None = None, total: int | None = None,
              ) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None, str | None]]:
     """Yield ``(job, result, error)`` as jobs finish (``result`` None and ``error`` set on failure).
 
     Parameters
     ----------
     jobs : iterable of dict
-        Planned jobs (see `compute_job`).
+        Planned jobs (see `compute_job`). Read lazily, one job as a slot frees: a generator may claim each job
+        just before it runs (what `zooscope.zoo.embedrun` does for concurrent writers).
     backend : {"local", "ray"}, default="local"
         ``"local"`` runs them one by one in this process; ``"ray"`` submits one task per job (1 CPU, 1 torch
         thread) to the cluster at ``address`` and yields each result as it arrives (``ray.wait``), so the caller
@@ -136,9 +137,12 @@ def run_jobs(jobs: Iterable[dict[str, Any]], *, backend: str = "local", address:
         Ray only: CPUs of the local cluster started here (default: all), and at most this many tasks at once.
     progress : callable, optional
         ``progress(done, failed, total)`` after each finished job.
+    total : int, optional
+        The number of jobs, for ``progress`` (default: ``len(jobs)`` when it has one).
     """
-    jobs = list(jobs)
-    total, n_done, n_failed = len(jobs), 0, 0
+    if total is None:
+        total = len(jobs) if hasattr(jobs, "__len__") else 0
+    n_done, n_failed = 0, 0
 
     def tick(item: tuple[dict[str, Any], dict[str, Any] | None, str | None]):
         nonlocal n_done, n_failed

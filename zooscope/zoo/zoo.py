@@ -313,7 +313,8 @@ class Zoo:
     # -- work -----------------------------------------------------------------------------------------------
     def embed(self, kinds: Sequence[str] | str = ("task2vec", "cka"), backend: str = "local",
               models: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
-              progress: bool = False, address: str | None = None) -> pd.DataFrame:
+              progress: bool = False, address: str | None = None, workers: int | None = None,
+              retries: int = 2, lease_s: float | None = None) -> pd.DataFrame:
         """Embed every (model | dataset, kind) pair not embedded yet, then update the FAISS indices in place.
 
         Resumable: each finished pair is one vector file (written atomically) and then one catalog row (one
@@ -331,7 +332,17 @@ class Zoo:
         progress : bool, default=False
             Progress bar on stderr.
         address : str, optional
-            Ray cluster address (``"auto"``).
+            Ray only: ``None`` (a local cluster started here, or the Ray already initialised in this process),
+            ``"auto"`` (a ``ray start --head`` cluster on this machine) or ``"ray://host:10001"``.
+        workers : int, optional
+            Ray only: at most this many tasks at once (and the CPUs of a local cluster started here).
+        retries : int, default=2
+            Ray only: extra attempts for a pair whose task raised or whose worker died, before it is recorded
+            as failed (`failures`, ``zooscope ls --failed``) and the run goes on.
+        lease_s : float, optional
+            Seconds a claim on a pair lasts without renewal (default
+            `zooscope.zoo.catalog.DEFAULT_LEASE_S`): several writers on one zoo split the pairs through claims,
+            and a dead writer's pairs are taken over after this (at once on the same host).
 
         Returns
         -------
@@ -339,8 +350,11 @@ class Zoo:
             One row per planned pair: kind, model, dataset, status ("embedded", "skipped", "failed"), seconds,
             error.
         """
+        from zooscope.zoo.catalog import DEFAULT_LEASE_S
+
         return embedrun.embed(self.embed_context(), kinds, backend=backend, models=models, datasets=datasets,
-                               progress=progress, address=address)
+                               progress=progress, address=address, workers=workers, retries=retries,
+                               lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s)
 
     def similar(self, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,
                 checkpoint: str | os.PathLike[str] | None = None, kwargs: dict | None = None,
