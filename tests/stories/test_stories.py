@@ -37,14 +37,19 @@ def cli(*args, cwd: Path | None = None, check: int | None = 0) -> subprocess.Com
 def image_folder(root: Path, n: int = 64, seed: int = 0, classes: int = 2) -> Path:
     from PIL import Image
 
+    # varied images (oriented gratings, class = frequency band, random colour): on flat colour patches every
+    # random-init network has the same penultimate geometry (CKA > 0.998), so "distinct models" would be dupes
     rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:32] / 32.0
     for i in range(n):
         c = i % classes
         folder = root / f"class{c}"
         folder.mkdir(parents=True, exist_ok=True)
-        base = np.full((32, 32, 3), 60 + 120 * c, dtype=np.float64)
-        img = np.clip(base + rng.normal(0, 40, size=base.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"{i:03d}.png")
+        f = rng.uniform(1 + 3 * c, 3 + 3 * c, size=2) * rng.choice([-1, 1], size=2)
+        phase = rng.uniform(0, 2 * np.pi, size=3)
+        wave = np.stack([np.sin(2 * np.pi * (f[0] * xx + f[1] * yy) + p) for p in phase], axis=-1)
+        img = 128 + 100 * wave * rng.uniform(0.3, 1.0, size=3) + rng.normal(0, 20, size=wave.shape)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
     return root
 
 
