@@ -158,7 +158,7 @@ def test_check_fix_then_embed_restores_the_zoo_a_fresh_build_gives(world):
     found = rows(cli("check", "--zoo", zoo, "--format", "csv", check=1).stdout)
     problems = {r["problem"] for r in found}
     assert {"missing vector", "checkpoint changed"} <= problems and problems & {"bad index", "stale index"}
-    assert all(not r["detail"].endswith(("…", "...")) or r["detail"].endswith("…") and "sha256" in r["detail"]
+    assert all(not r["detail"].endswith(("…", "...")) or (r["detail"].endswith("…") and "sha256" in r["detail"])
                for r in found)  # only the sha256 is abbreviated, never a message cut mid-word
     refused = cli("similar", "m2", "--zoo", zoo, check=2)
     err = refused.stderr.strip().splitlines()
