@@ -133,8 +133,8 @@ def test_read_only_zoo_answers_queries_without_writing(world):
                     env=env, cwd=home).stdout
         assert "m0" in dupes and "m1" in dupes and "m2" not in dupes
         # a verb that writes says so in one line
-        bad = cli("embed", "--kinds", "cka", "--zoo", zoo, as_nobody=True, env=env, cwd=home, check=2)
-        assert len(bad.stderr.strip().splitlines()) == 1
+        bad = cli("remove", "model", "m2", "--zoo", zoo, as_nobody=True, env=env, cwd=home, check=2)
+        assert len(bad.stderr.strip().splitlines()) == 1 and "error:" in bad.stderr
     finally:
         shutil.rmtree(home, ignore_errors=True)
     assert snapshot(zoo) == before

@@ -41,6 +41,8 @@ def add_model_cmd(
     --kwargs '{"num_classes": 10, "in_chans": 1}' --trained-on digits --input-shape 1,8,8
     """
     check_name(name, "model")
+    if trained_on is not None:  # a dataset's name, maybe registered later (a warning says so)
+        check_name(trained_on, "--trained-on dataset")
     kw = parse_json_object(kwargs, "--kwargs")
     met = parse_json_object(metrics, "--metrics") or None
     shape = parse_shape(input_shape, "--input-shape")

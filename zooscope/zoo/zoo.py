@@ -227,8 +227,8 @@ class Zoo:
         model = build_model(arch, kwargs, ckpt)
         datasets = self.catalog.datasets()
         if trained_on is not None and not any(d["name"] == trained_on for d in datasets):
-            log.warning("trained_on %r: no dataset of that name is registered yet; register it (add-dataset %s "
-                        "--source …) so that select and similar --by task2vec can use it", trained_on, trained_on)
+            log.warning("trained_on %r: dataset not registered yet; register it (add-dataset %s --source …) so "
+                        "that select and similar --by task2vec can use it", trained_on, trained_on)
         firm = _firm_shapes(datasets, input_shape, trained_on, kwargs, model)
         if firm:
             shape: tuple[int, ...] | None = find_input_shape(model, firm)
