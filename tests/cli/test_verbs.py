@@ -73,11 +73,15 @@ def test_add_model_replace_and_input_shape(zoo):
         assert "--input-shape" in result.stderr
 
 
-def test_trained_on_an_unknown_dataset_is_refused(zoo):
-    result = run("add-model", "m2", "--arch", SPEC, "--kwargs", KW_JSON, "--trained-on", "digitz", "--zoo", zoo,
-                 code=2)
-    assert "--trained-on 'digitz'" in result.stderr and "Did you mean 'digits'" in result.stderr
-    assert "m2" not in run("ls", "--format", "csv", "--zoo", zoo).stdout
+def test_trained_on_a_dataset_not_registered_yet_is_accepted_with_a_warning(zoo):
+    # story 2 registers the models before their datasets: one warning line, the model is added
+    result = run("add-model", "m2", "--arch", SPEC, "--kwargs", KW_JSON, "--trained-on", "digitz", "--zoo", zoo)
+    warning = [line for line in result.stderr.splitlines() if "digitz" in line]
+    assert len(warning) == 1 and "not registered" in warning[0] and "add-dataset digitz" in warning[0]
+    models = pd.read_csv(io.StringIO(run("ls", "models", "--format", "csv", "--zoo", zoo).stdout))
+    assert models.set_index("name").loc["m2", "trained_on"] == "digitz"
+    result = run("add-model", "m3", "--arch", SPEC, "--kwargs", KW_JSON, "--trained-on", "../x", "--zoo", zoo, code=2)
+    assert "'../x'" in result.stderr
 
 
 def test_configure_sets_and_prints_the_zoo_settings(zoo):

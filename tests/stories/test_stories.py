@@ -37,14 +37,19 @@ def cli(*args, cwd: Path | None = None, check: int | None = 0) -> subprocess.Com
 def image_folder(root: Path, n: int = 64, seed: int = 0, classes: int = 2) -> Path:
     from PIL import Image
 
+    # varied images (oriented gratings, class = frequency band, random colour): on flat colour patches every
+    # random-init network has the same penultimate geometry (CKA > 0.998), so "distinct models" would be dupes
     rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:32] / 32.0
     for i in range(n):
         c = i % classes
         folder = root / f"class{c}"
         folder.mkdir(parents=True, exist_ok=True)
-        base = np.full((32, 32, 3), 60 + 120 * c, dtype=np.float64)
-        img = np.clip(base + rng.normal(0, 40, size=base.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"{i:03d}.png")
+        f = rng.uniform(1 + 3 * c, 3 + 3 * c, size=2) * rng.choice([-1, 1], size=2)
+        phase = rng.uniform(0, 2 * np.pi, size=3)
+        wave = np.stack([np.sin(2 * np.pi * (f[0] * xx + f[1] * yy) + p) for p in phase], axis=-1)
+        img = 128 + 100 * wave * rng.uniform(0.3, 1.0, size=3) + rng.normal(0, 20, size=wave.shape)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
     return root
 
 
@@ -99,15 +104,15 @@ def test_story1_did_fine_tuning_change_the_early_layers(tmp_path):
 # ---------------------------------------------------------------------------------------------- stories 2, 3, 4, 6
 @pytest.fixture(scope="module")
 def team(tmp_path_factory):
-    """The team's checkpoints: four resnet10t, ckpt-0001 a near copy of ckpt-0000, each with its `.dataset` file."""
+    """The team's checkpoints: three resnet10t, ckpt-0001 a near copy of ckpt-0000, each with its `.dataset` file
+    (three, not more: every CLI call costs ~3 s of CPU to import torch, ~6 s with timm, the module stays < 2 min)."""
     root = tmp_path_factory.mktemp("team")
     ckpts = root / "ckpts"
     ckpts.mkdir()
-    trained = {"ckpt-0000": "retail-v2", "ckpt-0001": "retail-v3", "ckpt-0002": "retail-v3", "ckpt-0003": "shelf-v1"}
+    trained = {"ckpt-0000": "retail-v2", "ckpt-0001": "retail-v3", "ckpt-0002": "shelf-v1"}
     timm_checkpoint(ckpts / "ckpt-0000.safetensors", 0)
     timm_checkpoint(ckpts / "ckpt-0001.safetensors", 0, like=ckpts / "ckpt-0000.safetensors", perturb=0.01)
     timm_checkpoint(ckpts / "ckpt-0002.safetensors", 2)
-    timm_checkpoint(ckpts / "ckpt-0003.safetensors", 3)
     for name, ds in trained.items():
         (ckpts / f"{name}.dataset").write_text(ds + "\n")
     image_folder(root / "probe_images", seed=1)
@@ -142,7 +147,7 @@ def test_story2_which_checkpoint_is_most_like_this_one(team):
                         team / "new.safetensors", "--k", "1", "--zoo", zoo, "--format", "csv").stdout)
     assert rows[0]["model"] == "ckpt-0002" and float(rows[0]["score"]) > 0.999
     models = read_csv(cli("ls", "models", "--zoo", zoo, "--format", "csv").stdout)
-    assert sorted(r["name"] for r in models) == [f"ckpt-000{i}" for i in range(4)]
+    assert sorted(r["name"] for r in models) == [f"ckpt-000{i}" for i in range(3)]
 
 
 @pytest.mark.slow
@@ -162,7 +167,7 @@ def test_story3_which_model_should_i_fine_tune(team):
 def test_story4_clean_up_the_zoo(team):
     zoo = team / "shared_zoo"
     dupes = cli("curate", "dupes", "--threshold", "0.995", "--zoo", zoo, "--format", "csv").stdout
-    assert "ckpt-0000" in dupes and "ckpt-0001" in dupes and "ckpt-0003" not in dupes
+    assert "ckpt-0000" in dupes and "ckpt-0001" in dupes and "ckpt-0002" not in dupes
     cli("curate", "map", "--by", "cka", "--out", team / "zoo_map.png", "--zoo", zoo)
     assert (team / "zoo_map.png").stat().st_size > 0
     cli("check", "--zoo", zoo)
@@ -177,7 +182,7 @@ def test_story6_remember_how_fine_tuning_went(team):
     assert {(r["model"], r["dataset"], float(r["value"])) for r in results} >= {
         ("ckpt-0002", "my-task", 0.914), ("ckpt-0000", "my-task", 0.55)}
     cli("add-dataset", "next-task", "--source", team / "next_task.npz", "--zoo", zoo)
-    rows = read_csv(cli("select", "next-task", "--k", "4", "--zoo", zoo, "--format", "csv").stdout)
+    rows = read_csv(cli("select", "next-task", "--k", "3", "--zoo", zoo, "--format", "csv").stdout)
     assert "history" in rows[0]
     by_model = {r["model"]: r for r in rows}
     assert by_model["ckpt-0002"]["history"] and "my-task" in " ".join(r["why"] for r in rows)

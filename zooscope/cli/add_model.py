@@ -25,10 +25,11 @@ def add_model_cmd(
         str | None, typer.Option(help="JSON kwargs for the factory, e.g. '{\"num_classes\": 10}'.")
     ] = None,
     trained_on: Annotated[str | None, typer.Option(
-        help="Name of the zoo dataset it was trained on, if known (register it first with add-dataset).")] = None,
+        help="Name of the zoo dataset it was trained on, if known (one not registered yet is accepted with a "
+        "warning; register it with add-dataset before select).")] = None,
     input_shape: Annotated[str | None, typer.Option(
-        help="C,H,W of its inputs, e.g. 3,224,224 (default: the first registered dataset shape, or "
-        "--trained-on's, that a dry forward pass accepts).")] = None,
+        help="C,H,W of its inputs, e.g. 3,224,224 (default: --trained-on's shape or the first registered "
+        "dataset shape that a dry forward pass accepts, settled at `embed` if no dataset is registered yet).")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace a model of the same name (its vectors "
                                           "are dropped and re-embedded by the next `embed`).")] = False,
     metrics: Annotated[str | None, typer.Option(help="JSON metrics, e.g. '{\"acc\": 0.97}'.")] = None,
@@ -40,23 +41,14 @@ def add_model_cmd(
     --kwargs '{"num_classes": 10, "in_chans": 1}' --trained-on digits --input-shape 1,8,8
     """
     check_name(name, "model")
+    if trained_on is not None:  # a dataset's name, maybe registered later (a warning says so)
+        check_name(trained_on, "--trained-on dataset")
     kw = parse_json_object(kwargs, "--kwargs")
     met = parse_json_object(metrics, "--metrics") or None
     shape = parse_shape(input_shape, "--input-shape")
     if checkpoint is not None and not checkpoint.is_file():
         raise ZooscopeInputError(f"--checkpoint {str(checkpoint)!r}: no such file.")
     z = open_zoo(zoo)
-    if trained_on is not None:
-        known = list(z.datasets()["name"])
-        if trained_on not in known:
-            import difflib
-
-            near = difflib.get_close_matches(trained_on, known, n=3)
-            hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
-            listed = f" Registered: {', '.join(known[:20])}." if known else " The zoo has no datasets yet."
-            raise ZooscopeInputError(f"--trained-on {trained_on!r}: no dataset of that name in the zoo.{hint}"
-                                     f"{listed} Register it first (zooscope add-dataset {trained_on} --source …) "
-                                     "or leave --trained-on out.")
     if not replace and name in set(z.models()["name"]):
         raise ZooscopeInputError(f"a model named {name!r} is already in the zoo; pass --replace to replace it "
                                  "(or `zooscope remove model` first).")
@@ -66,6 +58,10 @@ def add_model_cmd(
                 **extra)
     row = z.models().set_index("name").loc[name]
     recorded = row.get("input_shape")
+    verb = "replaced" if replace else "added"
+    if recorded is None or not len(recorded):
+        say(f"{verb} model {name!r} ({arch}); input shape: settled by the next `zooscope embed` from the "
+            "registered datasets it accepts (or set it with --input-shape)")
+        return
     how = "given" if shape is not None else "found by a dry forward pass; set it with --input-shape"
-    shown = "×".join(str(s) for s in recorded) if recorded is not None and len(recorded) else "unknown"
-    say(f"{'replaced' if replace else 'added'} model {name!r} ({arch}), input shape {shown} ({how})")
+    say(f"{verb} model {name!r} ({arch}), input shape {'×'.join(str(s) for s in recorded)} ({how})")

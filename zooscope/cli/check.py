@@ -16,8 +16,9 @@ app = typer.Typer()
 def check_cmd(
     zoo: ZooOpt,
     fix: Annotated[bool, typer.Option("--fix", help="Repair what can be repaired: drop catalog rows whose vector "
-                                      "is gone, delete orphan vectors, rebuild the indices. Run `zooscope "
-                                      "embed` afterwards to recompute what was dropped.")] = False,
+                                      "is gone, delete orphan vectors, rebuild the indices, re-queue changed "
+                                      "checkpoints. Run `zooscope embed` afterwards to recompute what was "
+                                      "dropped or changed.")] = False,
     fmt: FormatOpt = "table",
     out: Annotated[Path | None, typer.Option(help="Write the problems to .csv/.json/.parquet.")] = None,
 ) -> None:

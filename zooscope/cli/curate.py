@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from zooscope._validation import check_choice
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo, say, status
+from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo, say
 
 app = typer.Typer(help="Curate the zoo: near-duplicates, clusters, a 2-D map.", no_args_is_help=True)
 
@@ -32,8 +32,7 @@ def dupes_cmd(
 
     check_choice(by, KINDS, "--by", "zooscope curate dupes")
     z = open_zoo(zoo)
-    with status("comparing every pair of models"):
-        table = curate.duplicates(z, threshold=threshold, by=by)
+    table = curate.duplicates(z, threshold=threshold, by=by, progress=True)
     emit(table, fmt, title="near-duplicate groups")
 
 
@@ -53,8 +52,7 @@ def clusters_cmd(
 
     check_choice(by, KINDS, "--by", "zooscope curate clusters")
     z = open_zoo(zoo)
-    with status("clustering the models"):
-        table = curate.clusters(z, n_clusters=n_clusters, by=by)
+    table = curate.clusters(z, n_clusters=n_clusters, by=by, progress=True)
     emit(table, fmt, title="clusters")
 
 
@@ -76,8 +74,7 @@ def map_cmd(
 
     check_choice(by, KINDS, "--by", "zooscope curate map")
     z = open_zoo(zoo)
-    with status("placing the models on a map"):
-        coords = curate.zoo_map(z, by=by)
+    coords = curate.zoo_map(z, by=by, progress=True)
     what = {"cka": "linear CKA of penultimate layers", "task2vec": "Task2Vec similarity of training sets",
             "gradsketch": "gradient-sketch CKA"}[by]
     coords = draw(coords, out, title=f"zoo map: distance = 1 − {what}", max_labels=labels)

@@ -131,6 +131,20 @@ def _row(r: Any, *, keyed: tuple[str, ...] = ()) -> dict[str, Any]:
     return d
 
 
+def _unwritable_folder(folder: Path) -> bool:
+    """The folder may not be written (by us, or by anyone per its mode bits, as after ``chmod -R a-w``)."""
+    try:
+        return not os.access(folder, os.W_OK) or not folder.stat().st_mode & 0o222
+    except OSError:
+        return True
+
+
+def _has_wal(db: Path) -> bool:
+    """Un-checkpointed writes wait in ``<db>-wal``: an immutable open would not see them."""
+    wal = db.with_name(db.name + "-wal")
+    return wal.is_file() and wal.stat().st_size > 0
+
+
 def _sqlite_pragmas(engine: Engine, readonly: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -180,6 +194,8 @@ class Catalog:
         if self.readonly and self.url.startswith("sqlite:///") and self.url != "sqlite:///":
             path = self.url.removeprefix("sqlite:///").partition("?")[0]
             engine_url = f"sqlite:///file:{path}?mode=ro&uri=true"
+            if _unwritable_folder(Path(path).parent) and not _has_wal(Path(path)):
+                engine_url += "&immutable=1"  # a WAL database in a folder nobody may write: no -shm to create
         self.engine = sa.create_engine(engine_url)
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine, readonly=self.readonly)

@@ -39,6 +39,7 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
 
     cat, store, vectors = ctx.embedding.catalog, ctx.embedding.store, ctx.embedding.vectors
     out: list[dict[str, Any]] = []
+    changed: list[tuple[str, Path]] = []
 
     def add(problem: str, subject: str, detail: str, how: str) -> None:
         out.append({"problem": problem, "subject": subject, "detail": detail, "fix": how})
@@ -51,19 +52,24 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
             add("missing checkpoint", m["name"], str(path), "restore the file, or remove_model and re-add it")
         elif m["checkpoint_sha256"] and sha256_file(path) != m["checkpoint_sha256"]:
             add("checkpoint changed", m["name"], f"{path}: sha256 differs from the recorded "
-                f"{m['checkpoint_sha256'][:12]}…", "re-add the model (add_model(..., replace=True)) and embed")
+                f"{m['checkpoint_sha256'][:12]}…", "check --fix re-queues it (check(fix=True)), then embed")
+            changed.append((m["name"], path))
     rows = cat.embeddings()
     used: dict[str, set[str]] = {}
+    shas = {m["name"]: m["checkpoint_sha256"] for m in cat.models()}
     for r in rows:
         used.setdefault(r["kind"], set()).add(r["vector_key"])
         who = r["model"] or r["dataset"]
+        req = (r["params"] or {}).get("request") or {}
+        if r["model"] and "checkpoint_sha256" in req and req["checkpoint_sha256"] != shas.get(r["model"]):
+            add("stale vector", who, f"{r['kind']} vector of an earlier checkpoint", "embed re-embeds it")
         try:
             arr = vectors.read(r)
             if arr.shape[-1] != r["dim"]:
                 add("vector shape", who, f"{r['kind']} vector {r['vector_key']} has dim {arr.shape[-1]}, "
                     f"catalog says {r['dim']}", "re-embed it")
         except (KeyError, OSError, ValueError) as e:
-            add("missing vector", who, f"{r['kind']} row {r['id']}: {str(e).splitlines()[0][:120]}",
+            add("missing vector", who, f"{r['kind']} row {r['id']}: {str(e).splitlines()[0]}",
                 "re-embed (remove the row with check(fix=True), then embed)")
     for kind in store.kinds():
         for key in store.keys(kind):
@@ -81,6 +87,8 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
             _check_index(ctx, key, key in want, add)
     table = pd.DataFrame(out, columns=COLUMNS)
     if fix and not table.empty:
+        for name, path in changed:  # re-queue: the next embed sees a new request and replaces the stale vectors
+            cat.update_model(name, checkpoint_sha256=sha256_file(path))
         _fix(ctx, rows, [k for k in kinds if k in EMBEDDINGS])
         return check(ctx, fix=False)
     return table
@@ -103,7 +111,7 @@ def _check_index(ctx: CheckContext, key: IndexKey, wanted: bool, add: Any) -> No
     try:
         index = ctx.indices.load(key)
     except Exception as e:  # missing file, sha256 mismatch, unreadable
-        add("bad index", name, str(e).splitlines()[0][:160], "check(fix=True) rebuilds it")
+        add("bad index", name, str(e).splitlines()[0], "check(fix=True) rebuilds it")
         return
     if want is not None and not np.array_equal(np.sort(index.ids()), np.sort(want)):
         extra = np.setdiff1d(index.ids(), want).size

@@ -43,8 +43,18 @@ def _ctx(zoo: Any) -> CurateContext:
     return zoo if isinstance(zoo, CurateContext) else zoo.curate_context()
 
 
-def similarity_matrix(zoo: Any, by: str = "cka") -> pd.DataFrame:
+def _progress(items: list, description: str, on: bool) -> Any:
+    """``items``, with a Rich progress bar on stderr when ``on``."""
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(items, description=description, disable=not on, console=Console(stderr=True), transient=True)
+
+
+def similarity_matrix(zoo: Any, by: str = "cka", *, progress: bool = False) -> pd.DataFrame:
     """Model × model similarity (larger = more similar; 1 on the diagonal).
+
+    ``progress=True`` draws a progress bar on stderr while the vectors are read.
 
     Returns
     -------
@@ -56,7 +66,8 @@ def similarity_matrix(zoo: Any, by: str = "cka") -> pd.DataFrame:
     if by == "task2vec":
         from zooscope.embed.task2vec import task_distance
 
-        vecs = {r["dataset"]: ctx.vectors.read64(r) for r in ctx.vectors.current_rows("task2vec")}
+        vecs = {r["dataset"]: ctx.vectors.read64(r)
+                for r in _progress(ctx.vectors.current_rows("task2vec"), "reading task vectors", progress)}
         src = {m["name"]: m["trained_on"] for m in ctx.catalog.models() if m["trained_on"] in vecs}
         names = sorted(src)
         S = np.array([[1.0 - task_distance(vecs[src[a]], vecs[src[b]]) if src[a] != src[b] else 1.0
@@ -64,20 +75,20 @@ def similarity_matrix(zoo: Any, by: str = "cka") -> pd.DataFrame:
     else:
         rows = sorted(ctx.vectors.current_rows(by), key=lambda r: r["model"])
         names = [r["model"] for r in rows]
-        V = [ctx.vectors.layer_vector(r) for r in rows]
-        probe = [comparability_group(r) for r in rows]
+        V = [ctx.vectors.layer_vector(r) for r in _progress(rows, f"reading {len(rows)} {by} vectors", progress)]
+        probe = np.array([comparability_group(r) for r in rows], dtype=object)
         S = np.full((len(rows), len(rows)), np.nan)
-        for i in range(len(rows)):
-            for j in range(i, len(rows)):
-                if probe[i] == probe[j]:
-                    S[i, j] = S[j, i] = float(V[i] @ V[j])
+        for g in dict.fromkeys(probe):  # one matrix product per comparability group
+            idx = np.flatnonzero(probe == g)
+            M = np.stack([V[i] for i in idx])
+            S[np.ix_(idx, idx)] = M @ M.T
     if len(names) < 2:
         raise ZooscopeInputError(f"Curation needs at least two models with a {by!r} embedding; found {len(names)}. "
                                  f"Run zoo.embed(kinds=('{by}',)) first.")
     return pd.DataFrame(S, index=names, columns=names)
 
 
-def duplicates(zoo: Any, threshold: float = 0.995, by: str = "cka") -> pd.DataFrame:
+def duplicates(zoo: Any, threshold: float = 0.995, by: str = "cka", *, progress: bool = False) -> pd.DataFrame:
     """Groups of near-identical models: connected components of the graph "similarity >= threshold".
 
     Returns
@@ -90,7 +101,7 @@ def duplicates(zoo: Any, threshold: float = 0.995, by: str = "cka") -> pd.DataFr
 
     if not 0 < float(threshold) <= 1:
         raise ZooscopeInputError(f"'threshold' of duplicates must be in (0, 1]; got {threshold!r}.")
-    S = similarity_matrix(zoo, by)
+    S = similarity_matrix(zoo, by, progress=progress)
     A = np.nan_to_num(S.to_numpy(), nan=-np.inf) >= float(threshold)
     _, labels = connected_components(A, directed=False)
     out, g = [], 0
@@ -105,7 +116,7 @@ def duplicates(zoo: Any, threshold: float = 0.995, by: str = "cka") -> pd.DataFr
 
 
 def clusters(zoo: Any, n_clusters: int | None = None, by: str = "cka", *, method: str = "agglomerative",
-             distance_threshold: float = 0.5) -> pd.DataFrame:
+             distance_threshold: float = 0.5, progress: bool = False) -> pd.DataFrame:
     """Cluster the models on the distance 1 − similarity (scikit-learn).
 
     Parameters
@@ -121,7 +132,7 @@ def clusters(zoo: Any, n_clusters: int | None = None, by: str = "cka", *, method
         Columns model, cluster.
     """
     check_choice(method, ("agglomerative", "spectral"), "method", "clusters")
-    S = similarity_matrix(zoo, by)
+    S = similarity_matrix(zoo, by, progress=progress)
     sim = np.clip(np.nan_to_num(S.to_numpy(), nan=0.0), 0.0, 1.0)
     if method == "spectral":
         from sklearn.cluster import SpectralClustering
@@ -139,7 +150,8 @@ def clusters(zoo: Any, n_clusters: int | None = None, by: str = "cka", *, method
     return pd.DataFrame({"model": S.index, "cluster": labels.astype(int)})
 
 
-def zoo_map(zoo: Any, by: str = "cka", path: str | Path | None = None, *, seed: int = 0) -> pd.DataFrame:
+def zoo_map(zoo: Any, by: str = "cka", path: str | Path | None = None, *, seed: int = 0,
+            progress: bool = False) -> pd.DataFrame:
     """2-D map of the zoo: metric MDS (scikit-learn, ``dissimilarity="precomputed"``, seeded) of 1 − similarity.
 
     Returns
@@ -149,7 +161,7 @@ def zoo_map(zoo: Any, by: str = "cka", path: str | Path | None = None, *, seed: 
     """
     from sklearn.manifold import MDS
 
-    S = similarity_matrix(zoo, by)
+    S = similarity_matrix(zoo, by, progress=progress)
     D = 1.0 - np.clip(np.nan_to_num(S.to_numpy(), nan=0.0), 0.0, 1.0)
     D = (D + D.T) / 2
     np.fill_diagonal(D, 0.0)

@@ -103,10 +103,12 @@ def _task_distances(ctx: SelectContext, target: str, models: list[dict], alpha: 
     from zooscope.embed.task2vec import task_distance
     from zooscope.index.faiss_index import rerank
 
-    tvec, trow = compute_missing(ctx.embedding, "task2vec", target)
-    group = comparability_group(trow)
     registered = {d["name"] for d in ctx.catalog.datasets()}
     sources = sorted({m["trained_on"] for m in models if m["trained_on"] in registered})
+    if not sources:  # no candidate's training data is registered: no task vector to compute
+        return {}, {m["name"] for m in models}
+    tvec, trow = compute_missing(ctx.embedding, "task2vec", target)
+    group = comparability_group(trow)
     ids = ctx.indices.search(IndexKey("task2vec", "all", group), tvec[None], 2 * pool + 1)
     rows = ctx.vectors.current_rows("task2vec") if ids is None else ctx.catalog.embeddings(kind="task2vec",
                                                                                           ids=ids.tolist())
@@ -177,7 +179,7 @@ def _features(model: Any, x: Any) -> tuple[np.ndarray, np.ndarray | None]:
 
 def select(ctx: SelectContext, dataset: str, k: int = 10, *, candidates: Sequence[str] | None = None,
            methods: Sequence[str] = METHODS, pool: int | None = None, alpha: float = 0.15,
-           max_examples: int = 1000, seed: int = 0) -> pd.DataFrame:
+           max_examples: int = 1000, seed: int = 0, progress: bool = False) -> pd.DataFrame:
     """Rank the zoo models to transfer from for a registered labelled ``dataset``.
 
     Parameters
@@ -196,6 +198,8 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, candidates: Sequenc
     max_examples : int, default=1000
         Target examples used for the transferability scores (stratified, seeded).
     seed : int, default=0
+    progress : bool, default=False
+        A progress bar on stderr over the candidates' feature passes and scores.
 
     Returns
     -------
@@ -233,7 +237,7 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, candidates: Sequenc
     sub = probe_subset(ds, min(max_examples, len(ds)), seed=seed)
     y = sub.y.numpy()
     rows = []
-    for m in fits:
+    for m in _progress(fits, f"features and scores of {len(fits)} candidates", progress):
         row: dict[str, Any] = {"model": m["name"], "task_distance": dist.get(m["name"], np.nan)}
         net = build_model(m["spec"], m["kwargs"], m["checkpoint"])
         feats, probs = _features(net, sub.x)
@@ -249,18 +253,30 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, candidates: Sequenc
     cols = ["task_distance" if m == "task2vec" else m for m in methods]
     table = pd.DataFrame(rows)
     table["score"] = combine_ranks(table, cols, smaller_is_better=("task_distance",))
-    table["why"] = [_why(table, i, cols) for i in range(len(table))]
+    registered = {d["name"] for d in ctx.catalog.datasets()}
+    table["why"] = [_why(table, i, cols, registered) for i in range(len(table))]
     table = table.sort_values(["score", "model"], ascending=[False, True], na_position="last").head(k)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     order = ["rank", "model", "score", *[c for c in ("task_distance", *scorers) if c in table]]
     return table[[*order, "arch", "trained_on", "why"]].reset_index(drop=True)
 
 
-def _why(table: pd.DataFrame, i: int, cols: list[str]) -> str:
+def _progress(items: list, description: str, on: bool) -> Any:
+    """``items``, with a Rich progress bar on stderr when ``on``."""
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(items, description=description, disable=not on, console=Console(stderr=True), transient=True)
+
+
+def _why(table: pd.DataFrame, i: int, cols: list[str], registered: set[str] = frozenset()) -> str:
     row = table.iloc[i]
     parts = []
     if "task_distance" in cols:
-        if np.isnan(row["task_distance"]):
+        if np.isnan(row["task_distance"]) and isinstance(row["trained_on"], str) and row["trained_on"] not in \
+                registered:
+            parts.append(f"training data {row['trained_on']!r} not registered: transferability only")
+        elif np.isnan(row["task_distance"]):
             parts.append("training data unknown: transferability only")
         else:
             nearest = row["task_distance"] <= table["task_distance"].min(skipna=True)

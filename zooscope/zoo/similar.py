@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,10 +75,14 @@ def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkp
            kwargs: dict | None) -> _Query:
     """The query's vectors: a zoo model's stored stack, or a new spec embedded in memory."""
     if arch is None:
-        ctx.catalog.get_model(model)  # unknown name: error with close names
+        rec = ctx.catalog.get_model(model)  # unknown name: error with close names
+        _refuse_if_changed(rec)
         rows = ctx.vectors.current_rows(by, model=model)
         if not rows:
             raise ZooscopeInputError(f"Model {model!r} has no {by!r} embedding yet; run zoo.embed(kinds=('{by}',)).")
+        if not _current(rows[-1], rec):
+            raise ZooscopeInputError(f"Model {model!r}: its {by!r} vector was computed from an earlier checkpoint; "
+                                     "run `zooscope embed` (zoo.embed()) to re-embed it.")
         p = rows[-1]["params"]
         return _Query(ctx.vectors.read64(rows[-1]), p["layers"], p["penultimate"], comparability_group(rows[-1]),
                       model)
@@ -96,6 +101,43 @@ def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkp
     stack = np.stack([np.asarray(v, dtype=np.float64) for v in out.values()])
     group = comparability_group({"params": {"request": {"probe_set": probe["id"], "params": params}}})
     return _Query(stack, layers, penultimate_layer(net, layers), group, None)
+
+
+def _refuse_if_changed(rec: dict[str, Any]) -> None:
+    """A query about a model whose checkpoint is missing or changed since it was added: its stored vectors
+    describe other weights, so refuse, with the fix."""
+    if not rec.get("checkpoint"):
+        return
+    path = Path(rec["checkpoint"])
+    if not path.is_file():
+        raise ZooscopeInputError(f"Model {rec['name']!r}: its checkpoint {str(path)!r} is missing, so its stored "
+                                 "vectors cannot be trusted. Restore the file, or remove the model "
+                                 f"(zooscope remove model {rec['name']}).")
+    if rec.get("checkpoint_sha256") and _sha256(path) != rec["checkpoint_sha256"]:
+        raise ZooscopeInputError(f"Model {rec['name']!r}: its checkpoint {str(path)!r} changed since it was "
+                                 "embedded (sha256 differs from the recorded one), so its stored vectors are stale. "
+                                 "Run `zooscope check --fix` then `zooscope embed` (zoo.check(fix=True); zoo.embed()).")
+
+
+def _current(row: dict[str, Any], rec: dict[str, Any] | None) -> bool:
+    """Whether a model's vector row was computed from the checkpoint the catalog records now."""
+    req = (row.get("params") or {}).get("request") or {}
+    return rec is not None and req.get("checkpoint_sha256", rec.get("checkpoint_sha256")) == rec.get(
+        "checkpoint_sha256")
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256(path: Path) -> str:
+    """sha256 of a file, memoised per process on (path, size, mtime)."""
+    from zooscope.zoo.models import sha256_file
+
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
 
 
 def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,
@@ -148,7 +190,9 @@ def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, ar
         rows = ctx.vectors.current_rows(by)
     else:
         rows = ctx.catalog.embeddings(kind=by, ids=ids.tolist())
-    rows = {r["id"]: r for r in rows if r["model"] != q.exclude and comparability_group(r) == q.group}
+    shas = {n: ctx.catalog.get_model(n) for n in {r["model"] for r in rows if r["model"]}}
+    rows = {r["id"]: r for r in rows if r["model"] != q.exclude and comparability_group(r) == q.group
+            and _current(r, shas.get(r["model"]))}  # vectors of an earlier checkpoint are skipped
     if not rows:
         raise ZooscopeInputError(
             f"No other zoo model has a {by!r} embedding comparable to {model!r} (same probe set and parameters). "

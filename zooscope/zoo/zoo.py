@@ -69,6 +69,17 @@ def _writable(root: Path) -> bool:
     return ok(root) and (not cat.exists() or ok(cat))
 
 
+def _firm_shapes(datasets: list[dict[str, Any]], explicit: Sequence[int] | None, trained_on: str | None,
+                 kwargs: dict | None, model: Any) -> list[tuple[int, ...]]:
+    """`shape_candidates` without timm's default input size: the shapes a zoo dataset (or the user) vouches for."""
+    cands = shape_candidates(datasets, explicit, trained_on, kwargs, model)
+    if explicit is not None:
+        return cands
+    known = {tuple(d["input_shape"]) for d in datasets if d["input_shape"]}
+    known |= set(shape_candidates([], None, None, kwargs, None))  # the kwargs' in_features / in_chans × img_size²
+    return [c for c in cands if c in known]
+
+
 class Zoo:
     """A model zoo: models, datasets, their embeddings and indices (`Zoo.open` an existing one, `Zoo.create`
     a new one)."""
@@ -194,7 +205,10 @@ class Zoo:
 
         Records the checkpoint's absolute path and sha256 and the input shape: ``input_shape`` if given, else
         the first that a dry forward pass accepts among the ``trained_on`` dataset's shape, the kwargs'
-        (``in_chans`` × ``img_size``², ``in_features``), the registered datasets' shapes and timm's default.
+        (``in_chans`` × ``img_size``², ``in_features``) and the registered datasets' shapes. When none of those
+        exists yet (models added before their datasets), the shape is left open and settled by the next `embed`
+        from the datasets registered then (said in one warning line). A ``trained_on`` dataset that is not
+        registered yet is accepted with a warning.
 
         Returns
         -------
@@ -211,8 +225,16 @@ class Zoo:
 
         ckpt = None if checkpoint is None else Path(checkpoint).expanduser().resolve()
         model = build_model(arch, kwargs, ckpt)
-        shape = find_input_shape(model, shape_candidates(self.catalog.datasets(), input_shape, trained_on, kwargs,
-                                                         model))
+        datasets = self.catalog.datasets()
+        if trained_on is not None and not any(d["name"] == trained_on for d in datasets):
+            log.warning("trained_on %r: dataset not registered yet; register it (add-dataset %s --source …) so "
+                        "that select and similar --by task2vec can use it", trained_on, trained_on)
+        firm = _firm_shapes(datasets, input_shape, trained_on, kwargs, model)
+        if firm:
+            shape: tuple[int, ...] | None = find_input_shape(model, firm)
+        else:  # no dataset to fit yet: check that the model runs, settle the shape at embed time
+            find_input_shape(model, shape_candidates(datasets, None, None, kwargs, model))
+            shape = None
         if replace:
             old = [m for m in self.catalog.models() if m["name"] == name]
             if old:
@@ -350,11 +372,44 @@ class Zoo:
             One row per planned pair: kind, model, dataset, status ("embedded", "skipped", "failed"), seconds,
             error.
         """
+        self._settle_input_shapes(models)
         from zooscope.zoo.catalog import DEFAULT_LEASE_S
 
         return embedrun.embed(self.embed_context(), kinds, backend=backend, models=models, datasets=datasets,
                                progress=progress, address=address, workers=workers, retries=retries,
                                lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s)
+
+    def _settle_input_shapes(self, names: Sequence[str] | None) -> None:
+        """Give models added without a usable input shape (no dataset fitted yet) the first registered dataset
+        shape a dry forward pass accepts; says the guess in one line per shape."""
+        from zooscope.zoo.models import build_model
+
+        wanted = None if names is None else set(names)
+        todo = [m for m in self.catalog.models() if not m["input_shape"] and (wanted is None or m["name"] in wanted)]
+        if not todo:
+            return
+        datasets = self.catalog.datasets()
+        guessed: dict[tuple[int, ...], list[str]] = {}
+        for m in todo:
+            net = build_model(m["spec"], m["kwargs"], m["checkpoint"])
+            firm = _firm_shapes(datasets, None, m["trained_on"], m["kwargs"], net)
+            try:
+                shape = find_input_shape(net, firm) if firm else None
+            except ZooscopeInputError:
+                shape = None
+            if shape is None:
+                log.warning("model %r: no registered dataset has an input shape it accepts; add one, or set it "
+                            "with add-model %s --replace --input-shape C,H,W", m["name"], m["name"])
+                continue
+            self.catalog.update_model(m["name"], input_shape=shape)
+            guessed.setdefault(shape, []).append(m["name"])
+        for shape, who in guessed.items():
+            src = next((d["name"] for d in sorted(datasets, key=lambda d: d["id"])
+                        if d["input_shape"] and tuple(d["input_shape"]) == shape), None)
+            names_txt = ", ".join(who[:5]) + (f" and {len(who) - 5} more" if len(who) > 5 else "")
+            log.warning("input shape %s guessed for %d model%s (%s) from the registered dataset %r; set it with "
+                        "add-model NAME --replace --input-shape C,H,W", "×".join(map(str, shape)), len(who),
+                        "s" if len(who) > 1 else "", names_txt, src)
 
     def similar(self, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,
                 checkpoint: str | os.PathLike[str] | None = None, kwargs: dict | None = None,
@@ -378,19 +433,20 @@ class Zoo:
         Returns
         -------
         pandas.DataFrame
-            Columns problem, subject, detail, fix; empty when the zoo is consistent. ``fix=True`` deletes orphan
-            vectors and rebuilds the indices (changed checkpoints are only reported: re-add those models).
+            Columns problem, subject, detail, fix; empty when the zoo is consistent. ``fix=True`` drops rows whose
+            vector file is gone, deletes orphan vectors, rebuilds the indices and re-queues changed checkpoints
+            (records their new sha256), so that the next `embed` re-embeds what is missing or stale.
         """
         from zooscope.zoo.check import check
 
         return check(self.check_context(), fix=fix)
 
     # -- curation (reads only) ------------------------------------------------------------------------------
-    def duplicates(self, threshold: float = 0.995, by: str = "cka") -> pd.DataFrame:
-        """Near-duplicate groups; see `zooscope.zoo.curate.duplicates`."""
+    def duplicates(self, threshold: float = 0.995, by: str = "cka", *, progress: bool = False) -> pd.DataFrame:
+        """Near-duplicate groups; see `zooscope.zoo.curate.duplicates` (``progress``: a bar on stderr)."""
         from zooscope.zoo.curate import duplicates
 
-        return duplicates(self.curate_context(), threshold=threshold, by=by)
+        return duplicates(self.curate_context(), threshold=threshold, by=by, progress=progress)
 
     def clusters(self, n_clusters: int | None = None, by: str = "cka", **options: Any) -> pd.DataFrame:
         """Clusters of models; see `zooscope.zoo.curate.clusters`."""
