@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: embeddings.sha256 (integrity, issue 13)
 
 metadata = sa.MetaData()
 
@@ -61,6 +61,7 @@ embeddings_table = sa.Table(
     sa.Column("dim", sa.Integer, nullable=False),
     sa.Column("code_version", sa.String(64), nullable=False),
     sa.Column("created", _When, nullable=False),
+    sa.Column("sha256", _Hash),  # of the vector file's bytes, verified on every read (NULL: written before v2)
     sa.UniqueConstraint("kind", "model", "dataset", "layer", "params_hash", name="uq_embedding"),
     sa.Index("ix_embeddings_model", "model"),
     sa.Index("ix_embeddings_dataset", "dataset"),

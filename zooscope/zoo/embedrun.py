@@ -230,11 +230,11 @@ def _write(ctx: EmbedContext, job: dict[str, Any], res: dict[str, Any], meta: An
     kind, name = job["kind"], job["name"]
     who = {"model": name} if job["subject"] == "model" else {"dataset": name}
     old = [r for r in ctx.catalog.embeddings(kind=kind, **who) if (r["model"] or r["dataset"]) == name]
-    key = ctx.store.put(res["vectors"], kind=kind)
+    key, sha = ctx.store.put_hashed(res["vectors"], kind=kind)  # the sha256 is verified on every read
     params = {"request_hash": job["request_hash"], "request": json.loads(json.dumps(job["request"], default=str)),
               "layers": res["layers"], "penultimate": res["penultimate"]}
     ctx.catalog.add_embedding(kind=kind, params=params, vector_key=key, dim=int(res["vectors"].shape[-1]),
-                              code_version=str(meta.version), **who)
+                              code_version=str(meta.version), sha256=sha, **who)
     if old:  # e.g. the checkpoint changed: the new vector replaces the stale one
         ctx.catalog.remove_embeddings([r["id"] for r in old])
         ctx.store.delete([r["vector_key"] for r in old])
