@@ -454,7 +454,13 @@ def print_table(df: pd.DataFrame, *, title: str | None = None, index: bool = Fal
 def emit(
     df: pd.DataFrame, fmt: str = "table", path: Path | None = None, *, index: bool = False, title: str | None = None
 ) -> None:
-    """Write ``df`` to ``path`` (.csv/.json/.parquet by suffix) or print it in ``fmt`` on stdout."""
+    """Write ``df`` to ``path`` (.csv/.json/.parquet by suffix) or print it in ``fmt`` on stdout.
+
+    Models a query skipped (``df.attrs["skipped"]``: [(model, reason)], see `zooscope.zoo.integrity`) are said
+    on stderr, one line each.
+    """
+    for name, reason in df.attrs.get("skipped") or []:
+        say(f"skipped {name}: {reason}")
     if path is not None:
         write_table(df, path, index=index)
         say(f"wrote {path} ({df.shape[0]}×{df.shape[1]})")

@@ -230,3 +230,42 @@ def check_catalog_matches(root: Path, marker: dict[str, Any] | None, catalog: An
         raise ZooscopeInputError(
             f"The catalog in {root} belongs to another zoo (its zoo id {stored[:8]}… is not the marker's "
             f"{marker['zoo_id'][:8]}…). Nothing was changed; put the zoo's own catalog.sqlite back.")
+
+
+# -- queries: one bad model never blocks a query ----------------------------------------------------------------
+def screen_rows(catalog: Any, vectors: Any, rows: dict[int, dict[str, Any]]
+                ) -> tuple[dict[int, dict[str, Any]], list[tuple[str, str]]]:
+    """Split candidate embedding rows into (usable rows, skipped [(model, reason)]).
+
+    A row is skipped when its model's checkpoint is missing or changed (`model_problem`) or its vector file is
+    missing, corrupt or non-finite (`zooscope.zoo.vectors.VectorRepo.problem`).
+    """
+    keep: dict[int, dict[str, Any]] = {}
+    skipped: list[tuple[str, str]] = []
+    recs = {m["name"]: m for m in catalog.models()}
+    for rid, row in rows.items():
+        name = row["model"] or row["dataset"]
+        reason = model_problem(recs[row["model"]]) if row["model"] in recs else None
+        reason = reason or vectors.problem(row)
+        if reason:
+            skipped.append((name, reason))
+        else:
+            keep[rid] = row
+    return keep, sorted(set(skipped))
+
+
+def nonfinite_model(net: Any) -> str | None:
+    """"non-finite weights (N of M parameters)" when a network holds NaN/Inf parameters or buffers, else None."""
+    import torch
+
+    bad = total = 0
+    for t in [*net.parameters(), *net.buffers()]:
+        if t.is_floating_point():
+            total += t.numel()
+            bad += int((~torch.isfinite(t)).sum())
+    return f"non-finite weights ({bad} of {total} values are NaN or Inf)" if bad else None
+
+
+def skipped_note(skipped: list[tuple[str, str]]) -> list[str]:
+    """One line per skipped model: ``skipped MODEL: reason``."""
+    return [f"skipped {name}: {reason}" for name, reason in skipped]
