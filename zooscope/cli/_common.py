@@ -405,6 +405,10 @@ def open_zoo(zoo: str, *, create: bool = False) -> Any:
             raise ZooscopeInputError(f"--zoo {zoo!r}: its catalog.sqlite is empty (0 bytes), so the zoo cannot be "
                                      "read; restore the catalog from a backup. Nothing was changed.")
     if "://" not in zoo and not create:
+        if root.is_dir():  # a marker without its catalog: the library's message says how to recover
+            from zooscope.zoo.integrity import check_folder
+
+            check_folder(root.resolve(), create=False)
         if not (root / "catalog.sqlite").is_file():
             raise ZooscopeInputError(f"--zoo {zoo!r}: no zoo there (no catalog.sqlite). Create one with "
                                      f"`zooscope init --zoo {zoo}`, or point --zoo (or $ZOOSCOPE_ZOO) at an "
