@@ -139,7 +139,11 @@ class Zoo:
             writable = create or _writable(root)
             fresh = not (root / "catalog.sqlite").exists()
             catalog = _open_catalog(root, lambda: Catalog.for_folder(root, readonly=not writable))
-            integrity.check_catalog_matches(root, marker, catalog)
+            try:
+                integrity.check_catalog_matches(root, marker, catalog)
+            except ZooscopeInputError:
+                catalog.close()
+                raise
             if fresh:  # Zoo.create of a new zoo: the marker, and its id in the catalog
                 marker = integrity.write_marker(root)
                 catalog.set_setting("zoo_id", marker["zoo_id"])
