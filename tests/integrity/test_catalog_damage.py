@@ -68,7 +68,7 @@ def test_a_damaged_catalog_is_refused_by_every_verb_and_nothing_is_removed(zoo_c
     before = listing(zoo_copy)
     assert any(k.startswith("vectors/") for k in before) and any(k.startswith("indices/") for k in before)
     for argv in verbs(zoo_copy, tmp_path):
-        code, out, err = cli(*argv)
+        code, _out, err = cli(*argv)
         line = one_error_line(err)
         assert code == 2, (argv, err)
         assert "catalog" in line, (argv, line)
@@ -128,6 +128,6 @@ def test_check_reports_damaged_pages_the_header_does_not_show(zoo_copy):
         pytest.skip("this damage landed in free space: SQLite's quick_check finds nothing to report")
     code, out, err = cli("check", "--zoo", zoo_copy)
     assert code == 1 and "damaged catalog" in out
-    code, out, err = cli("check", "--fix", "--zoo", zoo_copy)
+    code, out, _err = cli("check", "--fix", "--zoo", zoo_copy)
     assert code == 1
     assert listing(zoo_copy) == before

@@ -4,7 +4,6 @@ library call once; this kills the CLI repeatedly.)"""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess

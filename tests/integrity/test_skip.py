@@ -40,7 +40,7 @@ def test_similar_skips_bad_models_and_ranks_the_rest(bad_zoo):
     skipped = dict(table.attrs["skipped"])
     assert set(skipped) == {"gone", "changed"}
     assert "missing" in skipped["gone"] and "changed" in skipped["changed"]
-    code, out, err = cli("similar", "cnn0", "--k", "10", "--format", "csv", "--zoo", bad_zoo)
+    code, _out, err = cli("similar", "cnn0", "--k", "10", "--format", "csv", "--zoo", bad_zoo)
     assert code == 0
     lines = [ln for ln in err.splitlines() if ln.startswith("skipped ")]
     assert sorted(ln.split(":")[0] for ln in lines) == ["skipped changed", "skipped gone"]
