@@ -107,27 +107,31 @@ def test_create_writes_the_marker_and_its_id_into_the_catalog(tmp_path):
     assert Zoo.create(tmp_path / "z").catalog.get_setting("zoo_id") == marker["zoo_id"]  # reopened, not re-made
 
 
-def test_check_reports_damaged_pages_the_header_does_not_show(zoo_copy):
-    """A catalog whose header is fine but one page is damaged: `check` names it (exit 1), nothing is fixed."""
+@pytest.mark.parametrize("page_no", [2, 3, 4, -1])
+def test_a_damaged_page_is_refused_or_reported_never_repaired(zoo_copy, page_no):
+    """A catalog whose header is fine but one page is overwritten: `Zoo.open` refuses it, or (when the page is
+    not read at open) `check` names it (exit 1) and `check --fix` changes nothing."""
     from zooscope.zoo.check import _catalog_problem
 
     cat = zoo_copy / "catalog.sqlite"
     data = bytearray(cat.read_bytes())
     page = int.from_bytes(data[16:18], "big")
     n = len(data) // page
-    for i in range(page * (n - 1) + 8, page * n):  # the last page (an index or table b-tree page): zeroed body
-        data[i] = 0xA5
+    first = (n + page_no if page_no < 0 else page_no - 1) * page
+    data[first:first + page] = bytes((i * 37 + 11) % 256 for i in range(page))
     cat.write_bytes(bytes(data))
     before = listing(zoo_copy)
     try:
         zoo = Zoo.open(zoo_copy)
-    except ZooscopeInputError:
-        return  # refused at open: also fine (nothing changed is asserted below by the other tests)
-    problem = _catalog_problem(zoo.catalog)
-    if problem is None:
-        pytest.skip("this damage landed in free space: SQLite's quick_check finds nothing to report")
-    code, out, err = cli("check", "--zoo", zoo_copy)
-    assert code == 1 and "damaged catalog" in out
-    code, out, _err = cli("check", "--fix", "--zoo", zoo_copy)
-    assert code == 1
+    except ZooscopeInputError as e:
+        assert "catalog" in str(e) and "Nothing was changed" in str(e)
+        code, _, err = cli("check", "--fix", "--zoo", zoo_copy)
+        assert code == 2 and "catalog" in one_error_line(err)
+    else:
+        assert _catalog_problem(zoo.catalog) is not None  # quick_check sees every page in use
+        zoo.catalog.close()
+        code, out, _ = cli("check", "--zoo", zoo_copy)
+        assert code == 1 and "damaged catalog" in out
+        code, _, _ = cli("check", "--fix", "--zoo", zoo_copy)
+        assert code == 1
     assert listing(zoo_copy) == before
