@@ -165,8 +165,8 @@ def import_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Any
 
     src = Path(src).expanduser().resolve()
     dest = Path(dest).expanduser().resolve()
-    manifest = _read_manifest(src)
     _empty_target(dest, "The zoo folder")
+    manifest = _read_manifest(src)
     files = {str(_safe_rel(rel, src)): sha for rel, sha in manifest["files"].items()}
     for rel, sha in files.items():  # everything verified before anything is written
         if not (src / rel).is_file():
