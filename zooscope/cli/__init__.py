@@ -71,6 +71,7 @@ VERBS: list[tuple[str, str | None]] = [
     ("select", None),
     ("ls", None),
     ("check", None),
+    ("export", None),  # export and import
     ("results", None),
     ("curate", "curate"),
     ("bench", "bench"),

@@ -455,6 +455,10 @@ def open_zoo(zoo: str, *, create: bool = False, storage: str | None = None) -> A
             raise ZooscopeInputError(f"--zoo {zoo!r}: its catalog.sqlite is empty (0 bytes), so the zoo cannot be "
                                      "read; restore the catalog from a backup. Nothing was changed.")
     if "://" not in zoo and not create:
+        if root.is_dir():  # a marker without its catalog: the library's message says how to recover
+            from zooscope.zoo.integrity import check_folder
+
+            check_folder(root.resolve(), create=False)
         if not (root / "catalog.sqlite").is_file():
             raise ZooscopeInputError(f"--zoo {zoo!r}: no zoo there (no catalog.sqlite). Create one with "
                                      f"`zooscope init --zoo {zoo}`, or point --zoo (or $ZOOSCOPE_ZOO) at an "
@@ -504,7 +508,13 @@ def print_table(df: pd.DataFrame, *, title: str | None = None, index: bool = Fal
 def emit(
     df: pd.DataFrame, fmt: str = "table", path: Path | None = None, *, index: bool = False, title: str | None = None
 ) -> None:
-    """Write ``df`` to ``path`` (.csv/.json/.parquet by suffix) or print it in ``fmt`` on stdout."""
+    """Write ``df`` to ``path`` (.csv/.json/.parquet by suffix) or print it in ``fmt`` on stdout.
+
+    Models a query skipped (``df.attrs["skipped"]``: [(model, reason)], see `zooscope.zoo.integrity`) are said
+    on stderr, one line each.
+    """
+    for name, reason in df.attrs.get("skipped") or []:
+        say(f"skipped {name}: {reason}")
     if path is not None:
         write_table(df, path, index=index)
         say(f"wrote {path} ({df.shape[0]}×{df.shape[1]})")

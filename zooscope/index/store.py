@@ -71,7 +71,11 @@ class VectorStore:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _KIND.match(p.name))
 
     def put(self, v: npt.ArrayLike, *, kind: str) -> str:
-        """Store an array atomically and return its new key.
+        """Store an array atomically and return its new key (`put_hashed` also returns the file's sha256)."""
+        return self.put_hashed(v, kind=kind)[0]
+
+    def put_hashed(self, v: npt.ArrayLike, *, kind: str) -> tuple[str, str]:
+        """Store an array atomically; return (its new key, the sha256 of the file's bytes).
 
         Parameters
         ----------
@@ -83,8 +87,8 @@ class VectorStore:
 
         Returns
         -------
-        str
-            The key (32 hex digits) to record in the catalog.
+        (str, str)
+            The key (32 hex digits) and the file's sha256, both to record in the catalog.
         """
         folder = self.root / _check_kind(kind)
         arr = _to_numpy(v)
@@ -100,8 +104,8 @@ class VectorStore:
                 "model's activations) before storing it."
             )
         key = uuid.uuid4().hex
-        atomic_write(folder / f"{key}.npy", lambda f: np.save(f, np.ascontiguousarray(arr), allow_pickle=False))
-        return key
+        sha = atomic_write(folder / f"{key}.npy", lambda f: np.save(f, np.ascontiguousarray(arr), allow_pickle=False))
+        return key, sha
 
     def path(self, key: str) -> Path:
         """The file holding ``key``; raises `KeyError` (with the fix) when it is not stored."""

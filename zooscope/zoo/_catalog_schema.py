@@ -80,6 +80,7 @@ embeddings_table = sa.Table(
     sa.Column("dim", sa.Integer, nullable=False),
     sa.Column("code_version", sa.String(64), nullable=False),
     sa.Column("created", _When, nullable=False),
+    sa.Column("sha256", _Hash),  # of the vector file's bytes, verified on every read (NULL: written before v3)
     sa.UniqueConstraint("kind", "model", "dataset", "layer", "params_hash", name="uq_embedding"),
     sa.Index("ix_embeddings_model", "model"),
     sa.Index("ix_embeddings_dataset", "dataset"),
@@ -147,6 +148,7 @@ def create_table(conn: Connection, table: sa.Table) -> None:
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     # 1: the first released schema (models, datasets, embeddings, failures, settings, indices)
     2: lambda conn: create_table(conn, claims_table),
+    3: lambda conn: add_column(conn, embeddings_table, "sha256"),  # integrity: vector files verified on read
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -64,6 +64,7 @@ from zooscope.zoo._catalog_schema import (
     schema_version_table,
     settings_table,
 )
+from zooscope.zoo.integrity import validate_name
 
 __all__ = ["DEFAULT_LEASE_S", "SCHEMA_VERSION", "Catalog", "new_owner", "params_hash"]
 
@@ -301,8 +302,7 @@ class Catalog:
         return _row(rows[0])
 
     def _add_named(self, table: sa.Table, what: str, name: str, values: dict[str, Any], replace: bool) -> int:
-        if not isinstance(name, str) or not name.strip():
-            raise ZooscopeInputError(f"A {what} name must be a non-empty string; got {name!r}.")
+        validate_name(name, what)  # names are data, never paths (zooscope.zoo.integrity)
         with self._write() as conn:
             old = conn.execute(sa.select(table.c.id).where(table.c.name == name)).scalar()
             if old is not None and not replace:
@@ -408,9 +408,11 @@ class Catalog:
     # -- embeddings -------------------------------------------------------------------------------------------
     def add_embedding(
         self, *, kind: str, model: str | None = None, dataset: str | None = None, layer: str | None = None,
-        params: dict, vector_key: str, dim: int, code_version: str,
+        params: dict, vector_key: str, dim: int, code_version: str, sha256: str | None = None,
     ) -> int:
         """Record one stored vector; returns its id, which is the vector's id in the FAISS index.
+
+        ``sha256``: of the vector file's bytes (`VectorStore.put_hashed`); readers verify it.
 
         Raises
         ------
@@ -419,7 +421,7 @@ class Catalog:
         """
         row = dict(kind=kind, model=_key(model), dataset=_key(dataset), layer=_key(layer), params=dict(params),
                    params_hash=params_hash(params), vector_key=str(vector_key), dim=int(dim),
-                   code_version=str(code_version), created=_now())
+                   code_version=str(code_version), created=_now(), sha256=sha256)
         try:
             with self._write() as conn:
                 return int(conn.execute(embeddings_table.insert().values(**row)).inserted_primary_key[0])

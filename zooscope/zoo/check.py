@@ -1,7 +1,13 @@
 """`Zoo.check`: consistency of catalog ↔ vector files ↔ FAISS indices, and of the recorded checkpoints.
 
-``check`` reads only; ``check(fix=True)`` (the one writing variant) deletes rows whose vector file is gone and
-orphan vector files, and rebuilds the indices from the vector store.
+``check`` reads only. It verifies the catalog itself (SQLite ``quick_check``), every vector file against the
+sha256 the catalog recorded (and that it holds finite numbers), every materialised probe file against its
+recorded sha256, the indices, and the checkpoints.
+
+``check(fix=True)`` (the one writing variant) acts only on the problems it has just listed: it drops the rows
+whose vector file is missing or corrupt (and deletes those files), deletes the orphan files it listed, forgets a
+corrupt probe file (renamed ``*.corrupt``, never deleted; the next ``embed`` re-makes the same tensors from the
+dataset, under the same probe-set id) and rebuilds the indices. No other file is ever deleted.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zooscope.zoo.embedrun import EmbedContext, remove_orphans
+from zooscope.zoo.embedrun import EmbedContext
 from zooscope.zoo.indices import IndexKey, IndexWriter
+from zooscope.zoo.integrity import CorruptFileError
+from zooscope.zoo.probes import verified_probe
 
 __all__ = ["COLUMNS", "CheckContext", "check"]
 
@@ -40,9 +48,24 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
     cat, store, vectors = ctx.embedding.catalog, ctx.embedding.store, ctx.embedding.vectors
     out: list[dict[str, Any]] = []
     changed: list[tuple[str, Path]] = []
+    listed: dict[str, list[Any]] = {"rows": [], "orphans": [], "probes": []}  # what fix=True may act on
 
     def add(problem: str, subject: str, detail: str, how: str) -> None:
         out.append({"problem": problem, "subject": subject, "detail": detail, "fix": how})
+
+    bad = _catalog_problem(cat)
+    if bad:  # a damaged catalog: report it alone (nothing below could be trusted), never fix it
+        add("damaged catalog", "catalog.sqlite", bad, "restore it from a backup or `zooscope import` an export")
+        return pd.DataFrame(out, columns=COLUMNS)
+    for shape, rec in sorted(ctx.embedding.settings.probe_sets.items()):
+        try:
+            path = _probe_path(ctx, rec)
+            if path.is_file():
+                verified_probe(ctx.embedding.probes, rec)
+        except (ValueError, OSError) as e:
+            add("corrupt probe set", f"{rec.get('dataset')} ({shape})", str(e).splitlines()[0],
+                "check(fix=True) sets it aside; embed re-makes it from the dataset")
+            listed["probes"].append(shape)
 
     for m in cat.models():
         if not m["checkpoint"]:
@@ -67,14 +90,21 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
             arr = vectors.read(r)
             if arr.shape[-1] != r["dim"]:
                 add("vector shape", who, f"{r['kind']} vector {r['vector_key']} has dim {arr.shape[-1]}, "
-                    f"catalog says {r['dim']}", "re-embed it")
+                    f"catalog says {r['dim']}", "check(fix=True) drops it, then embed")
+                listed["rows"].append(r)
+        except CorruptFileError as e:
+            add("corrupt vector", who, f"{r['kind']} row {r['id']}: {str(e).splitlines()[0]}",
+                "check(fix=True) drops the row and its file, then embed recomputes it")
+            listed["rows"].append(r)
         except (KeyError, OSError, ValueError) as e:
             add("missing vector", who, f"{r['kind']} row {r['id']}: {str(e).splitlines()[0]}",
                 "re-embed (remove the row with check(fix=True), then embed)")
+            listed["rows"].append(r)
     for kind in store.kinds():
         for key in store.keys(kind):
             if key not in used.get(kind, set()):
                 add("orphan vector", kind, f"{key}.npy is named by no catalog row", "check(fix=True) deletes it")
+                listed["orphans"].append(key)
     kinds = sorted({r["kind"] for r in rows} | {i["kind"] for i in cat.indices()})
     for kind in kinds:
         if kind not in EMBEDDINGS:
@@ -89,9 +119,36 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
     if fix and not table.empty:
         for name, path in changed:  # re-queue: the next embed sees a new request and replaces the stale vectors
             cat.update_model(name, checkpoint_sha256=sha256_file(path))
-        _fix(ctx, rows, [k for k in kinds if k in EMBEDDINGS])
-        return check(ctx, fix=False)
+        _fix(ctx, listed, [k for k in kinds if k in EMBEDDINGS])
+        return check(_fresh(ctx), fix=False)
     return table
+
+
+def _catalog_problem(cat: Any) -> str | None:
+    """The catalog's own damage (SQLite ``PRAGMA quick_check``), or None."""
+    import sqlalchemy as sa
+
+    if cat.engine.dialect.name != "sqlite":
+        return None
+    try:
+        with cat.engine.connect() as conn:
+            res = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+    except sa.exc.SQLAlchemyError as e:
+        return str(getattr(e, "orig", e)).splitlines()[0]
+    return None if res == ["ok"] else "; ".join(map(str, res))[:300]
+
+
+def _probe_path(ctx: CheckContext, rec: dict[str, Any]) -> Path:
+    return Path(ctx.embedding.paths.root) / rec["file"]
+
+
+def _fresh(ctx: CheckContext) -> CheckContext:
+    """The context with settings re-read (a fix may have changed the probe sets)."""
+    from zooscope.zoo.embedrun import EmbedContext
+    from zooscope.zoo.settings import ZooSettings
+
+    e = ctx.embedding
+    return CheckContext(EmbedContext(e.catalog, e.store, e.paths, ZooSettings.load(e.catalog)))
 
 
 def _check_index(ctx: CheckContext, key: IndexKey, wanted: bool, add: Any) -> None:
@@ -120,15 +177,23 @@ def _check_index(ctx: CheckContext, key: IndexKey, wanted: bool, add: Any) -> No
             "a catalog row", "check(fix=True) rebuilds it")
 
 
-def _fix(ctx: CheckContext, rows: list[dict], kinds: list[str]) -> None:
-    store = ctx.embedding.store
-    bad_rows = []
-    for r in rows:
-        try:
-            store.path(r["vector_key"])
-        except KeyError:
-            bad_rows.append(r["id"])
-    if bad_rows:
-        ctx.embedding.catalog.remove_embeddings(bad_rows)
-    remove_orphans(ctx.embedding, store.kinds())
+def _fix(ctx: CheckContext, listed: dict[str, list[Any]], kinds: list[str]) -> None:
+    """Repair exactly what `check` listed: its rows (and their files), its orphan files, its probe sets."""
+    store, cat = ctx.embedding.store, ctx.embedding.catalog
+    if listed["rows"]:  # the row first: a kill between the two leaves an orphan file, never a dangling row
+        cat.remove_embeddings([r["id"] for r in listed["rows"]])
+        store.delete([r["vector_key"] for r in listed["rows"]])
+    if listed["orphans"]:
+        store.delete(listed["orphans"])
+    if listed["probes"]:
+        sets = dict(cat.get_setting("probe_sets", {}) or {})
+        for shape in listed["probes"]:
+            rec = sets.pop(shape, None)
+            if rec:  # the damaged file is set aside (never deleted): its name records what it was
+                path = Path(ctx.embedding.paths.root) / rec["file"]
+                if path.is_file():
+                    path.replace(path.with_name(path.name + ".corrupt"))
+        cat.set_setting("probe_sets", sets)
+    for p in store.stale_temp_files():
+        p.unlink(missing_ok=True)
     ctx.indices.rebuild(kinds)

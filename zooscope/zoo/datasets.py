@@ -42,7 +42,7 @@ from zooscope._validation import ZooscopeInputError, _to_numpy, check_choice, un
 from zooscope.zoo import _sources
 
 __all__ = [
-    "BUILTINS", "DatasetTensors", "cache_dir", "check_labelled", "load_dataset", "probe_subset",
+    "BUILTINS", "DatasetTensors", "absolute_source", "cache_dir", "check_labelled", "load_dataset", "probe_subset",
     "tensors_sha256",
 ]
 
@@ -201,6 +201,19 @@ def _parse(source: str) -> tuple[str, dict[str, str]]:
                 raise unknown_name_error("dataset option", k, OPTIONS)
             opts[k] = v
     return base, opts
+
+
+def absolute_source(source: str) -> str:
+    """``source`` with a local path made absolute (options kept): what the catalog stores, so that `embed` and
+    queries run from any folder find the same files. ``builtin:`` sources are returned unchanged.
+
+    >>> absolute_source("builtin:digits?classes=0,1")
+    'builtin:digits?classes=0,1'
+    """
+    base, sep, query = str(source).partition("?")
+    if base.startswith("builtin:"):
+        return str(source)
+    return str(Path(base).expanduser().resolve()) + sep + query
 
 
 def _load_base(base: str, split: str, opts: dict[str, str], seed: int) -> tuple[str, _sources.Loaded]:

@@ -336,12 +336,12 @@ def _write(ctx: EmbedContext, job: dict[str, Any], res: dict[str, Any], meta: An
     old = [r for r in ctx.catalog.embeddings(kind=kind, **who) if (r["model"] or r["dataset"]) == name]
     if any(r["params"].get("request_hash") == job["request_hash"] for r in old):
         return False
-    key = ctx.store.put(res["vectors"], kind=kind)
+    key, sha = ctx.store.put_hashed(res["vectors"], kind=kind)  # the sha256 is verified on every read
     params = {"request_hash": job["request_hash"], "request": json.loads(json.dumps(job["request"], default=str)),
               "layers": res["layers"], "penultimate": res["penultimate"]}
     try:
         ctx.catalog.add_embedding(kind=kind, params=params, vector_key=key, dim=int(res["vectors"].shape[-1]),
-                                  code_version=str(meta.version), **who)
+                                  code_version=str(meta.version), sha256=sha, **who)
     except Exception:
         ctx.store.delete([key])  # never leave our file behind
         if _done(ctx, job):  # the unique constraint: another writer (whose lease we took over) won the race

@@ -23,6 +23,7 @@ vectors. `IndexWriter.rebuild` builds everything from the vector store (``check 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -72,7 +73,10 @@ class IndexKey:
         return cls(rec["kind"], policy, group)
 
     def file_name(self, sha256: str) -> str:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.column)
+        """ASCII, at most ~120 bytes whatever the group's (dataset) names hold: names are data, never paths."""
+        safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in self.column)
+        if not self.column.isascii() or len(safe) > 64:  # keep a prefix, add a hash of the whole
+            safe = f"{safe[:48]}.{hashlib.sha256(self.column.encode('utf-8')).hexdigest()[:12]}"
         return f"{self.kind}__{safe}__{sha256[:16]}.faiss"
 
 

@@ -4,24 +4,32 @@ Default probe set of a shape: a stratified, seeded subset of ``probe_n`` example
 dataset (registration order) with that input shape, or the dataset ``configure(probe_dataset=…)`` named. Its id
 is ``<dataset>-n<n>-s<seed>-<sha256[:10]>``: the same choice gives the same id and the same tensors.
 
-Writers materialise it once (`materialise`: ``<zoo>/probes/<id>.safetensors`` + the catalog's ``probe_sets``);
+Writers materialise it once (`materialise`: ``<zoo>/probes/<hash>.safetensors`` + the catalog's ``probe_sets``);
 readers (`probe_inputs`) use the materialised file when there is one and otherwise compute the same tensors in
 memory, keeping a copy only under the zoo's deletable cache.
+
+Files are named by a hash of the probe set's id (`probe_file_name`), never by the dataset's name. The record keeps
+the file's sha256 (``file_sha256``) and the tensors' (``sha256``); every read of a materialised file checks it
+(`verified_probe`): a mismatch is a `zooscope.zoo.integrity.CorruptFileError` naming the file and the fix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from zooscope._io import atomic_write
 from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.integrity import CorruptFileError, verified_bytes, verify_file
 from zooscope.zoo.settings import ZooPaths, ZooSettings, shape_key
 
-__all__ = ["ProbeContext", "find_input_shape", "materialise", "probe_inputs", "recorded", "shape_candidates"]
+__all__ = ["ProbeContext", "find_input_shape", "materialise", "probe_file_name", "probe_inputs", "recorded",
+           "shape_candidates", "verified_probe"]
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +43,52 @@ class ProbeContext:
     paths: ZooPaths
 
 
+def probe_file_name(probe_id: str) -> str:
+    """The file name of a probe set: a hash of its id (which holds the dataset name: data, never a path)."""
+    return hashlib.sha256(probe_id.encode("utf-8")).hexdigest()[:32] + ".safetensors"
+
+
 def recorded(ctx: ProbeContext, shape: Sequence[int]) -> dict[str, Any] | None:
-    """The materialised probe set of ``shape`` (its file exists), else None."""
+    """The materialised probe set of ``shape`` (its file exists, inside the zoo), else None."""
     rec = ctx.settings.probe_sets.get(shape_key(shape))
-    if rec and (ctx.paths.root / rec["file"]).is_file():
+    if rec and _inside(ctx, rec["file"]).is_file():
         return dict(rec)
     return None
+
+
+def _inside(ctx: ProbeContext, rel: str) -> Path:
+    """``<zoo>/<rel>``, refusing a recorded path that leads out of the zoo folder."""
+    root = ctx.paths.root.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise ZooscopeInputError(f"The catalog's probe-set path {rel!r} leads outside the zoo; refusing it.")
+    return path
+
+
+def verified_probe(ctx: ProbeContext, rec: dict[str, Any]) -> dict[str, Any]:
+    """The tensors of a materialised probe set, after checking the file (and the tensors) against the record.
+
+    Raises
+    ------
+    CorruptFileError
+        The file's sha256 (or, for records without one, the tensors' sha256) differs from the recorded one.
+    """
+    from safetensors.torch import load
+
+    from zooscope.zoo.datasets import tensors_sha256
+
+    path = _inside(ctx, rec["file"])
+    data = verified_bytes(path, rec.get("file_sha256"), "probe-set")
+    try:
+        tensors = load(data)
+    except Exception as e:  # safetensors raises its own error types on a damaged header
+        raise CorruptFileError(f"The probe-set file {path} cannot be read ({type(e).__name__}: {e}). Run "
+                               "`zooscope check --fix` to re-make it.", path) from None
+    if not rec.get("file_sha256") and rec.get("sha256") and \
+            tensors_sha256(tensors["x"], tensors.get("y")) != rec["sha256"]:
+        raise CorruptFileError(f"The probe-set file {path} is corrupt: its tensors' sha256 differs from the "
+                               f"recorded {rec['sha256'][:12]}…. Run `zooscope check --fix` to re-make it.", path)
+    return tensors
 
 
 def _compute(ctx: ProbeContext, shape: tuple[int, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -75,10 +123,14 @@ def materialise(ctx: ProbeContext, shape: Sequence[int]) -> dict[str, Any]:
     shape = tuple(int(s) for s in shape)
     rec = recorded(ctx, shape)
     if rec is not None:
+        if rec.get("file_sha256"):
+            verify_file(_inside(ctx, rec["file"]), rec["file_sha256"], "probe-set")
+        else:
+            verified_probe(ctx, rec)
         return rec
     rec, tensors = _compute(ctx, shape)
-    path = ctx.paths.probes / f"{rec['id']}.safetensors"
-    atomic_write(path, save(tensors))
+    path = ctx.paths.probes / probe_file_name(rec["id"])
+    rec["file_sha256"] = atomic_write(path, save(tensors))
     rec["file"] = str(path.relative_to(ctx.paths.root))
     sets = dict(ctx.catalog.get_setting("probe_sets", {}) or {})
     sets[shape_key(shape)] = rec
@@ -92,14 +144,14 @@ def probe_inputs(ctx: ProbeContext, shape: Sequence[int]) -> tuple[dict[str, Any
     The materialised file when there is one; else the same tensors computed in memory (a copy is kept under
     the cache folder, keyed by the probe-set id).
     """
-    from safetensors.torch import load_file, save
+    from safetensors.torch import save
 
     shape = tuple(int(s) for s in shape)
     rec = recorded(ctx, shape)
     if rec is not None:
-        return rec, load_file(str(ctx.paths.root / rec["file"]))["x"]
+        return rec, verified_probe(ctx, rec)["x"]
     rec, tensors = _compute(ctx, shape)
-    cached = ctx.paths.cache / "probes" / f"{rec['id']}.safetensors"
+    cached = ctx.paths.cache / "probes" / probe_file_name(rec["id"])
     try:
         atomic_write(cached, save(tensors))
     except OSError as e:  # a cache that cannot be written only costs time

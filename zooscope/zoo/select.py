@@ -32,6 +32,7 @@ from zooscope._validation import ZooscopeInputError, check_choice
 from zooscope.zoo.catalog import Catalog, params_hash
 from zooscope.zoo.embedrun import EmbedContext, compute_missing
 from zooscope.zoo.indices import IndexKey, IndexReader
+from zooscope.zoo.integrity import model_problem, nonfinite_model, skipped_note
 from zooscope.zoo.probes import ProbeContext, probe_inputs
 from zooscope.zoo.vectors import VectorRepo, comparability_group
 
@@ -223,6 +224,8 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, candidates: Sequenc
     ds = check_labelled(load_dataset(rec["source"], split=rec["meta"].get("split", "train"),
                                      seed=int(rec["meta"].get("seed", 0))))
     models = all_models if candidates is None else [ctx.catalog.get_model(n) for n in candidates]
+    skipped = [(m["name"], r) for m in models if (r := model_problem(m))]  # one bad model never blocks select
+    models = [m for m in models if m["name"] not in dict(skipped)]
     fits = [m for m in models if m["input_shape"] and tuple(m["input_shape"]) == ds.input_shape]
     if not fits:
         shapes = sorted({tuple(m["input_shape"] or ()) for m in models})
@@ -241,6 +244,10 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, candidates: Sequenc
         row: dict[str, Any] = {"model": m["name"], "task_distance": dist.get(m["name"], np.nan)}
         net = build_model(m["spec"], m["kwargs"], m["checkpoint"])
         feats, probs = _features(net, sub.x)
+        bad = nonfinite_model(net) or (None if np.isfinite(feats).all() else "non-finite features")
+        if bad:
+            skipped.append((m["name"], bad))
+            continue
         for meth, fn in scorers.items():
             kind = _SCORERS[meth][1]
             if kind == "features":
@@ -250,6 +257,8 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, candidates: Sequenc
             else:
                 row[meth] = float(fn(probs if kind == "probs" else probs.argmax(1), y))
         rows.append(row | {"arch": m["spec"], "trained_on": m["trained_on"]})
+    if not rows:
+        raise ZooscopeInputError(f"Every candidate model was skipped: {'; '.join(skipped_note(skipped))}.")
     cols = ["task_distance" if m == "task2vec" else m for m in methods]
     table = pd.DataFrame(rows)
     table["score"] = combine_ranks(table, cols, smaller_is_better=("task_distance",))
@@ -258,7 +267,9 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, candidates: Sequenc
     table = table.sort_values(["score", "model"], ascending=[False, True], na_position="last").head(k)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     order = ["rank", "model", "score", *[c for c in ("task_distance", *scorers) if c in table]]
-    return table[[*order, "arch", "trained_on", "why"]].reset_index(drop=True)
+    table = table[[*order, "arch", "trained_on", "why"]].reset_index(drop=True)
+    table.attrs["skipped"] = sorted(set(skipped))
+    return table
 
 
 def _progress(items: list, description: str, on: bool) -> Any:

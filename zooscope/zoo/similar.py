@@ -31,6 +31,7 @@ import pandas as pd
 from zooscope._validation import ZooscopeInputError, check_choice, unknown_name_error
 from zooscope.zoo.catalog import Catalog
 from zooscope.zoo.indices import IndexKey, IndexReader
+from zooscope.zoo.integrity import model_problem, screen_rows, skipped_note
 from zooscope.zoo.probes import ProbeContext, find_input_shape, probe_inputs, shape_candidates
 from zooscope.zoo.settings import ZooSettings
 from zooscope.zoo.vectors import VectorRepo, comparability_group
@@ -193,6 +194,9 @@ def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, ar
     shas = {n: ctx.catalog.get_model(n) for n in {r["model"] for r in rows if r["model"]}}
     rows = {r["id"]: r for r in rows if r["model"] != q.exclude and comparability_group(r) == q.group
             and _current(r, shas.get(r["model"]))}  # vectors of an earlier checkpoint are skipped
+    rows, skipped = screen_rows(ctx.catalog, ctx.vectors, rows)  # a bad model is skipped, never fatal
+    if not rows and skipped:
+        raise ZooscopeInputError(f"Every comparable zoo model was skipped: {'; '.join(skipped_note(skipped))}.")
     if not rows:
         raise ZooscopeInputError(
             f"No other zoo model has a {by!r} embedding comparable to {model!r} (same probe set and parameters). "
@@ -202,7 +206,9 @@ def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, ar
     out = [{"rank": i + 1, "model": rows[rid]["model"], "score": s, "arch": recs[rows[rid]["model"]]["spec"],
             "trained_on": recs[rows[rid]["model"]]["trained_on"], "layer": qname if rule == "layer" else "all",
             "rule": rule} for i, (rid, s) in enumerate(ranked)]
-    return pd.DataFrame(out, columns=COLUMNS)
+    table = pd.DataFrame(out, columns=COLUMNS)
+    table.attrs["skipped"] = skipped
+    return table
 
 
 def _rerank(ctx: SimilarContext, rows: dict[int, dict], queries: np.ndarray, rule: str,
@@ -252,6 +258,8 @@ def _by_task(ctx: SimilarContext, model: str, k: int, arch: str | None, oversamp
     qvec = ctx.vectors.read64(qrow)
     group = comparability_group(qrow)
     models = [m for m in ctx.catalog.models() if m["name"] != model and m["trained_on"]]
+    skipped = [(m["name"], r) for m in models if (r := model_problem(m))]
+    models = [m for m in models if m["name"] not in dict(skipped)]
     ids = None
     if not exact:
         ids = ctx.indices.search(IndexKey("task2vec", "all", group), qvec[None], k * max(1, oversample) + 1)
@@ -266,4 +274,6 @@ def _by_task(ctx: SimilarContext, model: str, k: int, arch: str | None, oversamp
     out = [{"rank": j + 1, "model": cands[i]["name"], "score": s, "arch": cands[i]["spec"],
             "trained_on": cands[i]["trained_on"], "layer": None, "rule": "task_distance"}
            for j, (i, s) in enumerate(ranked)]
-    return pd.DataFrame(out, columns=COLUMNS)
+    table = pd.DataFrame(out, columns=COLUMNS)
+    table.attrs["skipped"] = skipped
+    return table

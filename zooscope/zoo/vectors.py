@@ -15,6 +15,7 @@ import numpy as np
 from zooscope._validation import unknown_name_error
 from zooscope.index.store import VectorStore
 from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.integrity import CorruptFileError, verify_file
 
 __all__ = ["VectorRepo", "comparability_group"]
 
@@ -44,8 +45,40 @@ class VectorRepo:
         return sorted(best.values(), key=lambda r: r["id"])
 
     def read(self, row: dict[str, Any]) -> np.ndarray:
-        """The stored array of a row, memory-mapped (read-only): (n_layers, dim) or (dim,)."""
-        return np.load(self.store.path(row["vector_key"]), mmap_mode="r", allow_pickle=False)
+        """The stored array of a row, memory-mapped (read-only): (n_layers, dim) or (dim,).
+
+        The file is checked against the sha256 the catalog recorded (rows written before schema v2 have none),
+        and must hold finite numbers.
+
+        Raises
+        ------
+        CorruptFileError
+            (a `ZooscopeInputError`) the file differs from its recorded sha256, cannot be parsed, or holds NaN/Inf;
+            the message names the file and ``zooscope check --fix``.
+        KeyError
+            The file is missing.
+        """
+        path = self.store.path(row["vector_key"])
+        verify_file(path, row.get("sha256"), f"{row['kind']} vector")
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CorruptFileError(f"The {row['kind']} vector file {path} cannot be read ({e}). Run `zooscope "
+                                   "check --fix` (then `zooscope embed`) to drop and recompute it.", path) from None
+        if not np.isfinite(arr).all():
+            raise CorruptFileError(f"The {row['kind']} vector file {path} holds NaN or Inf. Run `zooscope check "
+                                   "--fix` (then `zooscope embed`) to drop and recompute it.", path)
+        return arr
+
+    def problem(self, row: dict[str, Any]) -> str | None:
+        """Why a row's vector cannot be used (missing, corrupt, non-finite), or None when it reads fine."""
+        try:
+            self.read(row)
+        except KeyError:
+            return f"{row['kind']} vector file {row['vector_key']}.npy is missing (run `zooscope check --fix`)"
+        except CorruptFileError as e:
+            return str(e)
+        return None
 
     def read64(self, row: dict[str, Any]) -> np.ndarray:
         """The stored array of a row as float64 (in memory)."""

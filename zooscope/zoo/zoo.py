@@ -6,10 +6,13 @@ The facade imports the pipeline's modules and nothing imports it; each query get
 
 Folder layout (``Zoo.create(path)`` or ``zooscope init`` makes it; ``Zoo.open`` only opens)::
 
+    <zoo>/zoo.json                         the marker (zoo id, schema version, created): a zoo whose catalog is
+                                           then missing, empty or damaged is refused, never re-initialised
     <zoo>/catalog.sqlite                   SQLAlchemy Core (or a postgresql:// catalog with <zoo> as storage)
     <zoo>/vectors/<kind>/<key>.npy         one stack per (model, kind) or vector per (dataset, kind)
     <zoo>/indices/<kind>__<policy>@<group>__<sha>.faiss   content-addressed; the catalog row names the file
-    <zoo>/probes/<probe_set>.safetensors   the fixed probe inputs (x, y) per input shape
+    <zoo>/probes/<hash>.safetensors        the fixed probe inputs (x, y) per input shape (named by a hash of the
+                                           probe set's id, never by a dataset name)
     <zoo>/cache/                           re-computable, safe to delete: JL projections, vectors computed for
                                            queries (a read-only zoo uses $ZOOSCOPE_CACHE or ~/.cache/zooscope)
 
@@ -39,7 +42,7 @@ import pandas as pd
 
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
-from zooscope.zoo import embedrun, settings
+from zooscope.zoo import embedrun, integrity, settings
 from zooscope.zoo.catalog import Catalog
 from zooscope.zoo.check import CheckContext
 from zooscope.zoo.curate import CurateContext
@@ -78,6 +81,19 @@ def _firm_shapes(datasets: list[dict[str, Any]], explicit: Sequence[int] | None,
     known = {tuple(d["input_shape"]) for d in datasets if d["input_shape"]}
     known |= set(shape_candidates([], None, None, kwargs, None))  # the kwargs' in_features / in_chans × img_size²
     return [c for c in cands if c in known]
+
+
+def _open_catalog(root: Path, open_: Any) -> Catalog:
+    """``open_()``, with an unreadable catalog (garbage, damaged pages) turned into a one-line refusal."""
+    import sqlalchemy as sa
+
+    try:
+        return open_()
+    except sa.exc.SQLAlchemyError as e:
+        orig = getattr(e, "orig", e)
+        raise ZooscopeInputError(
+            f"The zoo catalog {root / 'catalog.sqlite'} cannot be read ({str(orig).splitlines()[0]}). Nothing was "
+            "changed. Restore it from a backup, or rebuild the zoo from an export (`zooscope import`).") from None
 
 
 class Zoo:
@@ -125,13 +141,23 @@ class Zoo:
             root = Path(text).expanduser().resolve()
             if root.exists() and not root.is_dir():
                 raise ZooscopeInputError(f"{root} is a file; a zoo is a folder. Choose another path.")
+            marker = integrity.check_folder(root, create=create)  # a damaged zoo is refused, never re-made
             if not (root / "catalog.sqlite").is_file() and not create:
                 what = "nothing" if not root.exists() else "a folder without a zoo catalog (catalog.sqlite)"
                 raise ZooscopeInputError(
                     f"No zoo at {root} (there is {what}). Check the path (--zoo / $ZOOSCOPE_ZOO), or create "
                     "one with `zooscope init --zoo PATH` / Zoo.create(path).")
             writable = create or _writable(root)
-            catalog = Catalog.for_folder(root, readonly=not writable)
+            fresh = not (root / "catalog.sqlite").exists()
+            catalog = _open_catalog(root, lambda: Catalog.for_folder(root, readonly=not writable))
+            try:
+                integrity.check_catalog_matches(root, marker, catalog)
+            except ZooscopeInputError:
+                catalog.close()
+                raise
+            if fresh:  # Zoo.create of a new zoo: the marker, and its id in the catalog
+                marker = integrity.write_marker(root)
+                catalog.set_setting("zoo_id", marker["zoo_id"])
         if writable:
             for sub in _SUBDIRS:
                 (root / sub).mkdir(parents=True, exist_ok=True)
@@ -223,6 +249,7 @@ class Zoo:
         """
         from zooscope.zoo.models import build_model, sha256_file
 
+        integrity.validate_name(name, "model")
         ckpt = None if checkpoint is None else Path(checkpoint).expanduser().resolve()
         model = build_model(arch, kwargs, ckpt)
         datasets = self.catalog.datasets()
@@ -253,13 +280,15 @@ class Zoo:
         name : str
         source : str
             Anything `zooscope.zoo.datasets.load_dataset` reads: ``"builtin:digits"``, a ``.npz`` path, an
-            ImageFolder directory, …
+            ImageFolder directory, … A path is stored absolute (resolved now, against the current folder).
         split : str, default="train"
         seed : int, default=0
         replace : bool, default=False
         """
-        from zooscope.zoo.datasets import load_dataset, tensors_sha256
+        from zooscope.zoo.datasets import absolute_source, load_dataset, tensors_sha256
 
+        integrity.validate_name(name, "dataset")
+        source = absolute_source(source)  # stored absolute: embed from any folder reads the same files
         ds = load_dataset(source, split=split, seed=seed)
         if replace and any(d["name"] == name for d in self.catalog.datasets()):
             self.remove_dataset(name)

@@ -1,0 +1,271 @@
+"""Integrity of a zoo: names that are data, files that carry their sha256, a catalog that cannot be mistaken.
+
+* **Names** (`validate_name`): every model / dataset name is checked where the library records it
+  (`zooscope.zoo.catalog.Catalog`): 1–200 bytes of UTF-8, no control characters or NUL, no ``/`` or ``\\``, not
+  ``.`` or ``..``, no leading/trailing blanks. Unicode letters are fine. Names never become file names: vector
+  files are named by uuid keys, probe files by a hash of the probe set's id.
+* **Checksums** (`verified_bytes`): the catalog records the sha256 of every vector file (``embeddings.sha256``)
+  and of every probe file (the probe-set record's ``file_sha256``); readers verify it and a mismatch raises
+  `CorruptFileError` naming the file and ``zooscope check --fix``.
+* **The marker** (``<zoo>/zoo.json``: format, zoo id, schema version, created), written by `Zoo.create`. With a
+  marker, a missing, empty, truncated or garbage ``catalog.sqlite`` is refused by `Zoo.open` and `Zoo.create`
+  (`check_folder`): such a zoo is never re-initialised and never cleaned. The zoo id is also stored in the
+  catalog's settings (``zoo_id``), so a catalog copied from another zoo is refused too.
+* **Unusable models** (`model_problem`): a checkpoint that is missing or whose sha256 changed since ``add_model``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import struct
+import unicodedata
+import uuid
+from pathlib import Path
+from typing import Any
+
+from zooscope._validation import ZooscopeInputError
+
+__all__ = ["MARKER", "MAX_NAME_BYTES", "CorruptFileError", "check_catalog_file", "check_folder", "file_sha256",
+           "model_problem", "read_marker", "validate_name", "verified_bytes", "write_marker"]
+
+MARKER = "zoo.json"
+MARKER_FORMAT = "zooscope-zoo"
+MAX_NAME_BYTES = 200
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_HASHED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+
+
+class CorruptFileError(ZooscopeInputError):
+    """A zoo file whose content does not match the sha256 the catalog recorded (or that cannot be read)."""
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
+
+
+# -- names ----------------------------------------------------------------------------------------------------
+def validate_name(name: Any, what: str = "model") -> str:
+    """``name`` if it is a valid zoo name, else a `ZooscopeInputError` saying why (names are data, never paths).
+
+    Examples
+    --------
+    >>> validate_name("résnet-18 (ImageNet)")
+    'résnet-18 (ImageNet)'
+    >>> try:
+    ...     validate_name("../x")
+    ... except ValueError as e:
+    ...     print(str(e)[:33])
+    A model name cannot contain '/' o
+    """
+    if not isinstance(name, str):
+        raise ZooscopeInputError(f"A {what} name must be a string; got {type(name).__name__} {name!r}.")
+    shown = repr(name[:60]) + ("…" if len(name) > 60 else "")
+    if not name.strip():
+        raise ZooscopeInputError(f"A {what} name must be a non-empty string; got {shown}.")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ZooscopeInputError(f"A {what} name must be valid Unicode text (no lone surrogates); got {shown}.") \
+            from None
+    if size > MAX_NAME_BYTES:
+        raise ZooscopeInputError(f"A {what} name can be at most {MAX_NAME_BYTES} bytes of UTF-8; got {size} bytes "
+                                 f"({shown}). Choose a shorter name and keep the long text in tags or metrics.")
+    bad = sorted({f"U+{ord(c):04X}" for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")
+                  and c not in "\u200d\u200c"})
+    if bad:
+        raise ZooscopeInputError(f"A {what} name cannot contain control or invisible characters ({', '.join(bad)});"
+                                 f" got {shown}.")
+    if "/" in name or "\\" in name:
+        raise ZooscopeInputError(f"A {what} name cannot contain '/' or a backslash (names are data, never paths); "
+                                 f"got {shown}.")
+    if name in (".", ".."):
+        raise ZooscopeInputError(f"A {what} name cannot be '.' or '..'; got {shown}.")
+    if name != name.strip():
+        raise ZooscopeInputError(f"A {what} name cannot start or end with blanks; got {shown}.")
+    return name
+
+
+# -- checksums ------------------------------------------------------------------------------------------------
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes (memoised per process by path, size and mtime, so repeated reads are cheap)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHED:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHED[key] = h.hexdigest()
+    return _HASHED[key]
+
+
+def verified_bytes(path: str | os.PathLike[str], sha256: str | None, what: str) -> bytes:
+    """The bytes of ``path``, after checking them against ``sha256`` (None: not recorded, not checked).
+
+    Raises
+    ------
+    CorruptFileError
+        The content differs from the recorded sha256 (names the file and the fix).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise CorruptFileError(
+            f"The {what} file {path} is corrupt: its sha256 differs from the one the catalog recorded "
+            f"({sha256[:12]}…). Run `zooscope check --fix` (then `zooscope embed`) to drop and recompute it.", path)
+    return data
+
+
+def verify_file(path: str | os.PathLike[str], sha256: str | None, what: str) -> None:
+    """Like `verified_bytes` without keeping the bytes (memoised: a file unchanged since is not re-hashed)."""
+    if sha256 and file_sha256(path) != sha256:
+        raise CorruptFileError(
+            f"The {what} file {path} is corrupt: its sha256 differs from the one the catalog recorded "
+            f"({sha256[:12]}…). Run `zooscope check --fix` (then `zooscope embed`) to drop and recompute it.", path)
+
+
+def model_problem(rec: dict[str, Any]) -> str | None:
+    """Why a model cannot be trusted for a query (its checkpoint is missing or changed since add_model), or None."""
+    ckpt = rec.get("checkpoint")
+    if not ckpt:
+        return None
+    path = Path(ckpt)
+    if not path.is_file():
+        return f"checkpoint missing ({path})"
+    want = rec.get("checkpoint_sha256")
+    if want and file_sha256(path) != want:
+        return f"checkpoint changed since add_model ({path}: sha256 differs; re-add it with `add-model --replace`)"
+    return None
+
+
+# -- the catalog file and the marker --------------------------------------------------------------------------
+def check_catalog_file(path: str | os.PathLike[str]) -> None:
+    """Refuse an SQLite catalog file that is empty, too short, not SQLite, or shorter than its header says.
+
+    A catalog with a ``-wal`` file next to it is only checked for its header (pages may live in the WAL).
+    """
+    path = Path(path)
+    fix = ("Nothing was changed. Restore catalog.sqlite from a backup, or rebuild the zoo from an export "
+           "(`zooscope import EXPORT_DIR --zoo NEW`).")
+    size = path.stat().st_size
+    if size == 0:
+        raise ZooscopeInputError(f"The zoo catalog {path} is empty (0 bytes): the zoo cannot be read. {fix}")
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if len(head) < 100 or not head.startswith(_SQLITE_HEADER):
+        raise ZooscopeInputError(f"The zoo catalog {path} is not an SQLite database (damaged or overwritten). {fix}")
+    page = struct.unpack(">H", head[16:18])[0]
+    page = 65536 if page == 1 else page
+    n_pages = struct.unpack(">I", head[28:32])[0]
+    wal = path.with_name(path.name + "-wal")
+    if (not wal.exists() or wal.stat().st_size == 0) and n_pages and size < page * n_pages:
+        raise ZooscopeInputError(f"The zoo catalog {path} is truncated ({size} bytes; its header says "
+                                 f"{page * n_pages}). {fix}")
+
+
+def read_marker(root: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The zoo's marker (``zoo.json``), or None when the folder has none (a zoo made before markers existed)."""
+    p = Path(root) / MARKER
+    if not p.exists():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, ValueError) as e:
+        raise ZooscopeInputError(f"The zoo marker {p} cannot be read ({e}). Nothing was changed; restore it from "
+                                 "a backup or an export.") from None
+    if not isinstance(data, dict) or data.get("format") != MARKER_FORMAT or not data.get("zoo_id"):
+        raise ZooscopeInputError(f"{p} is not a zooscope zoo marker. Nothing was changed; is --zoo the right "
+                                 "folder?")
+    return data
+
+
+def write_marker(root: str | os.PathLike[str], zoo_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    """Write ``<root>/zoo.json`` (atomically) and return it: format, zoo_id, schema_version, created."""
+    from zooscope._io import atomic_write
+    from zooscope.zoo._catalog_schema import SCHEMA_VERSION
+
+    data = {"format": MARKER_FORMAT, "zoo_id": zoo_id or uuid.uuid4().hex, "schema_version": SCHEMA_VERSION,
+            "created": dt.datetime.now(dt.UTC).isoformat(), **extra}
+    atomic_write(Path(root) / MARKER, (json.dumps(data, indent=1) + "\n").encode())
+    return data
+
+
+def check_folder(root: Path, *, create: bool) -> dict[str, Any] | None:
+    """Before a zoo folder is opened (or created): refuse anything that could be a damaged zoo; returns the marker.
+
+    A folder with a marker must have a usable ``catalog.sqlite`` (even with ``create``: a zoo is never
+    re-initialised); an existing catalog file must look like SQLite and not be truncated.
+    """
+    marker = read_marker(root) if root.is_dir() else None
+    cat = root / "catalog.sqlite"
+    if marker is not None and not cat.exists():
+        raise ZooscopeInputError(
+            f"The zoo at {root} has lost its catalog (zoo.json is there, catalog.sqlite is not). Nothing was "
+            "changed. Restore catalog.sqlite from a backup, or rebuild the zoo from an export "
+            "(`zooscope import EXPORT_DIR --zoo NEW`).")
+    if cat.exists():
+        if not cat.is_file():
+            raise ZooscopeInputError(f"{cat} is not a file. Nothing was changed.")
+        check_catalog_file(cat)
+    return marker
+
+
+def check_catalog_matches(root: Path, marker: dict[str, Any] | None, catalog: Any) -> None:
+    """Refuse a catalog that cannot be read, or whose zoo id differs from the marker's (a catalog of another zoo)."""
+    import sqlalchemy as sa
+
+    try:
+        stored = catalog.get_setting("zoo_id")
+        catalog.count_models()
+    except sa.exc.SQLAlchemyError as e:
+        orig = getattr(e, "orig", e)
+        raise ZooscopeInputError(
+            f"The zoo catalog {root / 'catalog.sqlite'} cannot be read ({str(orig).splitlines()[0]}). Nothing was "
+            "changed. Restore it from a backup, or rebuild the zoo from an export (`zooscope import`).") from None
+    if marker is not None and stored is not None and stored != marker["zoo_id"]:
+        raise ZooscopeInputError(
+            f"The catalog in {root} belongs to another zoo (its zoo id {stored[:8]}… is not the marker's "
+            f"{marker['zoo_id'][:8]}…). Nothing was changed; put the zoo's own catalog.sqlite back.")
+
+
+# -- queries: one bad model never blocks a query ----------------------------------------------------------------
+def screen_rows(catalog: Any, vectors: Any, rows: dict[int, dict[str, Any]]
+                ) -> tuple[dict[int, dict[str, Any]], list[tuple[str, str]]]:
+    """Split candidate embedding rows into (usable rows, skipped [(model, reason)]).
+
+    A row is skipped when its model's checkpoint is missing or changed (`model_problem`) or its vector file is
+    missing, corrupt or non-finite (`zooscope.zoo.vectors.VectorRepo.problem`).
+    """
+    keep: dict[int, dict[str, Any]] = {}
+    skipped: list[tuple[str, str]] = []
+    recs = {m["name"]: m for m in catalog.models()}
+    for rid, row in rows.items():
+        name = row["model"] or row["dataset"]
+        reason = model_problem(recs[row["model"]]) if row["model"] in recs else None
+        reason = reason or vectors.problem(row)
+        if reason:
+            skipped.append((name, reason))
+        else:
+            keep[rid] = row
+    return keep, sorted(set(skipped))
+
+
+def nonfinite_model(net: Any) -> str | None:
+    """"non-finite weights (N of M parameters)" when a network holds NaN/Inf parameters or buffers, else None."""
+    import torch
+
+    bad = total = 0
+    for t in [*net.parameters(), *net.buffers()]:
+        if t.is_floating_point():
+            total += t.numel()
+            bad += int((~torch.isfinite(t)).sum())
+    return f"non-finite weights ({bad} of {total} values are NaN or Inf)" if bad else None
+
+
+def skipped_note(skipped: list[tuple[str, str]]) -> list[str]:
+    """One line per skipped model: ``skipped MODEL: reason``."""
+    return [f"skipped {name}: {reason}" for name, reason in skipped]
