@@ -97,3 +97,16 @@ indices_table = sa.Table(
     sa.Column("created", _When, nullable=False),
     sa.UniqueConstraint("kind", "policy", name="uq_index"),
 )
+
+# Fine-tuning outcomes recorded by the user (`zooscope.zoo.history`). An additive table: a catalog written before
+# it existed has none, and `history` creates it (checkfirst) on the first `record_result`, so no version bump.
+results_table = sa.Table(
+    "results", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", _Name, nullable=False),
+    sa.Column("dataset", _Name, nullable=False),
+    sa.Column("metric", _Name, nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("created", _When, nullable=False),
+    sa.UniqueConstraint("model", "dataset", "metric", name="uq_result"),
+)
