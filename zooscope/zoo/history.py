@@ -7,7 +7,8 @@ first `record_result`, and reads of a catalog without it see no results.
 The prior (`history_prior`) used by `zooscope.zoo.select`: for a target t, every dataset p ≠ t with recorded
 results of the chosen metric contributes each model's z-scored outcome on p (z over the models recorded on p; a
 dataset with fewer than two models, or all equal outcomes, says nothing and is skipped). Each past dataset is
-weighted by its task similarity to t (a caller-supplied weight in [0, 1]; 1 when unknown) and a model's prior is
+weighted by its task similarity to t (a caller-supplied weight in [0, 1]; 1 when unknown; all 1 when every
+weight is 0) and a model's prior is
 the weighted mean of its z-scores over the past datasets it was recorded on. Results on t itself are NEVER read
 here: the function drops them before anything else.
 """
@@ -111,14 +112,18 @@ def history_prior(table: pd.DataFrame, target: str, models: list[str], metric: s
     weights: dict[str, float] = {}
     num = pd.Series(0.0, index=out.index)
     den = pd.Series(0.0, index=out.index)
+    usable = {}
     for ds, g in past.groupby("dataset"):
         v = g.set_index("model")["value"].astype(float)
         sd = float(v.std(ddof=0))
         if len(v) < 2 or not sd > 0:
             continue
         w = 1.0 if similarity is None else float(similarity(ds) if callable(similarity) else similarity.get(ds, 1.0))
-        w = min(max(w, 0.0), 1.0) if math.isfinite(w) else 0.0
-        weights[str(ds)] = w
+        usable[str(ds)] = (v, sd, min(max(w, 0.0), 1.0) if math.isfinite(w) else 0.0)
+    if usable and not any(w > 0 for _, _, w in usable.values()):  # no past task looks similar: weigh them equally
+        usable = {d: (v, sd, 1.0) for d, (v, sd, _) in usable.items()}
+    for ds, (v, sd, w) in usable.items():
+        weights[ds] = w
         zs = ((v - v.mean()) / sd).reindex(out.index)
         have = zs.notna()
         out.loc[have, "n_past"] += 1

@@ -61,6 +61,7 @@ those n by validation accuracy (column ``finetune_val_acc``). Off by default.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -283,7 +284,9 @@ def _similarities(ctx: SelectContext, target_score: pd.Series, past: Sequence[st
             t, _ = _score_table(ctx, rec, fit, DEFAULT_COLUMNS, max_examples, seed)
             other = pd.Series(combine_ranks(t, DEFAULT_COLUMNS), index=t["model"])
             both = pd.concat([target_score, other], axis=1, join="inner").dropna()
-            r = spearmanr(both.iloc[:, 0], both.iloc[:, 1])[0] if len(both) >= 3 else np.nan
+            with warnings.catch_warnings():  # a constant profile has no correlation: weight 1 below
+                warnings.simplefilter("ignore")
+                r = spearmanr(both.iloc[:, 0], both.iloc[:, 1])[0] if len(both) >= 3 else np.nan
             out[p] = max(float(r), 0.0) if np.isfinite(r) else 1.0
         except ZooscopeInputError as e:
             log.warning("no task similarity for past dataset %r: %s", p, e)
@@ -373,7 +376,7 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
             log.warning("no task vectors for %r: scoring all %d models", dataset, len(fits))
     table, ds = _score_table(ctx, rec, fits, score_cols, max_examples, seed)
     table["task_distance"] = [dist.get(n, np.nan) for n in table["model"]]
-    table = table.set_index("model", drop=False)
+    table.index = pd.Index(table["model"].to_numpy(), name=None)
     cols = ["task_distance" if c == "task2vec" else c for c in (DEFAULT_COLUMNS if default else chosen)]
     target_side = [c for c in cols if c != "history"]
     base = pd.Series(combine_ranks(table, target_side, smaller_is_better=("task_distance",)), index=table.index) \
