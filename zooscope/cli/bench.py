@@ -40,10 +40,11 @@ def selection_cmd(
     from zooscope.zoo.zoo import Zoo
 
     with user_errors():
+        z = Zoo.open(zoo)  # the zoo first: a bad --zoo is named before --truth is read
         if not truth.is_file():
             raise FileNotFoundError(f"--truth {truth}: no such file.")
         names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-        bench = evaluate_selection(Zoo.open(zoo), truth, names, history=history, metric=metric)
+        bench = evaluate_selection(z, truth, names, history=history, metric=metric)
         for note in bench.notes:
             err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
         if fmt == "table":
