@@ -50,7 +50,11 @@ Candidates (stage 1) and exact scores (stage 2)
 Methods by name (``method=``; the table's ``score`` is then that column, rank-normalised)
     ``logme``, ``leep``, ``nce``, ``hscore``, ``ncti``, ``knn``, ``linear_probe``, ``sfda``, ``sfda_pca``, ``gbc``,
     ``transrate`` (`zooscope.measures.transfer`, on pre-logits features or source-head softmax), ``task2vec``
-    (d_asym(source → target), Achille et al. 2019; smaller is better), ``history`` (the prior alone).
+    (d_asym(source → target) through the zoo's probe network, Achille et al. 2019; smaller is better), ``fisher``
+    (d_sym(F_m(source), F_m(target)): the per-filter diagonal Fisher of each candidate itself on its training
+    dataset and on the target, Task2Vec's estimator with the candidate as the probe, `FISHER_EXAMPLES` examples,
+    cached per (model, dataset) in ``cache/select_fisher``; smaller is better; NaN when the training data is
+    unknown), ``history`` (the prior alone).
     ``methods=(...)`` (several) ranks by the rank mean of those columns.
 
 Optional refinement: ``finetune_top=n`` fine-tunes the top n candidates for ``epochs`` (head replaced, all layers
@@ -85,7 +89,8 @@ _SCORERS = {"logme": ("logme", "features"), "leep": ("leep", "probs"), "nce": ("
             "hscore": ("h_score", "features"), "ncti": ("ncti", "features"), "knn": ("knn_accuracy", "features"),
             "linear_probe": ("linear_probe", "features"), "sfda": ("sfda", "features"),
             "sfda_pca": ("sfda_pca", "features"), "gbc": ("gbc", "features"), "transrate": ("transrate", "features")}
-METHODS = ("task2vec", *_SCORERS, "history")
+METHODS = ("task2vec", *_SCORERS, "fisher", "history")
+FISHER_EXAMPLES = 300  # examples per (model, dataset) Fisher of the ``fisher`` method
 DEFAULT_COLUMNS = ("logme", "leep", "nce", "hscore")
 STAGE1_ALL = 200  # at most this many fitting models: all are scored; above, the task2vec index proposes candidates
 _NAMES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score", "ncti": "NCTI", "knn": "k-NN",
@@ -235,10 +240,9 @@ def _features(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], sub: A
 def _score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str, Any]], columns: Sequence[str],
                  max_examples: int, seed: int) -> tuple[pd.DataFrame, Any]:
     """One row per model: the transferability ``columns`` on ``rec``'s labelled data (pre-logits features)."""
-    from zooscope.zoo.datasets import check_labelled, load_dataset, probe_subset
+    from zooscope.zoo.datasets import probe_subset
 
-    ds = check_labelled(load_dataset(rec["source"], split=rec["meta"].get("split", "train"),
-                                     seed=int(rec["meta"].get("seed", 0))))
+    ds = _load_labelled(rec)
     sub = probe_subset(ds, min(max_examples, len(ds)), seed=seed)
     y = sub.y.numpy()
     scorers = {c: _scorer(c) for c in columns}
@@ -263,6 +267,58 @@ def _score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str,
                     row[c] = np.nan
         rows.append(row)
     return pd.DataFrame(rows, columns=["model", *columns]), ds
+
+
+def _load_labelled(rec: dict[str, Any]) -> Any:
+    from zooscope.zoo.datasets import check_labelled, load_dataset
+
+    return check_labelled(load_dataset(rec["source"], split=rec["meta"].get("split", "train"),
+                                       seed=int(rec["meta"].get("seed", 0))))
+
+
+def _pair_fisher(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], seed: int) -> np.ndarray:
+    """The per-filter diagonal Fisher of zoo model ``m`` itself on dataset ``rec`` (MODEL2VEC's F_i): Task2Vec
+    with the model as the probe (its head refitted on the dataset, the task2vec per-sample estimator), on a
+    stratified subset of `FISHER_EXAMPLES`; cached in ``cache/select_fisher`` per (model, dataset)."""
+    from zooscope._io import atomic_write
+    from zooscope.embed.task2vec import Task2Vec
+    from zooscope.zoo.datasets import probe_subset
+    from zooscope.zoo.models import build_model
+
+    params = {"max_samples": FISHER_EXAMPLES, "n_samples": FISHER_EXAMPLES, "head_epochs": 3, "head_draws": 2000,
+              "seed": seed}
+    h = params_hash({**params, "model": m["name"], "spec": m["spec"], "kwargs": m["kwargs"],
+                     "checkpoint": m["checkpoint"], "sha": m.get("checkpoint_sha256"), "dataset": rec["name"],
+                     "source": rec["source"], "meta": rec["meta"], "kind": "fisher"})
+    path = ctx.probes.paths.cache / "select_fisher" / f"{h[:32]}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    ds = _load_labelled(rec)
+    sub = probe_subset(ds, min(FISHER_EXAMPLES, len(ds)), seed=seed)
+    t2v = Task2Vec(build_model(m["spec"], m["kwargs"], m["checkpoint"]), **params)
+    vec = np.asarray(t2v.embed(sub.x, sub.y).hessian, dtype=np.float64)
+    try:
+        atomic_write(path, lambda f: np.save(f, vec, allow_pickle=False))
+    except OSError as e:
+        log.warning("could not cache %s (%s)", path, e)
+    return vec
+
+
+def _fisher_distances(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str, Any]],
+                      seed: int) -> dict[str, float]:
+    """d_sym(F_m(source), F_m(target)) per model whose training dataset is registered (NaN otherwise)."""
+    from zooscope.embed.task2vec import task_distance
+
+    registered = {d["name"]: d for d in ctx.catalog.datasets()}
+    out = {}
+    for m in models:
+        src = registered.get(m["trained_on"] or "")
+        if src is None:
+            out[m["name"]] = np.nan
+            continue
+        out[m["name"]] = float(task_distance(_pair_fisher(ctx, m, src, seed), _pair_fisher(ctx, m, rec, seed),
+                                             kind="sym"))
+    return out
 
 
 def _rank01(col: pd.Series) -> pd.Series:
@@ -376,10 +432,15 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
             log.warning("no task vectors for %r: scoring all %d models", dataset, len(fits))
     table, ds = _score_table(ctx, rec, fits, score_cols, max_examples, seed)
     table["task_distance"] = [dist.get(n, np.nan) for n in table["model"]]
+    if "fisher" in chosen:
+        fd = _fisher_distances(ctx, rec, fits, seed)
+        table["fisher_distance"] = [fd[n] for n in table["model"]]
     table.index = pd.Index(table["model"].to_numpy(), name=None)
-    cols = ["task_distance" if c == "task2vec" else c for c in (DEFAULT_COLUMNS if default else chosen)]
+    rename = {"task2vec": "task_distance", "fisher": "fisher_distance"}
+    cols = [rename.get(c, c) for c in (DEFAULT_COLUMNS if default else chosen)]
     target_side = [c for c in cols if c != "history"]
-    base = pd.Series(combine_ranks(table, target_side, smaller_is_better=("task_distance",)), index=table.index) \
+    smaller = ("task_distance", "fisher_distance")
+    base = pd.Series(combine_ranks(table, target_side, smaller_is_better=smaller), index=table.index) \
         if target_side else pd.Series(np.nan, index=table.index)
     # history: results on OTHER datasets only; the target's own results are displayed, never ranked on
     recorded = hist.results(ctx.catalog)
@@ -412,8 +473,8 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     table["why"] = [_why(table, name, shown, prior, weights, default) for name in table.index]
     table = table.head(k).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
-    extra = [c for c in ("task_distance", *score_cols) if c in table and (c != "task_distance" or "task2vec" in chosen
-                                                                          or table[c].notna().any())]
+    extra = [c for c in ("task_distance", "fisher_distance", *score_cols)
+             if c in table and (c not in ("task_distance", "fisher_distance") or c in cols or table[c].notna().any())]
     order = ["rank", "model", "score", *dict.fromkeys(extra), "history", "result_on_target",
              *(["finetune_val_acc"] if finetune_top else []), "arch", "trained_on", "why"]
     return table[order]
@@ -465,6 +526,8 @@ def _why(table: pd.DataFrame, name: str, cols: list[str], prior: pd.DataFrame, w
             nearest = row["task_distance"] <= table["task_distance"].min(skipna=True)
             parts.append(f"{'nearest' if nearest else 'source'} task ({row['trained_on']}, "
                          f"d_asym={row['task_distance']:.3g})")
+    if "fisher_distance" in cols and np.isfinite(row["fisher_distance"]):
+        parts.append(f"own Fisher source vs target d_sym={row['fisher_distance']:.3g}")
     best = [_NAMES[c] for c in cols if c in _NAMES and np.isfinite(row[c]) and row[c] >= table[c].max(skipna=True)]
     if best:
         parts.append("best " + ", ".join(best))
