@@ -53,7 +53,7 @@ def test_logme_column_is_logme_on_prelogits_features(zoo):
     assert t.loc["b", "logme"] == pytest.approx(logme(f, sub.y.numpy()), rel=1e-9)
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("task2vec", "history")])
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("task2vec", "fisher", "history")])
 def test_every_method_by_name(zoo, method):
     t = zoo.select("low", k=3, method=method, max_examples=300)
     assert method in t.columns and len(t) == 3
@@ -142,3 +142,20 @@ def test_finetune_top_reorders_the_top_by_validation_accuracy(zoo):
     assert acc.iloc[0] >= acc.iloc[1] and ((acc.iloc[:2] >= 0) & (acc.iloc[:2] <= 1)).all()
     base = zoo.select("low", k=3, max_examples=300)
     assert set(t["model"].iloc[:2]) == set(base["model"].iloc[:2])
+
+
+def test_fisher_method_compares_each_models_own_fisher_on_source_and_target(zoo):
+    from zooscope.embed.task2vec import task_distance
+    from zooscope.zoo.select import _pair_fisher
+
+    t = zoo.select("low", k=3, method="fisher").set_index("model")
+    assert np.isnan(t.loc["b", "fisher_distance"]) and np.isnan(t.loc["c", "fisher_distance"])  # source unknown
+    ctx = zoo.select_context()
+    a = ctx.catalog.get_model("a")
+    want = task_distance(_pair_fisher(ctx, a, ctx.catalog.get_dataset("parity"), 0),
+                         _pair_fisher(ctx, a, ctx.catalog.get_dataset("low"), 0), kind="sym")
+    assert t.loc["a", "fisher_distance"] == pytest.approx(want) and 0 <= want <= 1
+    assert t.index[0] == "a" and "own Fisher" in t.loc["a", "why"]
+    # the target's own Fisher is itself: distance 0
+    assert task_distance(_pair_fisher(ctx, a, ctx.catalog.get_dataset("parity"), 0),
+                         _pair_fisher(ctx, a, ctx.catalog.get_dataset("parity"), 0), kind="sym") == pytest.approx(0)
