@@ -205,18 +205,21 @@ def _trivial(ctx: SelectContext, target: str, row: dict[str, Any]) -> np.ndarray
     return vec
 
 
-def _features(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], sub: Any,
-              key: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
-    """(pre-logits features (n, p), softmax of the source head (n, C) or None), cached under
-    ``cache/select_features`` per (model, dataset, subset)."""
+def _cache_path(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], key: dict[str, Any]) -> Any:
+    """``cache/select_features/<hash>.npz`` for (model, dataset, subset); its scores sit next to it in
+    ``<hash>.scores-<zooscope version>.json``."""
+    h = params_hash({**key, "model": m["name"], "spec": m["spec"], "kwargs": m["kwargs"],
+                     "checkpoint": m["checkpoint"], "sha": m.get("checkpoint_sha256"),
+                     "dataset": rec["name"], "source": rec["source"], "meta": rec["meta"], "rule": "prelogits"})
+    return ctx.probes.paths.cache / "select_features" / f"{h[:32]}.npz"
+
+
+def _features(m: dict[str, Any], sub: Any, path: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """(pre-logits features (n, p), softmax of the source head (n, C) or None), cached at ``path``."""
     from zooscope._io import atomic_write
     from zooscope.embed.prelogits import prelogits_features
     from zooscope.zoo.models import build_model
 
-    h = params_hash({**key, "model": m["name"], "spec": m["spec"], "kwargs": m["kwargs"],
-                     "checkpoint": m["checkpoint"], "sha": m.get("checkpoint_sha256"),
-                     "dataset": rec["name"], "source": rec["source"], "meta": rec["meta"], "rule": "prelogits"})
-    path = ctx.probes.paths.cache / "select_features" / f"{h[:32]}.npz"
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -239,7 +242,12 @@ def _features(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], sub: A
 
 def _score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str, Any]], columns: Sequence[str],
                  max_examples: int, seed: int) -> tuple[pd.DataFrame, Any]:
-    """One row per model: the transferability ``columns`` on ``rec``'s labelled data (pre-logits features)."""
+    """One row per model: the transferability ``columns`` on ``rec``'s labelled data (pre-logits features);
+    features and scores cached per (model, dataset, subset)."""
+    import json
+
+    from zooscope import __version__
+    from zooscope._io import atomic_write
     from zooscope.zoo.datasets import probe_subset
 
     ds = _load_labelled(rec)
@@ -251,22 +259,38 @@ def _score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str,
     for m in models:
         row: dict[str, Any] = {"model": m["name"]}
         if scorers:
-            feats, probs = _features(ctx, m, rec, sub, key)
-            for c, fn in scorers.items():
-                kind = _SCORERS[c][1]
+            path = _cache_path(ctx, m, rec, key)
+            spath = path.with_name(f"{path.stem}.scores-{__version__}.json")
+            try:
+                cached = json.loads(spath.read_text()) if spath.is_file() else {}
+            except (OSError, ValueError):
+                cached = {}
+            todo = [c for c in scorers if c not in cached]
+            if todo:
+                feats, probs = _features(m, sub, path)
+                for c in todo:
+                    cached[c] = _one_score(c, scorers[c], feats, probs, y, m["name"], rec["name"])
                 try:
-                    if kind == "features":
-                        row[c] = float(fn(feats, y))
-                    else:
-                        row[c] = np.nan if probs is None else float(fn(probs if kind == "probs" else probs.argmax(1),
-                                                                       y))
-                except ZooscopeInputError:
-                    raise
-                except (ValueError, np.linalg.LinAlgError) as e:  # a degenerate feature matrix: no score
-                    log.warning("%s of %s on %s failed: %s", c, m["name"], rec["name"], e)
-                    row[c] = np.nan
+                    atomic_write(spath, json.dumps(cached).encode())
+                except OSError as e:
+                    log.warning("could not cache %s (%s)", spath, e)
+            row.update({c: float(cached[c]) for c in scorers})
         rows.append(row)
     return pd.DataFrame(rows, columns=["model", *columns]), ds
+
+
+def _one_score(c: str, fn: Any, feats: np.ndarray, probs: np.ndarray | None, y: np.ndarray, model: str,
+               dataset: str) -> float:
+    kind = _SCORERS[c][1]
+    try:
+        if kind == "features":
+            return float(fn(feats, y))
+        return np.nan if probs is None else float(fn(probs if kind == "probs" else probs.argmax(1), y))
+    except ZooscopeInputError:
+        raise
+    except (ValueError, np.linalg.LinAlgError) as e:  # a degenerate feature matrix: no score
+        log.warning("%s of %s on %s failed: %s", c, model, dataset, e)
+        return np.nan
 
 
 def _load_labelled(rec: dict[str, Any]) -> Any:
