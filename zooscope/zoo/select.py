@@ -555,6 +555,10 @@ def _why(table: pd.DataFrame, name: str, cols: list[str], prior: pd.DataFrame, w
     best = [_NAMES[c] for c in cols if c in _NAMES and np.isfinite(row[c]) and row[c] >= table[c].max(skipna=True)]
     if best:
         parts.append("best " + ", ".join(best))
+    ranks = [f"{_NAMES[c]} {int((table[c] > row[c]).sum()) + 1}/{int(table[c].notna().sum())}" for c in cols
+             if c in _NAMES and np.isfinite(row[c]) and _NAMES[c] not in best]
+    if ranks and len(table) > 1:
+        parts.append("rank " + ", ".join(ranks))
     if default and not any(np.isfinite(row[c]) for c in DEFAULT_COLUMNS if c in ("leep", "nce")):
         parts.append("no classifier head: LogME and H-score only")
     p = prior.loc[name] if name in prior.index else None
