@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo, say, status
+from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo, status
 
 app = typer.Typer()
+
+_METHOD_HELP = ("Rank by one method instead of the default (rank mean of LogME, LEEP, NCE, H-score + history): "
+                "logme, leep, nce, hscore, ncti, knn, linear_probe, sfda, sfda_pca, gbc, transrate, task2vec, "
+                "history.")
 
 
 @app.command("select")
@@ -18,29 +21,25 @@ def select_cmd(
     dataset: Annotated[str, typer.Argument(help="A labelled dataset in the zoo (add it with add-dataset).")],
     zoo: ZooOpt,
     k: Annotated[int, typer.Option("--k", min=1, max=100_000, help="Number of models to return.")] = 10,
+    method: Annotated[str | None, typer.Option("--method", help=_METHOD_HELP)] = None,
+    history: Annotated[bool, typer.Option("--history/--no-history",
+                                          help="Use fine-tuning results recorded on other datasets.")] = True,
+    finetune_top: Annotated[int, typer.Option("--finetune-top", min=0, max=1000,
+                                              help="Fine-tune the top N briefly and re-order them by validation "
+                                                   "accuracy (off: 0).")] = 0,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=1000, help="Epochs for --finetune-top.")] = 1,
+    max_examples: Annotated[int, typer.Option("--max-examples", min=2, help="Target examples scored "
+                                                                            "(stratified subset).")] = 1000,
     fmt: FormatOpt = "table",
     out: Annotated[Path | None, typer.Option(help="Write .csv/.json/.parquet instead of printing.")] = None,
 ) -> None:
     """Rank zoo models for transfer to DATASET, with per-method columns and a `why` column.
 
-    Example: zooscope select my-task --k 5
+    Example: zooscope select my-task --k 5   (or --method logme; record outcomes with `zooscope record`)
     """
     z = open_zoo(zoo)
-    options: dict[str, Any] = {}
-    if "progress" in inspect.signature(z.select).parameters or _select_takes_progress():
-        options["progress"] = True  # the library draws the bar (feature passes and scores) on stderr
+    options: dict[str, Any] = {"method": method, "history": history, "finetune_top": finetune_top,
+                               "epochs": epochs, "max_examples": max_examples}
+    with status(f"selecting models for {dataset}"):
         table = z.select(dataset, k=k, **options)
-    else:
-        say(f"selecting models for {dataset!r} (feature passes over every candidate; this can take minutes)")
-        with status(f"selecting models for {dataset}"):
-            table = z.select(dataset, k=k)
     emit(table, fmt, out, title=f"models to transfer from for {dataset}")
-
-
-def _select_takes_progress() -> bool:
-    """`Zoo.select(**options)` forwards to `zooscope.zoo.select.select`: does that take ``progress``?"""
-    try:
-        from zooscope.zoo.select import select
-    except ImportError:
-        return False
-    return "progress" in inspect.signature(select).parameters

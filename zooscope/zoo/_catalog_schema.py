@@ -131,6 +131,19 @@ claims_table = sa.Table(
 )
 
 
+# Fine-tuning outcomes recorded by the user (`zooscope.zoo.history`). Added by schema version 4.
+results_table = sa.Table(
+    "results", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", _Name, nullable=False),
+    sa.Column("dataset", _Name, nullable=False),
+    sa.Column("metric", _Name, nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("created", _When, nullable=False),
+    sa.UniqueConstraint("model", "dataset", "metric", name="uq_result"),
+)
+
+
 # -- migrations ------------------------------------------------------------------------------------------------------
 def add_column(conn: Connection, table: sa.Table, name: str) -> None:
     """``ALTER TABLE … ADD COLUMN`` for ``table.c[name]`` as declared above (skipped when already there)."""
@@ -149,6 +162,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     # 1: the first released schema (models, datasets, embeddings, failures, settings, indices)
     2: lambda conn: create_table(conn, claims_table),
     3: lambda conn: add_column(conn, embeddings_table, "sha256"),  # integrity: vector files verified on read
+    4: lambda conn: create_table(conn, results_table),  # recorded fine-tuning outcomes (select's history)
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

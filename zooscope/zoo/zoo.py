@@ -456,6 +456,24 @@ class Zoo:
 
         return select(self.select_context(), dataset, k, **options)
 
+    def record_result(self, model: str, dataset: str, value: float, metric: str = "accuracy") -> None:
+        """Record a fine-tuning outcome (larger = better); `select` uses it for OTHER datasets, never this one."""
+        from zooscope.zoo.history import record_result
+
+        record_result(self.catalog, model, dataset, value, metric)
+
+    def remove_result(self, model: str, dataset: str, metric: str = "accuracy") -> None:
+        """Delete a recorded fine-tuning outcome."""
+        from zooscope.zoo.history import remove_result
+
+        remove_result(self.catalog, model, dataset, metric)
+
+    def results(self) -> pd.DataFrame:
+        """Recorded fine-tuning outcomes: model, dataset, metric, value, created."""
+        from zooscope.zoo.history import results
+
+        return results(self.catalog)
+
     def check(self, *, fix: bool = False) -> pd.DataFrame:
         """Problems: catalog ↔ vector files ↔ FAISS indices, changed or missing checkpoints, orphan vectors.
 
