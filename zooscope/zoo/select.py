@@ -31,7 +31,9 @@ Default ranker (``method=None``), chosen by evidence
 
     Choosing the "best" subset of scores on the benchmark does not beat the fixed four out of sample (0.656 vs
     0.659), and a fitted fusion does worse (0.636): the simple rule is the default. Task distance is not in it
-    (τ_w 0.27 on issue 8's zoo; the rank mean with it was 0.61); ``method="task2vec"`` remains.
+    (τ_w 0.27 on issue 8's zoo; the rank mean with it was 0.61); ``method="task2vec"`` remains. Nor is the
+    ``fisher`` pair distance: on 4 targets it reaches τ_w 0.17 alone and adding it to the four lowers their rank
+    mean from 0.746 to 0.705 (``benchmarks/RESULTS.md``).
 
 History (recorded fine-tuning outcomes, `zooscope.zoo.history`)
     When results on datasets other than the target are recorded, each model gets a prior: its mean z-scored
