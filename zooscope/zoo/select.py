@@ -61,7 +61,11 @@ Methods by name (``method=``; the table's ``score`` is then that column, rank-no
 
 Optional refinement: ``finetune_top=n`` fine-tunes the top n candidates for ``epochs`` (head replaced, all layers
 trained, `zooscope.training.train_classifier`, on a stratified 80/20 split of the target's data) and re-orders
-those n by validation accuracy (column ``finetune_val_acc``). Off by default.
+those n by validation accuracy (column ``finetune_val_acc``). Off by default. On the benchmark (top 3, 1 epoch):
+top-1 regret 0.030 → 0.015, τ_w 0.655 → 0.669, for ~3 s per target.
+
+Speed: one target, 20 small models, default settings, no cached features: 11–19 s on 2 loaded cores; features and
+scores are then cached per (model, dataset, subset) and a repeat takes ~0.1 s.
 """
 
 from __future__ import annotations
