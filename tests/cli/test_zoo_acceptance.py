@@ -55,10 +55,13 @@ def make_inputs(root: Path) -> dict[str, Path]:
 
     rng = np.random.default_rng(0)
     probe = root / "probe"
-    for i in range(48):
+    yy, xx = np.mgrid[0:32, 0:32] / 32.0
+    for i in range(48):  # gratings, not flat colours: on those every random-init net looks alike (CKA > 0.998)
         d = probe / f"c{i % 2}"
         d.mkdir(parents=True, exist_ok=True)
-        img = np.clip(60 + 120 * (i % 2) + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+        f = rng.uniform(1 + 3 * (i % 2), 3 + 3 * (i % 2), size=2)
+        wave = np.stack([np.sin(2 * np.pi * (f[0] * xx + f[1] * yy) + p) for p in rng.uniform(0, 6.3, 3)], -1)
+        img = np.clip(128 + 100 * wave + rng.normal(0, 20, wave.shape), 0, 255).astype(np.uint8)
         Image.fromarray(img).save(d / f"{i:03d}.png")
     ckpts = {}
     for i, seed in enumerate((0, 0, 2)):

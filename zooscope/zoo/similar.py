@@ -93,7 +93,12 @@ def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkp
     from zooscope.zoo.models import build_model, penultimate_layer
 
     net = build_model(arch, kwargs, None if checkpoint is None else os.fspath(checkpoint)).eval()
-    shape = find_input_shape(net, shape_candidates(ctx.catalog.datasets(), None, None, kwargs, net))
+    # first the shapes zoo models of the same spec were embedded on, then those with a probe set, then the rest:
+    # in a zoo with several probe shapes the query lands where its peers are
+    same = [tuple(m["input_shape"]) for m in ctx.catalog.models() if m["spec"] == arch and m["input_shape"]]
+    probed = [tuple(r["input_shape"]) for r in ctx.settings.probe_sets.values() if r.get("input_shape")]
+    cands = list(dict.fromkeys([*same, *probed, *shape_candidates(ctx.catalog.datasets(), None, None, kwargs, net)]))
+    shape = find_input_shape(net, cands)
     probe, x = probe_inputs(ctx.probes, shape)
     entry = _kinds().get(by)
     params = ctx.settings.params_of(by, entry.meta.params)
