@@ -183,7 +183,7 @@ def run_variant(method: str, paths: dict[str, Path], args: argparse.Namespace) -
         info["build_cpu_s"] = round(time.process_time() - cpu0, 2)
         info["exact"] = "memory-mapped" if vi.memory_mapped else "RAM"
         t1 = time.perf_counter()
-        path = args.cache / f"default_{method}_{n}.faiss"
+        path = args.cache / f"{paths['x'].stem}_{method}.faiss"
         sha = vi.save(path)
         info["save_s"] = round(time.perf_counter() - t1, 2)
         info["files_mb"] = round(sum(p.stat().st_size for p in VectorIndex.files(path)) / 2**20)

@@ -429,7 +429,7 @@ def noise_pairs(truth: Any, n: int) -> list[tuple[str, str, float]]:
     models = sorted(truth["model"].unique())
     for i in range(n):
         d = ds[(i * 3) % len(ds)]
-        m = models[(i * 7 + 1) % len(models)]
+        m = models[(i * 11 + 1) % len(models)]  # 11 is prime to 28: distinct models across families
         row = truth[(truth["model"] == m) & (truth["dataset"] == d)]
         if len(row) and (m, d) not in {(a, b) for a, b, _ in pairs}:
             pairs.append((m, d, float(row["lr"].iloc[0])))
@@ -453,10 +453,9 @@ def write_noise(out: Path, truth: Any, n: int = NOISE_PAIRS) -> Any:
 
 def register_zoo(out: Path, plan: list[dict[str, Any]], sources: list[str], targets: list[str]) -> None:
     """Register datasets and models through the public Zoo facade (idempotent: existing names are kept)."""
-    import zooscope as zs  # noqa: F401 -- the package facade; Zoo lives in zooscope.zoo
-    from zooscope.zoo import Zoo
+    import zooscope as zs  # the public facade
 
-    zoo = Zoo.open(out / "zoo", create=True)
+    zoo = zs.Zoo.open(out / "zoo", create=True)
     have_d = set(zoo.datasets()["name"])
     for s in sources:
         if s not in have_d:

@@ -96,13 +96,13 @@ def _measure_meta(measure: str) -> Any:
             return MEASURES.get(measure)
         from zooscope.embed.compare import COMPARERS
 
-        fn = COMPARERS.get(measure)
-        if fn is not None and getattr(fn, "meta", None) is not None:
-            return fn.meta
-        base = measure.split("_", 1)[1] if "_" in measure else measure  # grad_nbs estimates nbs
+        if measure not in COMPARERS:
+            return None
+        base = measure.split("_", 1)[1] if "_" in measure else measure  # grad_nbs estimates nbs (bounds, direction)
         for candidate in (base, f"linear_{base}"):
             if candidate in MEASURES.available():
                 return MEASURES.get(candidate)
+        return COMPARERS.get(measure).meta
     except ImportError:  # pragma: no cover - a partial install
         return None
     return None

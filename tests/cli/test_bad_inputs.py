@@ -36,7 +36,7 @@ KW_JSON = '{"in_chans": 1, "num_classes": 10, "width": 8, "img_size": 8}'
 # a valid value for every required parameter (by name), so that the bad value is the only problem
 VALID: dict[str, str] = {
     "model": "cnn0", "dataset": "digits", "name": "fresh-name", "arch": SPEC, "source": "builtin:digits",
-    "data": "builtin:digits", "layer": "conv1", "model_a": SPEC, "model_b": SPEC, "pattern": "*",
+    "data": "builtin:digits", "layer": "conv1", "model_a": SPEC, "model_b": SPEC, "models": SPEC, "pattern": "*",
 }
 VALID_BY_VERB: dict[str, dict[str, str]] = {"remove": {"what": "model"}, "ls": {"what": "models"}}
 # valid, cheap options for verbs that would otherwise do real work (or miss a needed value) when a value is accepted
@@ -205,8 +205,9 @@ def _argv(case: Case, files: dict[str, Path], zoo: Path) -> tuple[list[str], str
     for p in cmd.params:
         if p.name == case.param or p.opts[0].startswith("-"):
             continue
-        args.append(VALID_WITH.get((verb, case.param), {}).get(p.name) or VALID_BY_VERB.get(verb, {}).get(p.name)
-                    or VALID.get(p.name, "x"))
+        valid = (VALID_WITH.get((verb, case.param), {}).get(p.name) or VALID_BY_VERB.get(verb, {}).get(p.name)
+                 or VALID.get(p.name, "x"))
+        args += [valid, valid] if p.nargs == -1 else [valid]  # a variadic argument (compare's models) gets two
     if case.opt is None:  # the bad value replaces the positional argument at its place
         positional = [p.name for p in cmd.params if not p.opts[0].startswith("-")]
         args.insert(positional.index(case.param), value)

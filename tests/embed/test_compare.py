@@ -170,7 +170,8 @@ def test_comparers_from_the_gradsketch_plugin_are_loaded(nets, x):
 
 
 def test_a_missing_plugin_module_raises_instead_of_disappearing(nets, x, monkeypatch):
-    monkeypatch.setattr(compare_mod, "PLUGINS", ("zooscope.embed.no_such_plugin",))
+    monkeypatch.setattr(COMPARERS, "modules", ("zooscope.embed.no_such_plugin",))
+    monkeypatch.setattr(COMPARERS, "_loaded", False)
     with pytest.raises(ModuleNotFoundError, match="no_such_plugin"):
         compare(*nets, x)
 

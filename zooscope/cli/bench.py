@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, err, user_errors
+from zooscope.cli._common import FormatOpt, ZooOpt, emit, err, open_zoo, user_errors
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks of the zoo against ground truth.")
 
@@ -37,13 +37,12 @@ def selection_cmd(
     import pandas as pd
 
     from zooscope.bench.selection import evaluate_selection, plot_selection
-    from zooscope.zoo.zoo import Zoo
-
     with user_errors():
+        the_zoo = open_zoo(zoo)  # a bad --zoo is named before the other inputs
         if not truth.is_file():
             raise FileNotFoundError(f"--truth {truth}: no such file.")
         names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-        bench = evaluate_selection(Zoo.open(zoo), truth, names, history=history, metric=metric)
+        bench = evaluate_selection(the_zoo, truth, names, history=history, metric=metric)
         for note in bench.notes:
             err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
         if fmt == "table":

@@ -26,7 +26,7 @@ class ComparerMeta:
     symmetric: bool = True
 
 
-COMPARERS: Registry[ComparerMeta] = Registry("comparer")
-
 PLUGINS = ("zooscope.embed.gradsketch",)
-"""Modules that register comparers when imported; `zooscope.embed.compare` imports each one on first use."""
+"""Modules that register comparers when imported; the registry imports each one on first lookup."""
+
+COMPARERS: Registry[ComparerMeta] = Registry("comparer", modules=PLUGINS)

@@ -21,7 +21,6 @@ models' device: no numpy BLAS call, and no thread count is changed (torch's own 
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import logging
 import math
@@ -35,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.embed._comparers import COMPARERS, PLUGINS, ComparerMeta
+from zooscope.embed._comparers import COMPARERS, ComparerMeta
 from zooscope.embed.capture import (
     iter_activations,
     iter_batches,
@@ -57,8 +56,7 @@ _CKA = ("linear_cka", "linear_cka_debiased")
 
 def _load_plugins() -> None:
     """Import every plugin module of `PLUGINS` (idempotent). A missing or broken one raises."""
-    for mod in PLUGINS:
-        importlib.import_module(mod)
+    COMPARERS.load()
 
 
 def _pair_models(

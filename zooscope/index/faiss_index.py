@@ -36,8 +36,8 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from zooscope._io import atomic_write
 from zooscope._validation import ZooscopeInputError, _to_numpy, check_choice
-from zooscope.index.store import _fsync_dir
 
 __all__ = ["FLAT_MAX", "VectorIndex", "choose_factory", "estimate_memory", "rerank"]
 
@@ -530,25 +530,13 @@ class VectorIndex:
                              "rows": int(self.exact.shape[0])}
         header = json.dumps(meta).encode()
         payload = faiss.serialize_index(self.index)
-        h = hashlib.sha256()
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                for part in (_MAGIC, len(header).to_bytes(8, "little"), header, payload.tobytes()):
-                    f.write(part)
-                    h.update(part)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        parts = (_MAGIC, len(header).to_bytes(8, "little"), header, payload.tobytes())
+        digest = atomic_write(path, lambda f: [f.write(part) for part in parts])
         if self.exact is not None:  # older exact files of this index (content-addressed names)
             for old in path.parent.glob(path.name + ".*" + _EXACT_SUFFIX):
                 if old.name != meta["exact"]["file"] and _EXACT_NAME.fullmatch(old.name[len(path.name):]):
                     old.unlink(missing_ok=True)
-        return h.hexdigest()
+        return digest
 
     @staticmethod
     def files(path: str | Path) -> list[Path]:
@@ -621,27 +609,21 @@ def _remove_tree(folder: Path) -> None:
 
 def _write_exact(index_path: Path, arr: np.ndarray) -> tuple[Path, str]:
     """Write ``arr`` as .npy beside the index under a content-addressed name (``<index>.<sha[:16]>.exact.npy``):
-    temp file in chunks, fsync, rename. A reader of the previous index file still finds its own exact file
-    until the next save removes it. Returns (path, sha256)."""
-    tmp = index_path.with_name(f".{index_path.name}.exact.tmp-{os.getpid()}")
-    h = hashlib.sha256()
-    try:
-        with open(tmp, "wb") as f:
-            header = _npy_header(arr.shape, arr.dtype)
-            f.write(header)
-            h.update(header)
-            for s in range(0, arr.shape[0], ADD_CHUNK):
-                block = np.ascontiguousarray(arr[s:s + ADD_CHUNK]).tobytes()
-                f.write(block)
-                h.update(block)
-            f.flush()
-            os.fsync(f.fileno())
-        digest = h.hexdigest()
-        path = index_path.with_name(f"{index_path.name}.{digest[:16]}{_EXACT_SUFFIX}")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    written through `zooscope._io.atomic_write` in chunks. A reader of the previous index file still finds its own
+    exact file until the next save removes it. Returns (path, sha256)."""
+    header = _npy_header(arr.shape, arr.dtype)
+
+    def chunks():
+        yield header
+        for s in range(0, arr.shape[0], ADD_CHUNK):
+            yield np.ascontiguousarray(arr[s:s + ADD_CHUNK]).tobytes()
+
+    h = hashlib.sha256()  # the name carries the content hash, so hash first, then write under that name
+    for block in chunks():
+        h.update(block)
+    digest = h.hexdigest()
+    path = index_path.with_name(f"{index_path.name}.{digest[:16]}{_EXACT_SUFFIX}")
+    atomic_write(path, lambda f: [f.write(block) for block in chunks()])
     return path, digest
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from zooscope._io import TMP_PREFIX, atomic_write, fsync_dir
+from zooscope._io import TMP_PREFIX, atomic_write
 from zooscope._validation import ZooscopeInputError, _to_numpy
 
 __all__ = ["VectorStore"]
@@ -39,10 +39,6 @@ def _check_key(key: str) -> str:
     if not isinstance(key, str) or not _KEY.match(key):
         raise ZooscopeInputError(f"{key!r} is not a vector key (32 lower-case hex digits from VectorStore.put).")
     return key
-
-
-def _fsync_dir(folder: Path) -> None:  # kept for callers outside this file; see zooscope._io
-    fsync_dir(folder)
 
 
 class VectorStore:
