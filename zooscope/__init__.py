@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from zooscope import measures
 from zooscope._validation import ZooscopeInputError
 
 __version__ = "0.1.0"
 __all__ = ["Zoo", "ZooscopeInputError", "__version__", "compare", "compare_many", "measures"]
 
 
-def __getattr__(name: str) -> Any:  # torch-heavy parts load on first use
+def __getattr__(name: str) -> Any:  # torch-heavy parts load on first use (so Ctrl-C while `zooscope` starts
+    # reaches the CLI's handler, which is installed once this package is imported)
+    if name == "measures":
+        import importlib
+
+        return importlib.import_module("zooscope.measures")
     if name == "compare":
         from zooscope.embed.compare import compare
 

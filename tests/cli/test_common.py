@@ -91,6 +91,12 @@ def test_warnings_become_one_line_with_the_option(capsys):
                    "warning: something else entirely (options: `zooscope compare --help`)"]
 
 
+def test_a_warning_that_names_its_option_gets_no_second_hint():
+    text = "input shape 3×32×32 guessed for 1 model (a); set it with add-model NAME --replace --input-shape C,H,W"
+    assert c.warning_hint(text, ["--zoo"], "embed") == ""
+    assert c.warning_hint("input shape guessed", ["--zoo"], "embed") == "change it with zooscope configure"
+
+
 def test_markup_is_printed_as_text(capsys):
     c.say("pip install 'zooscope[ray]' [red]x[/red]")
     assert capsys.readouterr().err == "pip install 'zooscope[ray]' [red]x[/red]\n"

@@ -224,6 +224,8 @@ _WARNING_HINTS: list[tuple[str, tuple[str, ...]]] = [
 
 def warning_hint(text: str, options: Sequence[str], verb: str = "") -> str:
     """The options (among ``options``, or verbs) that change a warning of this text, as a short phrase."""
+    if re.search(r"(^|\s)--[a-z]", text):  # the warning names its option (its fix) already
+        return ""
     for pattern, opts in _WARNING_HINTS:
         if re.search(pattern, text, flags=re.IGNORECASE):
             usable = [o for o in opts if o in options or (o.startswith("zooscope ") and "--zoo" in options)]
