@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from zooscope._validation import ZooscopeInputError
+from zooscope._version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Zoo", "ZooscopeInputError", "__version__", "compare", "compare_many", "measures"]
 
 

@@ -1,4 +1,4 @@
-"""Schema v2 (embeddings.sha256): a v1 catalog is migrated on a writable open; its old rows read unverified."""
+"""Schema step 3 (embeddings.sha256): a v1 catalog is migrated on a writable open; its old rows read unverified."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def test_a_v1_catalog_gains_the_sha256_column(tmp_path):
         con.execute("DELETE FROM schema_version")
         con.execute("INSERT INTO schema_version VALUES (1)")
     cat = Catalog(f"sqlite:///{path}")
-    assert cat.schema_version == SCHEMA_VERSION == 2
+    assert cat.schema_version == SCHEMA_VERSION >= 3  # step 3 of MIGRATIONS adds embeddings.sha256
     (row,) = cat.embeddings()
     assert row["sha256"] is None and row["vector_key"] == "0" * 32
     cat.add_embedding(kind="cka", model="n", params={}, vector_key="1" * 32, dim=3, code_version="1", sha256="ab")

@@ -9,6 +9,7 @@ from zooscope import Zoo
 from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.indices import LAYER_STRIDE, IndexKey
 from zooscope.zoo.vectors import comparability_group
+from zooscope.zoo.models import sha256_file
 
 SCORE_TOL = 1e-6
 
@@ -123,7 +124,8 @@ def test_check_reports_a_changed_checkpoint_and_an_orphan_vector(zoo_dir, tmp_pa
     assert problems.set_index("problem").loc["checkpoint changed", "subject"] == "mutable"
     fixed = zoo.check(fix=True)
     assert key not in zoo.store.keys("cka")
-    assert fixed["problem"].tolist() == ["checkpoint changed"]  # only reported: the user re-adds the model
+    assert fixed.empty  # the changed checkpoint is re-queued (its new sha256 recorded): the next embed re-embeds it
+    assert zoo.catalog.get_model("mutable")["checkpoint_sha256"] == sha256_file(ck)
 
 
 def test_pickle_checkpoint_that_runs_code_is_refused(tmp_path, zoo):

@@ -42,8 +42,9 @@ def import_cmd(
     Example: zooscope import ./zoo-backup --zoo ./zoo-restored
     """
     from zooscope.zoo.transfer_io import import_zoo
+    from zooscope.zoo.zoo import Zoo
 
     with status(f"importing {src}"):
-        z = import_zoo(src, zoo)
+        z = import_zoo(src, zoo, Zoo)
     say(f"imported {len(z.catalog.models())} models, {len(z.catalog.datasets())} datasets and "
         f"{len(z.catalog.embeddings())} embeddings into {z.root}")

@@ -254,7 +254,7 @@ def _score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str,
     features and scores cached per (model, dataset, subset)."""
     import json
 
-    from zooscope import __version__
+    from zooscope._version import __version__
     from zooscope._io import atomic_write
     from zooscope.zoo.datasets import probe_subset
 
@@ -586,6 +586,9 @@ def _why(table: pd.DataFrame, name: str, cols: list[str], prior: pd.DataFrame, w
             nearest = row["task_distance"] <= table["task_distance"].min(skipna=True)
             parts.append(f"{'nearest' if nearest else 'source'} task ({row['trained_on']}, "
                          f"d_asym={row['task_distance']:.3g})")
+    elif not (isinstance(row["trained_on"], str) and row["trained_on"] in registered):  # said, not needed to rank
+        parts.append(f"training data {row['trained_on']!r} not registered" if isinstance(row["trained_on"], str)
+                     else "training data unknown")
     if "fisher_distance" in cols and np.isfinite(row["fisher_distance"]):
         parts.append(f"own Fisher source vs target d_sym={row['fisher_distance']:.3g}")
     best = [_NAMES[c] for c in cols if c in _NAMES and np.isfinite(row[c]) and row[c] >= table[c].max(skipna=True)]

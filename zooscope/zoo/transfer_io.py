@@ -151,9 +151,10 @@ def _rows(src: Path, name: str) -> list[dict[str, Any]]:
     return out
 
 
-def import_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Any:
+def import_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str], zoo_cls: Any) -> Any:
     """Create a new zoo at ``dest`` from an export folder ``src``: files verified, catalog restored, indices
-    rebuilt. Returns the opened `Zoo`.
+    rebuilt. Returns the opened zoo. ``zoo_cls`` is the facade class (`zooscope.Zoo`: its ``create``/``open``);
+    passed in because nothing in ``zooscope.zoo`` imports the facade.
 
     Raises
     ------
@@ -161,7 +162,6 @@ def import_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Any
         ``dest`` exists and is not empty; ``src`` is not an export; a file differs from the manifest's sha256.
     """
     from zooscope.embed._kinds import EMBEDDINGS
-    from zooscope.zoo.zoo import Zoo
 
     src = Path(src).expanduser().resolve()
     dest = Path(dest).expanduser().resolve()
@@ -173,7 +173,7 @@ def import_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Any
             raise ZooscopeInputError(f"The export at {src} lacks {rel}; it is incomplete.")
         verify_file(src / rel, sha, "exported")
     tables = {name: _rows(src, name) for name in TABLES}
-    zoo = Zoo.create(dest)
+    zoo = zoo_cls.create(dest)
     for rel, sha in files.items():
         if atomic_write(dest / rel, (src / rel).read_bytes()) != sha:
             raise CorruptFileError(f"{src / rel} changed while it was being imported; import again.", src / rel)
@@ -189,7 +189,7 @@ def import_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Any
                 rows += [{"key": "zoo_id", "value": new_id}, {"key": "imported_from", "value": old_id}]
             if rows:
                 conn.execute(t.insert(), rows)
-    zoo = Zoo.open(dest)
+    zoo = zoo_cls.open(dest)
     kinds = sorted({r["kind"] for r in tables["embeddings"]} & set(EMBEDDINGS.available()))
     zoo.check_context().indices.rebuild(kinds)
     return zoo
