@@ -10,7 +10,7 @@ by every method, and each method's ranking is compared with the fine-tuning trut
 Phases (``--phase``; comma-separated, default all):
   features  pre-logits features + source-head logits (+ the ``spatial_map`` rule's features) per (model, target),
             cached in <bench>/features/*.npz.  Needs this branch's `zooscope.embed.prelogits`.
-  scores    every score available in ``zooscope.measures.transfer`` on the PYTHONPATH (logme, h_score, transrate,
+  scores    every score available in ``zooscope.measures`` on the PYTHONPATH (logme, h_score, transrate,
             leep, nce; linear_probe, knn_accuracy, sfda, sfda_pca, ncti, gbc when present), sklearn baselines
             (probe_sk: 3-fold logistic regression on standardised features; knn_sk: leave-one-out 5-NN accuracy),
             model priors (n_params, source_train_acc) and the unweighted rank mean of logme/leep/nce/hscore
@@ -110,7 +110,7 @@ def knn_sk(f: np.ndarray, y: np.ndarray, k: int = 5) -> float:
 
 
 def _transfer_fns() -> dict[str, Any]:
-    from zooscope.measures import transfer
+    from zooscope import measures as transfer  # every registered score, transfer.py and transfer_lda.py
 
     feats = {"logme": "logme", "hscore": "h_score", "transrate": "transrate", "linear_probe": "linear_probe",
              "knn": "knn_accuracy", "sfda": "sfda", "sfda_pca": "sfda_pca", "gbc": "gbc"}
@@ -126,7 +126,7 @@ def _transfer_fns() -> dict[str, Any]:
 
 
 def phase_scores(bench: Path, truth: pd.DataFrame) -> pd.DataFrame:
-    from zooscope.measures import transfer
+    from zooscope import measures as transfer
 
     fns = _transfer_fns()
     has_ncti = callable(getattr(transfer, "ncti_terms", None)) and callable(getattr(transfer, "ncti_combine", None))

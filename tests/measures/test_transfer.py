@@ -3,8 +3,9 @@ import pytest
 from scipy import optimize, stats
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.measures import MEASURES, Inv, transfer
-from zooscope.measures.transfer import (
+from zooscope.measures import (
+    MEASURES,
+    Inv,
     gbc,
     h_score,
     knn_accuracy,
@@ -17,6 +18,7 @@ from zooscope.measures.transfer import (
     ncti_terms,
     sfda,
     sfda_pca,
+    transfer,
     transrate,
 )
 

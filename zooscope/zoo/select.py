@@ -91,7 +91,7 @@ __all__ = ["DEFAULT_COLUMNS", "METHODS", "STAGE1_ALL", "SelectContext", "combine
 
 log = logging.getLogger(__name__)
 
-# method -> (function name in zooscope.measures.transfer, input: "features", "probs" or "labels")
+# method -> (function name in zooscope.measures, input: "features", "probs" or "labels")
 _SCORERS = {"logme": ("logme", "features"), "leep": ("leep", "probs"), "nce": ("nce", "labels"),
             "hscore": ("h_score", "features"), "ncti": ("ncti", "features"), "knn": ("knn_accuracy", "features"),
             "linear_probe": ("linear_probe", "features"), "sfda": ("sfda", "features"),
@@ -118,12 +118,12 @@ class SelectContext:
 
 
 def _scorer(method: str) -> Any:
-    from zooscope.measures import transfer
+    from zooscope import measures
 
-    fn = getattr(transfer, _SCORERS[method][0], None)
+    fn = getattr(measures, _SCORERS[method][0], None)
     if not callable(fn):
         raise ZooscopeInputError(f"Selection method {method!r} is not available in this install "
-                                 f"(zooscope.measures.transfer has no {_SCORERS[method][0]}).")
+                                 f"(zooscope.measures has no {_SCORERS[method][0]}).")
     return fn
 
 
