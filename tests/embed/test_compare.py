@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from compare_helpers import ForwardCounter
 
 from zooscope import ZooscopeInputError, measures
 from zooscope._registry import Entry
@@ -10,29 +11,9 @@ from zooscope.embed._comparers import ComparerMeta
 from zooscope.embed.capture import capture, iter_activations, iter_batches
 from zooscope.embed.compare import COMPARERS, compare
 from zooscope.measures.minibatch import MinibatchCKA
-from zooscope.zoo.models import small_cnn
 
 LAYERS = ["conv1", "conv2", "conv3", "fc"]
 TOL = 1e-6  # linear_cka_matrix documents agreement with linear_cka to < 1e-6 (float32 Gram products)
-
-
-@pytest.fixture
-def nets():
-    return small_cnn(width=4, seed=1), small_cnn(width=4, seed=2)
-
-
-@pytest.fixture
-def x():
-    return torch.randn(48, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-
-
-class _Counter:
-    def __init__(self, model):
-        self.calls = 0
-        model.register_forward_pre_hook(self)
-
-    def __call__(self, module, args):
-        self.calls += 1
 
 
 def test_table_shape_names_and_attrs(nets, x):
@@ -89,14 +70,14 @@ def test_minibatch_tracks_debiased_not_biased_cka(nets):
 @pytest.mark.parametrize("measure", ["linear_cka", "minibatch_cka"])
 def test_each_model_runs_forward_once_per_batch(nets, x, measure):
     a, b = nets
-    ca, cb = _Counter(a), _Counter(b)
+    ca, cb = ForwardCounter(a), ForwardCounter(b)
     compare(a, b, x, measure=measure, batch_size=16)  # 48 inputs -> 3 batches, 4 layers each
     assert (ca.calls, cb.calls) == (3, 3)
 
 
 def test_same_model_runs_once_per_batch_and_diagonal_is_one(nets, x):
     a, _ = nets
-    counter = _Counter(a)
+    counter = ForwardCounter(a)
     df = compare(a, a, x, layers_b=["fc", "conv1"], batch_size=16)
     assert counter.calls == 3
     assert df.loc["conv1", "conv1"] == pytest.approx(1.0, abs=TOL)
@@ -215,7 +196,7 @@ def test_numpy_input_and_device_argument(nets, x):
                                                  ("minibatch_cka", {"debiased": True})])
 def test_misspelt_measure_option_fails_before_any_forward(nets, x, measure, kwargs):
     a, b = nets
-    counter = _Counter(a)
+    counter = ForwardCounter(a)
     with pytest.raises(ZooscopeInputError, match=f"measure '{measure}' does not take"):
         compare(a, b, x, measure=measure, **kwargs)
     assert counter.calls == 0

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from compare_helpers import ForwardCounter
 
 import zooscope as zs
 from zooscope import ZooscopeInputError
@@ -11,15 +12,6 @@ from zooscope.embed.compare import compare, compare_many
 from zooscope.zoo.models import small_cnn
 
 EXACT = 1e-10  # float64 nets and inputs: both routes compute the same float64 sums
-
-
-class _Counter:
-    def __init__(self, model):
-        self.calls = 0
-        model.register_forward_pre_hook(self)
-
-    def __call__(self, module, args):
-        self.calls += 1
 
 
 @pytest.fixture
@@ -45,7 +37,7 @@ def _block(table, a, b):
     ("cka", ["conv2", "fc"], {}),  # a Gram-input measure
 ])
 def test_equals_pairwise_compare_and_runs_each_net_forward_once(nets, x, measure, layers, kwargs):
-    counters = [_Counter(m) for m in nets]
+    counters = [ForwardCounter(m) for m in nets]
     table = compare_many(nets, x, layers, measure=measure, batch_size=16, **kwargs)
     assert [c.calls for c in counters] == [3, 3, 3]  # 48 inputs / 16 per batch: one pass over the data each
     assert list(table.columns) == ["model_a", "layer_a", "model_b", "layer_b", "value"]
@@ -105,7 +97,7 @@ def test_memory_cap_names_minibatch_cka(nets, x):
 
 
 def test_unknown_measure_fails_before_any_forward(nets, x):
-    counters = [_Counter(m) for m in nets]
+    counters = [ForwardCounter(m) for m in nets]
     with pytest.raises(ZooscopeInputError, match="Did you mean linear_cka"):
         compare_many(nets, x, measure="linear_ckaa")
     assert [c.calls for c in counters] == [0, 0, 0]

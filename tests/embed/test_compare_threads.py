@@ -13,17 +13,6 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from zooscope.embed.capture import load_inputs
 from zooscope.embed.compare import compare, compare_many
 from zooscope.measures.minibatch import MinibatchCKA
-from zooscope.zoo.models import small_cnn
-
-
-@pytest.fixture
-def nets():
-    return small_cnn(width=4, seed=1), small_cnn(width=4, seed=2)
-
-
-@pytest.fixture
-def x():
-    return torch.randn(48, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 
 
 def _pools():
