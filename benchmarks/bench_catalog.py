@@ -36,7 +36,7 @@ SPEC = "zooscope.zoo.models:small_cnn"
 
 def run(url: str | None, storage: Path, n: int, queries: int) -> dict:
     from zooscope import Zoo
-    from zooscope.zoo.models import save_checkpoint, small_cnn
+    from zooscope.nets.models import save_checkpoint, small_cnn
 
     storage.mkdir(parents=True, exist_ok=True)
     zoo = Zoo.create(storage) if url is None else Zoo.create(url, storage=storage)

@@ -56,7 +56,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from zooscope.embed.capture import capture
 from zooscope.embed.compare import compare, compare_many
 from zooscope.measures.minibatch import _GRAM_BLOCK, linear_cka_matrix
-from zooscope.zoo.models import small_cnn
+from zooscope.nets.models import small_cnn
 
 LAYERS = ["conv1", "conv2", "conv3", "fc"]
 TINY = [f"c{i}" for i in range(1, 9)]

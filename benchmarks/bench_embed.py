@@ -37,7 +37,7 @@ def loadavg() -> float:
 
 
 def make_checkpoints(folder: Path, n: int, width: int) -> list[Path]:
-    from zooscope.zoo.models import save_checkpoint, small_cnn
+    from zooscope.nets.models import save_checkpoint, small_cnn
 
     out = []
     for s in range(n):
@@ -54,7 +54,7 @@ def _warm_up() -> int:
     from zooscope.zoo import parallel
 
     parallel.load_kinds()
-    import zooscope.zoo.models  # noqa: F401
+    import zooscope.nets.models  # noqa: F401
 
     time.sleep(1.0)  # hold the CPU slot so each warm-up lands on its own worker
     return os.getpid()

@@ -70,7 +70,7 @@ def main():
     import torchvision
     from safetensors.torch import load_file
 
-    from zooscope.zoo.models import small_cnn
+    from zooscope.nets.models import small_cnn
 
     report = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "torch_threads": torch.get_num_threads(), "torch": torch.__version__,

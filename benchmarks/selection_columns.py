@@ -52,7 +52,7 @@ def phase_features(bench: Path, truth: pd.DataFrame) -> None:
     import torch
 
     from zooscope.embed.prelogits import prelogits_features, spatial_map_features
-    from zooscope.zoo.models import build_model
+    from zooscope.nets.models import build_model
 
     torch.set_num_threads(1)
     out = bench / "features"

@@ -146,7 +146,7 @@ def pools() -> dict[str, dict[str, np.ndarray]]:
 
     ``*_id`` are indices into the full dataset (``split="all"``), kept to prove source/target disjointness.
     """
-    from zooscope.zoo.datasets import load_dataset
+    from zooscope.nets.datasets import load_dataset
 
     out = {}
     for pool, spec in (("mnist", "builtin:mnist5k"), ("digits", "builtin:digits?size=28")):
@@ -313,7 +313,7 @@ def train_source(job: dict[str, Any]) -> dict[str, Any]:
     _torch_setup()
     import torch
 
-    from zooscope.zoo.models import build_model, save_checkpoint
+    from zooscope.nets.models import build_model, save_checkpoint
 
     t0 = time.time()
     out = Path(job["out"])
@@ -336,7 +336,7 @@ def finetune(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from zooscope.embed.prelogits import replace_classifier
-    from zooscope.zoo.models import build_model
+    from zooscope.nets.models import build_model
 
     t0 = time.time()
     out = Path(job["out"])

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from zooscope.cli import app
-from zooscope.zoo.models import save_checkpoint, small_cnn
+from zooscope.nets.models import save_checkpoint, small_cnn
 
 CNN = "zooscope.zoo.models:small_cnn"
 runner = CliRunner()

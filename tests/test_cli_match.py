@@ -20,7 +20,7 @@ DATA = "builtin:digits"
 @pytest.fixture(scope="module")
 def permuted_checkpoints(tmp_path_factory):
     """A's weights, and B = A with conv1's output channels permuted (conv2's inputs permuted to match)."""
-    from zooscope.zoo.models import build_model, save_checkpoint
+    from zooscope.nets.models import build_model, save_checkpoint
 
     d = tmp_path_factory.mktemp("match")
     net = build_model(SPEC, json.loads(KW))

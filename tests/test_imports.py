@@ -109,8 +109,8 @@ def test_training_and_demo_stay_off_the_cli_import_path():
     # the one training loop is reached only by select's opt-in refinement (finetune_top), never on import
     loaded = import_graph(top_level_only=True)
     reach = set().union(*(nx.descendants(loaded, m) for m in cli))
-    assert "zooscope.training" not in reach
-    assert {a for a, b in g.edges if b == "zooscope.training" and a.startswith("zooscope.")} <= {
+    assert "zooscope.nets.training" not in reach
+    assert {a for a, b in g.edges if b == "zooscope.nets.training" and a.startswith("zooscope.")} <= {
         "zooscope.zoo.select", "zooscope._demo_compare", "zooscope.demo"}
 
 

@@ -78,9 +78,9 @@ PROBE_1D = DemoModel("probe-mnist1d", MLP, "mnist1d", {"in_features": 40, "num_c
 
 def _checkpoint(m: DemoModel, ckpt_dir: Path) -> tuple[Path, float]:
     """Train ``m`` (or reuse its cached checkpoint); returns the path and the held-out accuracy."""
-    from zooscope.training import split, train_classifier
-    from zooscope.zoo.datasets import load_dataset
-    from zooscope.zoo.models import build_model, load_checkpoint, save_checkpoint
+    from zooscope.nets.training import split, train_classifier
+    from zooscope.nets.datasets import load_dataset
+    from zooscope.nets.models import build_model, load_checkpoint, save_checkpoint
 
     path = ckpt_dir / f"{m.copy_of or m.name}.safetensors"
     ds = load_dataset(DATASETS[m.dataset])
@@ -88,7 +88,7 @@ def _checkpoint(m: DemoModel, ckpt_dir: Path) -> tuple[Path, float]:
     model = build_model(m.arch, m.kwargs)
     if path.exists():
         load_checkpoint(model, path)
-        from zooscope.training import accuracy
+        from zooscope.nets.training import accuracy
 
         _, _, xv, yv = split(x, y, seed=m.seed)
         return path, accuracy(model, xv, yv)

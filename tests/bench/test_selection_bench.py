@@ -26,8 +26,8 @@ TRUTH = {("m-all", "t-high"): 0.91, ("m-low", "t-high"): 0.74, ("m-noisy", "t-hi
 
 
 def _train(seed: int, classes: list[int], noise: float, path) -> None:
-    from zooscope.zoo.datasets import load_dataset
-    from zooscope.zoo.models import save_checkpoint, small_cnn
+    from zooscope.nets.datasets import load_dataset
+    from zooscope.nets.models import save_checkpoint, small_cnn
 
     ds = load_dataset("builtin:digits?classes=" + ",".join(map(str, classes)))
     y = ds.y.clone()

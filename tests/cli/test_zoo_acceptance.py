@@ -51,7 +51,7 @@ def make_inputs(root: Path) -> dict[str, Path]:
     """Three resnet10t checkpoints (m1 a near copy of m0), a 48-image probe folder and a labelled .npz."""
     from PIL import Image
 
-    from zooscope.zoo.models import build_model, save_checkpoint
+    from zooscope.nets.models import build_model, save_checkpoint
 
     rng = np.random.default_rng(0)
     probe = root / "probe"

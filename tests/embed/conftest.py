@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from zooscope.zoo.models import small_cnn
+from zooscope.nets.models import small_cnn
 
 
 @pytest.fixture

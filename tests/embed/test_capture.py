@@ -11,7 +11,7 @@ from zooscope.embed.capture import (
     iter_batches,
     resolve_layers,
 )
-from zooscope.zoo.models import mlp, small_cnn
+from zooscope.nets.models import mlp, small_cnn
 
 ATOL = 1e-6  # float32 forward passes of the same inputs in different batch groupings
 

@@ -50,7 +50,7 @@ _PROBE = textwrap.dedent("""
 
     import torch
     from zooscope.embed.compare import compare, compare_many
-    from zooscope.zoo.models import small_cnn
+    from zooscope.nets.models import small_cnn
 
     torch.set_num_threads(2)
     nets = [small_cnn(seed=s) for s in (1, 2)]

@@ -15,7 +15,7 @@ from zooscope.embed.prelogits import (
     replace_classifier,
     spatial_map_features,
 )
-from zooscope.zoo.models import build_model, small_cnn
+from zooscope.nets.models import build_model, small_cnn
 
 
 @pytest.fixture(scope="module")

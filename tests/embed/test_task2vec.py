@@ -163,12 +163,12 @@ def digits_probe():
     """small_cnn trained for a few epochs on all 10 sklearn digits (8x8): a probe that knows digits."""
     from sklearn.datasets import load_digits
 
-    from zooscope.zoo.models import small_cnn
+    from zooscope.nets.models import small_cnn
 
     d = load_digits()
     x = torch.tensor(d.images / 16.0, dtype=torch.float32)[:, None]
     y = torch.tensor(d.target)
-    from zooscope.training import train_classifier
+    from zooscope.nets.training import train_classifier
 
     model = small_cnn(in_chans=1, num_classes=10, width=8, img_size=8, seed=0)
     train_classifier(model, x, y, epochs=6, batch_size=64, lr=3e-3, weight_decay=0.0, seed=0)

@@ -11,7 +11,7 @@ from _faults import cli
 from zoo_helpers import KW, SPEC, checkpoints
 
 from zooscope import Zoo
-from zooscope.zoo.models import save_checkpoint, small_cnn
+from zooscope.nets.models import save_checkpoint, small_cnn
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from zooscope import ZooscopeInputError
 from zooscope._sampling import stratified_sample
-from zooscope.zoo.datasets import (
+from zooscope.nets.datasets import (
     DatasetTensors,
     cache_dir,
     check_labelled,

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from zooscope import ZooscopeInputError
-from zooscope.zoo.models import (
+from zooscope.nets.models import (
     ModelSpec,
     build_model,
     load_checkpoint,

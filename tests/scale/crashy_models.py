@@ -3,7 +3,7 @@ and kills its own process anywhere else, i.e. inside a Ray worker, like a segfau
 
 import os
 
-from zooscope.zoo.models import small_cnn
+from zooscope.nets.models import small_cnn
 
 
 def crashing_cnn(driver_pid: int, **kwargs):

@@ -34,7 +34,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    from zooscope.zoo.models import save_checkpoint, small_cnn
+    from zooscope.nets.models import save_checkpoint, small_cnn
 
     folder = tmp_path_factory.mktemp("ckpt")
     return [save_checkpoint(small_cnn(**KW, seed=s), folder / f"cnn{s}.safetensors") for s in range(3)]

@@ -36,7 +36,7 @@ def _env():
 
 def _zoo(root, models):
     import zooscope as zs
-    from zooscope.zoo.models import save_checkpoint, small_cnn
+    from zooscope.nets.models import save_checkpoint, small_cnn
 
     zoo = zs.Zoo.create(root)
     zoo.configure(probe_n=64)

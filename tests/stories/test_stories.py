@@ -55,7 +55,7 @@ def image_folder(root: Path, n: int = 64, seed: int = 0, classes: int = 2) -> Pa
 
 def timm_checkpoint(path: Path, seed: int, *, like: Path | None = None, perturb: float = 0.0) -> Path:
     """A resnet10t checkpoint: a seeded init, or a copy of ``like`` with its last stage perturbed (a "fine-tune")."""
-    from zooscope.zoo.models import build_model, load_checkpoint, save_checkpoint
+    from zooscope.nets.models import build_model, load_checkpoint, save_checkpoint
 
     torch.manual_seed(seed)
     model = build_model(ARCH, KW)

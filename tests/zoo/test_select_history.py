@@ -43,8 +43,8 @@ def test_default_uses_prelogits_scores_and_writes_only_cache(zoo):
 def test_logme_column_is_logme_on_prelogits_features(zoo):
     from zooscope.embed.prelogits import prelogits_features
     from zooscope.measures.transfer import logme
-    from zooscope.zoo.datasets import load_dataset, probe_subset
-    from zooscope.zoo.models import build_model
+    from zooscope.nets.datasets import load_dataset, probe_subset
+    from zooscope.nets.models import build_model
 
     t = zoo.select("low", k=3, method="logme", max_examples=300).set_index("model")
     m = zoo.catalog.get_model("b")

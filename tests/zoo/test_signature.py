@@ -89,7 +89,7 @@ def test_jl_projection_is_seeded_and_row_independent(rng):
 
 def test_cka_kind_is_registered_and_matches_the_layer_cka(rng):
     from zooscope.embed.capture import capture
-    from zooscope.zoo.models import small_cnn
+    from zooscope.nets.models import small_cnn
 
     assert EMBEDDINGS.get("cka").meta.subject == "model"
     model = small_cnn(in_chans=1, num_classes=10, width=4, img_size=8, seed=0).eval()

@@ -9,7 +9,7 @@ from zooscope import Zoo
 from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.indices import LAYER_STRIDE, IndexKey
 from zooscope.zoo.vectors import comparability_group
-from zooscope.zoo.models import sha256_file
+from zooscope.nets.models import sha256_file
 
 SCORE_TOL = 1e-6
 
@@ -32,7 +32,7 @@ def clone_zoo(zoos, name):
 
 
 def test_add_model_records_sha256_and_input_shape(zoo):
-    from zooscope.zoo.models import sha256_file
+    from zooscope.nets.models import sha256_file
 
     rec = zoo.models().set_index("name").loc["cnn1"]
     assert tuple(rec["input_shape"]) == (1, 8, 8)
@@ -71,7 +71,7 @@ def test_similar_score_is_the_linear_cka_of_penultimate_layers(zoo):
 
     from zooscope.embed.capture import capture
     from zooscope.measures import linear_cka
-    from zooscope.zoo.models import build_model
+    from zooscope.nets.models import build_model
 
     x = load_file(str(zoo.root / zoo.probe_set((1, 8, 8))["file"]))["x"]
     acts = [capture(build_model(SPEC, KW, p), x, ["conv3"])["conv3"].double().numpy() for p in checkpoints()[:2]]

@@ -18,7 +18,7 @@ def _inputs(spec: str, n: int | None, seed: int) -> Any:
     import numpy as np
     import torch
 
-    from zooscope.zoo.datasets import load_dataset
+    from zooscope.nets.datasets import load_dataset
 
     x = load_dataset(spec, seed=seed).x
     if n is not None and x.shape[0] > n:
@@ -90,7 +90,7 @@ def match_cmd(
     import pandas as pd
 
     from zooscope.measures.matching import bipartite_match, semi_match
-    from zooscope.zoo.models import build_model
+    from zooscope.nets.models import build_model
 
     kw_a = parse_json_object(kwargs_a, "--kwargs-a")
     kw_b = parse_json_object(kwargs_b, "--kwargs-b") if kwargs_b is not None else dict(kw_a)

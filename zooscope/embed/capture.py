@@ -12,7 +12,7 @@ Flattening policy (``flatten=``), per example:
 * ``"none"``: the raw output shape (batch, …).
 
 >>> import torch
->>> from zooscope.zoo.models import small_cnn
+>>> from zooscope.nets.models import small_cnn
 >>> acts = capture(small_cnn(seed=0), torch.randn(6, 1, 28, 28), batch_size=4)
 >>> {k: tuple(v.shape) for k, v in acts.items()}
 {'conv1': (6, 12544), 'conv2': (6, 6272), 'conv3': (6, 1568), 'fc': (6, 10)}
@@ -138,7 +138,7 @@ def load_inputs(spec: str | os.PathLike, n: int | None = None, *, seed: int = 0,
     ----------
     spec : str or path
         ``builtin:digits``, ``builtin:mnist5k``, ``builtin:mnist1d``, a ``.npz``/``.npy`` file, an ImageFolder
-        directory or a saved Hugging Face dataset folder (the grammar of ``zooscope.zoo.datasets.load_dataset``).
+        directory or a saved Hugging Face dataset folder (the grammar of ``zooscope.nets.datasets.load_dataset``).
     n : int, optional
         A seeded, class-stratified subset of this many examples when the dataset is larger; None keeps all.
     seed : int, default=0
@@ -149,7 +149,7 @@ def load_inputs(spec: str | os.PathLike, n: int | None = None, *, seed: int = 0,
     -------
     torch.Tensor of shape (n, ...)
     """
-    from zooscope.zoo.datasets import load_dataset, probe_subset
+    from zooscope.nets.datasets import load_dataset, probe_subset
 
     ds = load_dataset(os.fspath(spec), split=split, seed=seed)
     if n is not None and len(ds) > n:
@@ -215,7 +215,7 @@ def iter_batches(data: Any, batch_size: int = 256) -> Iterator[torch.Tensor]:
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ZooscopeInputError(f"'batch_size' must be a positive integer; got {batch_size!r}.")
     if hasattr(data, "x") and isinstance(data.x, torch.Tensor) and not isinstance(data, torch.Tensor):
-        data = data.x  # zooscope.zoo.datasets.DatasetTensors
+        data = data.x  # zooscope.nets.datasets.DatasetTensors
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
     if isinstance(data, torch.Tensor):

@@ -228,7 +228,7 @@ def compare(
     Examples
     --------
     >>> import torch
-    >>> from zooscope.zoo.models import small_cnn
+    >>> from zooscope.nets.models import small_cnn
     >>> net = small_cnn(seed=0)
     >>> table = compare(net, net, torch.randn(64, 1, 28, 28), measure="linear_cka")
     >>> [round(float(table.loc[n, n]), 6) for n in table.index]
@@ -534,7 +534,7 @@ def compare_many(
     Examples
     --------
     >>> import torch
-    >>> from zooscope.zoo.models import small_cnn
+    >>> from zooscope.nets.models import small_cnn
     >>> nets = [small_cnn(seed=s) for s in range(3)]
     >>> t = compare_many(nets, torch.randn(64, 1, 28, 28), layers=["conv3", "fc"])
     >>> len(t), sorted(set(zip(t.model_a, t.model_b)))

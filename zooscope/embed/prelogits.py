@@ -23,7 +23,7 @@ Two feature rules, named for what they take:
 `classifier_module` and `replace_classifier` use the same rule for the head, so "the features scored" and "the layer a
 fine-tune replaces" are one definition.
 
->>> from zooscope.zoo.models import small_cnn
+>>> from zooscope.nets.models import small_cnn
 >>> import torch
 >>> f, logits = prelogits_features(small_cnn(width=4, seed=0), torch.zeros(3, 1, 28, 28))
 >>> f.shape, logits.shape

@@ -184,7 +184,7 @@ class Task2Vec:
     Examples
     --------
     >>> import torch
-    >>> from zooscope.zoo.models import small_cnn
+    >>> from zooscope.nets.models import small_cnn
     >>> x, y = torch.randn(40, 1, 8, 8), torch.arange(40) % 2
     >>> emb = Task2Vec(small_cnn(img_size=8, seed=0), head_epochs=1, head_draws=256).embed(x, y)
     >>> emb.hessian.shape, emb.meta["estimator"]

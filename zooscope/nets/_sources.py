@@ -1,7 +1,7 @@
 """Dataset sources on disk: .npz, .npy, ImageFolder directories and Hugging Face ``save_to_disk`` folders.
 
 Each loader returns ``(x, y, classes)`` as numpy arrays: x float32 of shape (N, ...), y int64 of shape (N,) with
-labels 0..k-1 (or None), classes a list of k names (or None). `zooscope.zoo.datasets.load_dataset` is the public
+labels 0..k-1 (or None), classes a list of k names (or None). `zooscope.nets.datasets.load_dataset` is the public
 door; these helpers assume a checked path.
 """
 

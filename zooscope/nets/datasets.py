@@ -39,7 +39,7 @@ import torch
 from zooscope._io import atomic_write, user_cache_dir
 from zooscope._sampling import stratified_sample, stratified_split
 from zooscope._validation import ZooscopeInputError, _to_numpy, check_choice, unknown_name_error
-from zooscope.zoo import _sources
+from zooscope.nets import _sources
 
 __all__ = [
     "BUILTINS", "DatasetTensors", "absolute_source", "cache_dir", "check_labelled", "load_dataset", "probe_subset",

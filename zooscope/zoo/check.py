@@ -43,7 +43,7 @@ class CheckContext:
 def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
     """See `Zoo.check`."""
     from zooscope.embed._kinds import EMBEDDINGS
-    from zooscope.zoo.models import sha256_file
+    from zooscope.nets.models import sha256_file
 
     cat, store, vectors = ctx.embedding.catalog, ctx.embedding.store, ctx.embedding.vectors
     out: list[dict[str, Any]] = []

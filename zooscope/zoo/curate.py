@@ -185,7 +185,7 @@ def pair_heatmap(zoo: Any, a: str, b: str, path: str | Path, *, measure: str = "
     """Layer × layer comparison of two zoo models on the probe set of their input shape, drawn to ``path``."""
     from zooscope.embed.compare import compare
     from zooscope.plot import heatmap
-    from zooscope.zoo.models import build_model
+    from zooscope.nets.models import build_model
 
     ctx = _ctx(zoo)
     ra, rb = ctx.catalog.get_model(a), ctx.catalog.get_model(b)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.zoo.models import penultimate_layer
+from zooscope.nets.models import penultimate_layer
 
 __all__ = ["compute_job", "penultimate_layer", "run_jobs"]
 
@@ -50,7 +50,7 @@ def compute_job(job: dict[str, Any]) -> dict[str, Any]:
         ``layers`` and ``penultimate`` (model kinds); ``seconds``.
     """
     from zooscope.embed._kinds import EMBEDDINGS
-    from zooscope.zoo.models import build_model
+    from zooscope.nets.models import build_model
 
     t0 = time.perf_counter()
     fn = EMBEDDINGS.get(job["kind"]).fn
@@ -65,7 +65,7 @@ def compute_job(job: dict[str, Any]) -> dict[str, Any]:
         return {"vectors": np.stack([np.asarray(v, dtype=np.float32) for v in out.values()]),
                 "layers": layers, "penultimate": penultimate_layer(model, layers),
                 "seconds": time.perf_counter() - t0}
-    from zooscope.zoo.datasets import load_dataset, probe_subset
+    from zooscope.nets.datasets import load_dataset, probe_subset
 
     ds = load_dataset(job["source"], split=job.get("split", "train"), seed=int(job.get("seed", 0)))
     if ds.y is None:

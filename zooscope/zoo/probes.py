@@ -75,7 +75,7 @@ def verified_probe(ctx: ProbeContext, rec: dict[str, Any]) -> dict[str, Any]:
     """
     from safetensors.torch import load
 
-    from zooscope.zoo.datasets import tensors_sha256
+    from zooscope.nets.datasets import tensors_sha256
 
     path = _inside(ctx, rec["file"])
     data = verified_bytes(path, rec.get("file_sha256"), "probe-set")
@@ -93,7 +93,7 @@ def verified_probe(ctx: ProbeContext, rec: dict[str, Any]) -> dict[str, Any]:
 
 def _compute(ctx: ProbeContext, shape: tuple[int, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(record without "file", tensors {"x", "y"?}) of the default probe set of ``shape``, in memory."""
-    from zooscope.zoo.datasets import load_dataset, probe_subset, tensors_sha256
+    from zooscope.nets.datasets import load_dataset, probe_subset, tensors_sha256
 
     key = shape_key(shape)
     name = ctx.settings.probe_datasets.get(key)

@@ -60,7 +60,7 @@ Methods by name (``method=``; the table's ``score`` is then that column, rank-no
     ``methods=(...)`` (several) ranks by the rank mean of those columns.
 
 Optional refinement: ``finetune_top=n`` fine-tunes the top n candidates for ``epochs`` (head replaced, all layers
-trained, `zooscope.training.train_classifier`, on a stratified 80/20 split of the target's data) and re-orders
+trained, `zooscope.nets.training.train_classifier`, on a stratified 80/20 split of the target's data) and re-orders
 those n by validation accuracy (column ``finetune_val_acc``). Off by default. On the benchmark (top 3, 1 epoch):
 top-1 regret 0.030 → 0.015, τ_w 0.655 → 0.669, for ~3 s per target.
 
@@ -192,7 +192,7 @@ def _trivial(ctx: SelectContext, target: str, row: dict[str, Any]) -> np.ndarray
     """The trivial task's vector for the target's probe network (kept in ``<cache>/task2vec_trivial``)."""
     from zooscope._io import atomic_write
     from zooscope.embed.task2vec import Task2Vec
-    from zooscope.zoo.models import build_model
+    from zooscope.nets.models import build_model
 
     req = row["params"]["request"]
     shape = tuple(ctx.catalog.get_dataset(target)["input_shape"])
@@ -225,7 +225,7 @@ def _features(m: dict[str, Any], sub: Any, path: Any) -> tuple[np.ndarray, np.nd
     """(pre-logits features (n, p), softmax of the source head (n, C) or None), cached at ``path``."""
     from zooscope._io import atomic_write
     from zooscope.embed.prelogits import prelogits_features
-    from zooscope.zoo.models import build_model
+    from zooscope.nets.models import build_model
 
     if path.is_file():
         try:
@@ -256,7 +256,7 @@ def _score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str,
 
     from zooscope._version import __version__
     from zooscope._io import atomic_write
-    from zooscope.zoo.datasets import probe_subset
+    from zooscope.nets.datasets import probe_subset
 
     ds = _load_labelled(rec)
     sub = probe_subset(ds, min(max_examples, len(ds)), seed=seed)
@@ -306,7 +306,7 @@ def _one_score(c: str, fn: Any, feats: np.ndarray, probs: np.ndarray | None, y: 
 
 
 def _load_labelled(rec: dict[str, Any]) -> Any:
-    from zooscope.zoo.datasets import check_labelled, load_dataset
+    from zooscope.nets.datasets import check_labelled, load_dataset
 
     return check_labelled(load_dataset(rec["source"], split=rec["meta"].get("split", "train"),
                                        seed=int(rec["meta"].get("seed", 0))))
@@ -318,8 +318,8 @@ def _pair_fisher(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], see
     stratified subset of `FISHER_EXAMPLES`; cached in ``cache/select_fisher`` per (model, dataset)."""
     from zooscope._io import atomic_write
     from zooscope.embed.task2vec import Task2Vec
-    from zooscope.zoo.datasets import probe_subset
-    from zooscope.zoo.models import build_model
+    from zooscope.nets.datasets import probe_subset
+    from zooscope.nets.models import build_model
 
     params = {"max_samples": FISHER_EXAMPLES, "n_samples": FISHER_EXAMPLES, "head_epochs": 3, "head_draws": 2000,
               "seed": seed}
@@ -550,8 +550,8 @@ def _refine(table: pd.DataFrame, fits: list[dict[str, Any]], ds: Any, n: int, ep
 
     from zooscope._sampling import stratified_sample
     from zooscope.embed.prelogits import replace_classifier
-    from zooscope.training import train_classifier
-    from zooscope.zoo.models import build_model
+    from zooscope.nets.training import train_classifier
+    from zooscope.nets.models import build_model
 
     y = ds.y.numpy()
     n_val = max(round(0.2 * len(y)), 2 * int(y.max() + 1))

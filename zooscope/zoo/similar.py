@@ -4,7 +4,7 @@ Model-level score from layer-level CKA (``by="cka"``, or any other model kind wh
 with inner product = similarity, e.g. ``gradsketch``):
 
 * ``rule="layer"`` (default): CKA between the query's ``layer`` (default its penultimate layer) and each zoo
-  model's penultimate layer (the last layer before the classifier, see `zooscope.zoo.models.penultimate_layer`).
+  model's penultimate layer (the last layer before the classifier, see `zooscope.nets.models.penultimate_layer`).
 * ``rule="best_match"``: the mean over the query's layers of the best CKA with any layer of the other model.
 
 Path of a query: FAISS index of (kind, policy, comparability group) → ``k * oversample`` candidates → exact
@@ -90,7 +90,7 @@ def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkp
     if ctx.catalog.has_model(model):
         raise ZooscopeInputError(f"{model!r} is already a zoo model; give the new spec another label, or omit "
                                  "arch/checkpoint to query the zoo model itself.")
-    from zooscope.zoo.models import build_model, penultimate_layer
+    from zooscope.nets.models import build_model, penultimate_layer
 
     net = build_model(arch, kwargs, None if checkpoint is None else os.fspath(checkpoint)).eval()
     # first the shapes zoo models of the same spec were embedded on, then those with a probe set, then the rest:
@@ -137,7 +137,7 @@ _HASHES: dict[tuple[str, int, int], str] = {}
 
 def _sha256(path: Path) -> str:
     """sha256 of a file, memoised per process on (path, size, mtime)."""
-    from zooscope.zoo.models import sha256_file
+    from zooscope.nets.models import sha256_file
 
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)

@@ -247,7 +247,7 @@ class Zoo:
             Bad spec or kwargs, a checkpoint that does not fit or would need unpickling code (refused), no
             input shape found, or a name already used (pass ``replace=True``).
         """
-        from zooscope.zoo.models import build_model, sha256_file
+        from zooscope.nets.models import build_model, sha256_file
 
         integrity.validate_name(name, "model")
         ckpt = None if checkpoint is None else Path(checkpoint).expanduser().resolve()
@@ -279,13 +279,13 @@ class Zoo:
         ----------
         name : str
         source : str
-            Anything `zooscope.zoo.datasets.load_dataset` reads: ``"builtin:digits"``, a ``.npz`` path, an
+            Anything `zooscope.nets.datasets.load_dataset` reads: ``"builtin:digits"``, a ``.npz`` path, an
             ImageFolder directory, … A path is stored absolute (resolved now, against the current folder).
         split : str, default="train"
         seed : int, default=0
         replace : bool, default=False
         """
-        from zooscope.zoo.datasets import absolute_source, load_dataset, tensors_sha256
+        from zooscope.nets.datasets import absolute_source, load_dataset, tensors_sha256
 
         integrity.validate_name(name, "dataset")
         source = absolute_source(source)  # stored absolute: embed from any folder reads the same files
@@ -411,7 +411,7 @@ class Zoo:
     def _settle_input_shapes(self, names: Sequence[str] | None) -> None:
         """Give models added without a usable input shape (no dataset fitted yet) the first registered dataset
         shape a dry forward pass accepts; says the guess in one line per shape."""
-        from zooscope.zoo.models import build_model
+        from zooscope.nets.models import build_model
 
         wanted = None if names is None else set(names)
         todo = [m for m in self.catalog.models() if not m["input_shape"] and (wanted is None or m["name"] in wanted)]
