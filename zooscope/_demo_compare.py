@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from zooscope.embed.compare import compare
-from zooscope.plot import heatmap
-from zooscope.nets.training import train_classifier
 from zooscope.nets.models import small_cnn
+from zooscope.nets.training import train_classifier
+from zooscope.plot import heatmap
 
 __all__ = ["digits_split", "main", "train_small_cnn"]
 
@@ -45,7 +45,7 @@ def digits_split(n_test: int = 360, seed: int = 0) -> tuple[torch.Tensor, ...]:
 
 def train_small_cnn(x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int = 8,
                     batch_size: int = 64) -> nn.Module:
-    """Train a `small_cnn` (width 16, 8×8 inputs) with AdamW (`zooscope.nets.training`); the seed fixes init and order."""
+    """Train a `small_cnn` (width 16, 8×8 inputs) with AdamW (`zooscope.nets.training`); the seed fixes init, order."""
     model = small_cnn(in_chans=x.shape[1], num_classes=int(y.max()) + 1, img_size=x.shape[-1], seed=seed)
     train_classifier(model, x, y, epochs=epochs, batch_size=batch_size, lr=3e-3, weight_decay=0.01, seed=seed)
     return model.eval()

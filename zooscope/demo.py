@@ -78,14 +78,15 @@ PROBE_1D = DemoModel("probe-mnist1d", MLP, "mnist1d", {"in_features": 40, "num_c
 
 def _checkpoint(m: DemoModel, ckpt_dir: Path) -> tuple[Path, float]:
     """Train ``m`` (or reuse its cached checkpoint); returns the path and the held-out accuracy."""
-    from zooscope.nets.training import split, train_classifier
     from zooscope.nets.datasets import load_dataset
-    from zooscope.nets.models import build_model, load_checkpoint, save_checkpoint
+    from zooscope.nets.models import load_checkpoint, save_checkpoint
+    from zooscope.nets.spec import ModelSpec
+    from zooscope.nets.training import split, train_classifier
 
     path = ckpt_dir / f"{m.copy_of or m.name}.safetensors"
     ds = load_dataset(DATASETS[m.dataset])
     x, y = ds.x, ds.y
-    model = build_model(m.arch, m.kwargs)
+    model = ModelSpec(m.arch, m.kwargs).build()
     if path.exists():
         load_checkpoint(model, path)
         from zooscope.nets.training import accuracy
@@ -93,7 +94,7 @@ def _checkpoint(m: DemoModel, ckpt_dir: Path) -> tuple[Path, float]:
         _, _, xv, yv = split(x, y, seed=m.seed)
         return path, accuracy(model, xv, yv)
     torch.manual_seed(m.seed)
-    model = build_model(m.arch, m.kwargs)
+    model = ModelSpec(m.arch, m.kwargs).build()
     xt, yt, xv, yv = split(x, y, seed=m.seed)
     res = train_classifier(model, xt, yt, epochs=m.epochs, seed=m.seed, x_val=xv, y_val=yv)
     save_checkpoint(model, path)

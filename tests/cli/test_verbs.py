@@ -241,8 +241,8 @@ def test_compare_plot_names_both_checkpoints_and_the_direction(tmp_path):
         "builtin:digits", "--n", "32", "--measure", "procrustes", "--plot", png, "--format", "csv")
     assert png.read_bytes()[:4] == b"\x89PNG"
     from zooscope.embed.compare import compare
-    from zooscope.plot import heatmap_figure
     from zooscope.nets.models import build_model
+    from zooscope.plot import heatmap_figure
 
     table = compare(build_model(SPEC, KW, a), build_model(SPEC, KW, b), __import__("torch").rand(32, 1, 8, 8),
                     measure="procrustes")

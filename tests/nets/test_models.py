@@ -7,15 +7,14 @@ from torch import nn
 
 from zooscope import ZooscopeInputError
 from zooscope.nets.models import (
-    ModelSpec,
     build_model,
     load_checkpoint,
     mlp,
-    parse_spec,
     save_checkpoint,
     sha256_file,
     small_cnn,
 )
+from zooscope.nets.spec import ArchRef, parse_spec
 
 CNN = "zooscope.zoo.models:small_cnn"
 
@@ -35,9 +34,9 @@ def not_a_module():
 
 
 @pytest.mark.parametrize(("spec", "expected"), [
-    ("timm:resnet18", ModelSpec("timm", "timm", "resnet18")),
-    ("zooscope.zoo.models:small_cnn", ModelSpec("python", "zooscope.zoo.models", "small_cnn")),
-    ("pkg.mod:Factory.build", ModelSpec("python", "pkg.mod", "Factory.build")),
+    ("timm:resnet18", ArchRef("timm", "timm", "resnet18")),
+    ("zooscope.zoo.models:small_cnn", ArchRef("python", "zooscope.zoo.models", "small_cnn")),
+    ("pkg.mod:Factory.build", ArchRef("python", "pkg.mod", "Factory.build")),
 ])
 def test_parse_spec_splits_source_module_and_name(spec, expected):
     assert parse_spec(spec) == expected

@@ -29,8 +29,8 @@ def slow_models_importable(monkeypatch):
 
 
 def test_two_embed_processes_split_the_pairs_and_similar_never_fails(zoo_factory, slow_models_importable):
-    from zooscope.zoo.indices import IndexKey
     from zooscope.nets.models import save_checkpoint, small_cnn
+    from zooscope.zoo.indices import IndexKey
 
     zoo = zoo_factory()
     zoo.configure(probe_n=64)

@@ -86,7 +86,7 @@ def compare_cmd(
 
         from zooscope.embed.capture import load_inputs
         from zooscope.embed.compare import check_measure, compare, compare_many
-        from zooscope.nets.models import build_model
+        from zooscope.nets.spec import ModelSpec
 
         if len(models) < 2:
             raise ZooscopeInputError(f"compare needs at least two model specs; got {len(models)}.")
@@ -129,7 +129,7 @@ def compare_cmd(
         for spec, kw, w in zip(models, kw_list, w_list, strict=True):
             twin = next((k for k, (s2, kw2, w2) in enumerate(zip(models, kw_list, w_list, strict=True))
                          if (s2, kw2, w2) == (spec, kw, w) and k < len(nets)), None)
-            nets.append(nets[twin] if twin is not None else build_model(spec, kw, w))
+            nets.append(nets[twin] if twin is not None else ModelSpec(spec, kw, w).build())
         x = load_inputs(data, n, seed=seed, split=split)
         if many:
             names = _model_names(models, w_list)

@@ -90,13 +90,13 @@ def match_cmd(
     import pandas as pd
 
     from zooscope.measures.matching import bipartite_match, semi_match
-    from zooscope.nets.models import build_model
+    from zooscope.nets.spec import ModelSpec
 
     kw_a = parse_json_object(kwargs_a, "--kwargs-a")
     kw_b = parse_json_object(kwargs_b, "--kwargs-b") if kwargs_b is not None else dict(kw_a)
-    net_a = build_model(model_a, kw_a, weights_a)
-    same = model_a == model_b and kw_a == kw_b and weights_a == weights_b
-    net_b = net_a if same else build_model(model_b, kw_b, weights_b)
+    spec_a, spec_b = ModelSpec(model_a, kw_a, weights_a), ModelSpec(model_b, kw_b, weights_b)
+    net_a = spec_a.build()
+    net_b = net_a if spec_b == spec_a else spec_b.build()
     x = _inputs(data, n, seed)
     acc = _correlations(net_a, net_b, x, layer, layer_b or layer, batch_size=batch_size, device=device,
                         flatten="none" if spatial == "positions" else "spatial_mean")

@@ -1,9 +1,10 @@
-"""Model specs: build an ``nn.Module`` from ``timm:<name>`` or ``package.module:factory``, load checkpoints safely.
+"""Build an ``nn.Module`` from an arch string (``timm:<name>`` or ``package.module:factory``), load checkpoints safely.
 
-A spec names an architecture; kwargs configure it; a checkpoint fills its weights. Checkpoints are read with
+An arch string names an architecture; kwargs configure it; a checkpoint fills its weights; the three together are a
+`zooscope.nets.spec.ModelSpec`, whose ``.build()`` calls `build_model`. Checkpoints are read with
 safetensors, or with ``torch.load(weights_only=True)``: nothing user-supplied is ever unpickled as code.
 
->>> model = build_model("zooscope.zoo.models:small_cnn", {"width": 8})
+>>> model = build_model("zooscope.nets.models:small_cnn", {"width": 8})
 >>> sum(p.numel() for p in model.parameters()) > 0
 True
 """
@@ -17,24 +18,21 @@ import importlib
 import inspect
 import logging
 import pickle
-import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from zooscope._validation import ZooscopeInputError
+from zooscope.nets.spec import ArchRef, parse_spec, resolve_module
 
 __all__ = [
-    "ModelSpec",
     "build_model",
     "load_checkpoint",
     "mlp",
-    "parse_spec",
     "penultimate_layer",
     "save_checkpoint",
     "sha256_file",
@@ -42,72 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-_SPEC_HELP = ("A model spec is 'timm:<name>' (e.g. timm:resnet18) or 'package.module:factory' "
-              "(e.g. zooscope.zoo.models:small_cnn), where factory returns an nn.Module.")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A parsed model spec.
-
-    Attributes
-    ----------
-    source : {"timm", "python"}
-        Where the architecture comes from.
-    module : str
-        ``"timm"`` or the importable module path of the factory.
-    name : str
-        The timm model name, or the (possibly dotted) attribute of ``module`` to call.
-    """
-
-    source: Literal["timm", "python"]
-    module: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.module}:{self.name}"
-
-
-def parse_spec(spec: str) -> ModelSpec:
-    """Validate and split a model spec.
-
-    Parameters
-    ----------
-    spec : str
-        ``"timm:<name>"`` or ``"package.module:factory"``.
-
-    Returns
-    -------
-    ModelSpec
-
-    Raises
-    ------
-    ZooscopeInputError
-        If the spec is not of either form; the message shows both forms.
-
-    Examples
-    --------
-    >>> parse_spec("timm:resnet18")
-    ModelSpec(source='timm', module='timm', name='resnet18')
-    >>> parse_spec("zooscope.zoo.models:small_cnn").source
-    'python'
-    """
-    if not isinstance(spec, str) or spec.count(":") != 1:
-        raise ZooscopeInputError(f"Bad model spec {spec!r}: it needs exactly one ':'. {_SPEC_HELP}")
-    module, name = (part.strip() for part in spec.split(":"))
-    if module == "timm":
-        if not re.fullmatch(r"[\w.\-]+", name):
-            raise ZooscopeInputError(f"Bad model spec {spec!r}: no timm model name after 'timm:'. {_SPEC_HELP}")
-        return ModelSpec("timm", "timm", name)
-    if not _DOTTED.match(module) or not _DOTTED.match(name):
-        raise ZooscopeInputError(
-            f"Bad model spec {spec!r}: {module!r} must be an importable module path and {name!r} a Python "
-            f"name in it. {_SPEC_HELP}"
-        )
-    return ModelSpec("python", module, name)
-
 
 def build_model(
     spec: str,
@@ -171,9 +103,9 @@ def _build_timm(name: str, kwargs: dict[str, Any], pretrained: bool) -> nn.Modul
         raise ZooscopeInputError(f"timm.create_model({name!r}, **{kwargs}) rejected the kwargs: {e}") from e
 
 
-def _build_python(spec: ModelSpec, kwargs: dict[str, Any]) -> nn.Module:
+def _build_python(spec: ArchRef, kwargs: dict[str, Any]) -> nn.Module:
     try:
-        obj: Any = importlib.import_module(spec.module)
+        obj: Any = importlib.import_module(resolve_module(spec.module))
     except ModuleNotFoundError as e:
         raise ZooscopeInputError(
             f"Cannot import {spec.module!r} for model spec '{spec}': {e}. Install the package or fix the path."

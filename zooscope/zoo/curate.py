@@ -184,8 +184,8 @@ def zoo_map(zoo: Any, by: str = "cka", path: str | Path | None = None, *, seed: 
 def pair_heatmap(zoo: Any, a: str, b: str, path: str | Path, *, measure: str = "linear_cka") -> pd.DataFrame:
     """Layer × layer comparison of two zoo models on the probe set of their input shape, drawn to ``path``."""
     from zooscope.embed.compare import compare
+    from zooscope.nets.spec import ModelSpec
     from zooscope.plot import heatmap
-    from zooscope.nets.models import build_model
 
     ctx = _ctx(zoo)
     ra, rb = ctx.catalog.get_model(a), ctx.catalog.get_model(b)
@@ -193,8 +193,8 @@ def pair_heatmap(zoo: Any, a: str, b: str, path: str | Path, *, measure: str = "
         raise ZooscopeInputError(f"{a!r} takes inputs {ra['input_shape']} and {b!r} takes {rb['input_shape']}; "
                                  "a layer × layer comparison needs the same inputs.")
     _, x = probe_inputs(ctx.probes, tuple(ra["input_shape"]))
-    ma = build_model(ra["spec"], ra["kwargs"], ra["checkpoint"])
-    mb = build_model(rb["spec"], rb["kwargs"], rb["checkpoint"])
+    ma = ModelSpec.from_row(ra).build()
+    mb = ModelSpec.from_row(rb).build()
     table = compare(ma, mb, x, measure=measure)
     heatmap(table, path, title=f"{a} vs {b}")
     return table

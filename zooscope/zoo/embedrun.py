@@ -34,6 +34,7 @@ import pandas as pd
 from zooscope._io import atomic_write
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
+from zooscope.nets.spec import ModelSpec
 from zooscope.zoo import parallel
 from zooscope.zoo.catalog import DEFAULT_LEASE_S, Catalog, new_owner
 from zooscope.zoo.catalog import params_hash as request_hash
@@ -95,8 +96,8 @@ def plan_job(ctx: EmbedContext, kind: str, subject: dict[str, Any], *,
         request = {"kind": kind, "version": meta.version, "params": kind_params, "probe_set": probe["id"],
                    "spec": subject["spec"], "kwargs": subject["kwargs"],
                    "checkpoint_sha256": subject["checkpoint_sha256"]}
-        job = {"subject": "model", "arch": subject["spec"], "kwargs": subject["kwargs"],
-               "checkpoint": subject["checkpoint"], "probe_file": str(ctx.paths.root / probe["file"])}
+        job = {"subject": "model", "net": ModelSpec.from_row(subject),
+               "probe_file": str(ctx.paths.root / probe["file"])}
     else:
         if not subject.get("num_classes"):
             raise ZooscopeInputError(f"Dataset {subject['name']!r} has no labels; kind {kind!r} needs them.")

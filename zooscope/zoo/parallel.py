@@ -40,7 +40,7 @@ def compute_job(job: dict[str, Any]) -> dict[str, Any]:
     ----------
     job : dict
         Keys ``kind``, ``subject`` ("model" or "dataset"), ``name``, ``kind_params`` and, for model kinds,
-        ``arch``, ``kwargs``, ``checkpoint``, ``probe_file``; for dataset kinds ``source``, ``split``, ``seed``,
+        ``net`` (a `zooscope.nets.spec.ModelSpec`) and ``probe_file``; for dataset kinds ``source``, ``split``, ``seed``,
         ``max_samples`` and ``probe_net`` (``{"arch", "kwargs", "checkpoint"}``).
 
     Returns
@@ -50,13 +50,12 @@ def compute_job(job: dict[str, Any]) -> dict[str, Any]:
         ``layers`` and ``penultimate`` (model kinds); ``seconds``.
     """
     from zooscope.embed._kinds import EMBEDDINGS
-    from zooscope.nets.models import build_model
-
+    
     t0 = time.perf_counter()
     fn = EMBEDDINGS.get(job["kind"]).fn
     params = dict(job.get("kind_params") or {})
     if job["subject"] == "model":
-        model = build_model(job["arch"], job.get("kwargs"), job.get("checkpoint")).eval()
+        model = job["net"].build().eval()
         out = fn(model, _load_probe(job["probe_file"]), layers=job.get("layers"), **params)
         layers = list(out)
         dims = {np.asarray(v).shape for v in out.values()}
@@ -73,7 +72,7 @@ def compute_job(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("max_samples") and len(ds.x) > int(job["max_samples"]):
         ds = probe_subset(ds, int(job["max_samples"]), seed=int(job.get("seed", 0)))
     net = job["probe_net"]
-    probe = build_model(net["arch"], net.get("kwargs"), net.get("checkpoint"))
+    probe = ModelSpec.from_dict(net).build()
     vec = np.asarray(fn(ds.x, ds.y, probe=probe, **params), dtype=np.float32).reshape(-1)
     return {"vectors": vec, "layers": None, "penultimate": None, "seconds": time.perf_counter() - t0}
 

@@ -192,7 +192,7 @@ def _trivial(ctx: SelectContext, target: str, row: dict[str, Any]) -> np.ndarray
     """The trivial task's vector for the target's probe network (kept in ``<cache>/task2vec_trivial``)."""
     from zooscope._io import atomic_write
     from zooscope.embed.task2vec import Task2Vec
-    from zooscope.nets.models import build_model
+    from zooscope.nets.spec import ModelSpec
 
     req = row["params"]["request"]
     shape = tuple(ctx.catalog.get_dataset(target)["input_shape"])
@@ -202,7 +202,7 @@ def _trivial(ctx: SelectContext, target: str, row: dict[str, Any]) -> np.ndarray
         return np.load(path, allow_pickle=False)
     net = req["probe_net"]
     params = {k: v for k, v in req["params"].items() if k not in ("progress",)}
-    t2v = Task2Vec(build_model(net["arch"], net.get("kwargs"), net.get("checkpoint")), **params)
+    t2v = Task2Vec(ModelSpec.from_dict(net).build(), **params)
     # the raw Fisher: task_distance needs its absolute scale (index_vector is only for the FAISS index)
     vec = np.asarray(t2v.embed_trivial(x).hessian, dtype=np.float32)
     try:
@@ -225,7 +225,7 @@ def _features(m: dict[str, Any], sub: Any, path: Any) -> tuple[np.ndarray, np.nd
     """(pre-logits features (n, p), softmax of the source head (n, C) or None), cached at ``path``."""
     from zooscope._io import atomic_write
     from zooscope.embed.prelogits import prelogits_features
-    from zooscope.nets.models import build_model
+    from zooscope.nets.spec import ModelSpec
 
     if path.is_file():
         try:
@@ -233,7 +233,7 @@ def _features(m: dict[str, Any], sub: Any, path: Any) -> tuple[np.ndarray, np.nd
                 return z["features"], (z["probs"] if z["probs"].size else None)
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring unreadable cache %s (%s)", path, e)
-    net = build_model(m["spec"], m["kwargs"], m["checkpoint"])
+    net = ModelSpec.from_row(m).build()
     feats, logits = prelogits_features(net, sub.x)
     probs = None
     if logits is not None:
@@ -319,7 +319,7 @@ def _pair_fisher(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], see
     from zooscope._io import atomic_write
     from zooscope.embed.task2vec import Task2Vec
     from zooscope.nets.datasets import probe_subset
-    from zooscope.nets.models import build_model
+    from zooscope.nets.spec import ModelSpec
 
     params = {"max_samples": FISHER_EXAMPLES, "n_samples": FISHER_EXAMPLES, "head_epochs": 3, "head_draws": 2000,
               "seed": seed}
@@ -331,7 +331,7 @@ def _pair_fisher(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], see
         return np.load(path, allow_pickle=False)
     ds = _load_labelled(rec)
     sub = probe_subset(ds, min(FISHER_EXAMPLES, len(ds)), seed=seed)
-    t2v = Task2Vec(build_model(m["spec"], m["kwargs"], m["checkpoint"]), **params)
+    t2v = Task2Vec(ModelSpec.from_row(m).build(), **params)
     vec = np.asarray(t2v.embed(sub.x, sub.y).hessian, dtype=np.float64)
     try:
         atomic_write(path, lambda f: np.save(f, vec, allow_pickle=False))
@@ -550,8 +550,8 @@ def _refine(table: pd.DataFrame, fits: list[dict[str, Any]], ds: Any, n: int, ep
 
     from zooscope._sampling import stratified_sample
     from zooscope.embed.prelogits import replace_classifier
+    from zooscope.nets.spec import ModelSpec
     from zooscope.nets.training import train_classifier
-    from zooscope.nets.models import build_model
 
     y = ds.y.numpy()
     n_val = max(round(0.2 * len(y)), 2 * int(y.max() + 1))
@@ -563,7 +563,7 @@ def _refine(table: pd.DataFrame, fits: list[dict[str, Any]], ds: Any, n: int, ep
     for name in top:
         m = by_name[name]
         torch.manual_seed(seed)
-        net = replace_classifier(build_model(m["spec"], m["kwargs"], m["checkpoint"]), int(y.max() + 1), seed=seed)
+        net = replace_classifier(ModelSpec.from_row(m).build(), int(y.max() + 1), seed=seed)
         res = train_classifier(net, ds.x[tr], ds.y[tr], epochs=epochs, seed=seed, x_val=ds.x[val], y_val=ds.y[val])
         acc[name] = float(res.val_acc)
     table = table.copy()

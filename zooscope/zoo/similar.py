@@ -90,9 +90,10 @@ def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkp
     if ctx.catalog.has_model(model):
         raise ZooscopeInputError(f"{model!r} is already a zoo model; give the new spec another label, or omit "
                                  "arch/checkpoint to query the zoo model itself.")
-    from zooscope.nets.models import build_model, penultimate_layer
+    from zooscope.nets.models import penultimate_layer
+    from zooscope.nets.spec import ModelSpec
 
-    net = build_model(arch, kwargs, None if checkpoint is None else os.fspath(checkpoint)).eval()
+    net = ModelSpec(arch, kwargs or {}, None if checkpoint is None else os.fspath(checkpoint)).build().eval()
     # first the shapes zoo models of the same spec were embedded on, then those with a probe set, then the rest:
     # in a zoo with several probe shapes the query lands where its peers are
     same = [tuple(m["input_shape"]) for m in ctx.catalog.models() if m["spec"] == arch and m["input_shape"]]

@@ -247,11 +247,12 @@ class Zoo:
             Bad spec or kwargs, a checkpoint that does not fit or would need unpickling code (refused), no
             input shape found, or a name already used (pass ``replace=True``).
         """
-        from zooscope.nets.models import build_model, sha256_file
+        from zooscope.nets.models import sha256_file
+        from zooscope.nets.spec import ModelSpec
 
         integrity.validate_name(name, "model")
         ckpt = None if checkpoint is None else Path(checkpoint).expanduser().resolve()
-        model = build_model(arch, kwargs, ckpt)
+        model = ModelSpec(arch, kwargs or {}, None if ckpt is None else str(ckpt)).build()
         datasets = self.catalog.datasets()
         if trained_on is not None and not any(d["name"] == trained_on for d in datasets):
             log.warning("trained_on %r: dataset not registered yet; register it (add-dataset %s --source …) so "
@@ -411,7 +412,7 @@ class Zoo:
     def _settle_input_shapes(self, names: Sequence[str] | None) -> None:
         """Give models added without a usable input shape (no dataset fitted yet) the first registered dataset
         shape a dry forward pass accepts; says the guess in one line per shape."""
-        from zooscope.nets.models import build_model
+        from zooscope.nets.spec import ModelSpec
 
         wanted = None if names is None else set(names)
         todo = [m for m in self.catalog.models() if not m["input_shape"] and (wanted is None or m["name"] in wanted)]
@@ -420,7 +421,7 @@ class Zoo:
         datasets = self.catalog.datasets()
         guessed: dict[tuple[int, ...], list[str]] = {}
         for m in todo:
-            net = build_model(m["spec"], m["kwargs"], m["checkpoint"])
+            net = ModelSpec.from_row(m).build()
             firm = _firm_shapes(datasets, None, m["trained_on"], m["kwargs"], net)
             try:
                 shape = find_input_shape(net, firm) if firm else None
