@@ -1,4 +1,5 @@
-"""The package's import graph: no cycles anywhere in zooscope/, and measures/ never touches torch.nn.
+"""The package's import graph: no cycles anywhere in zooscope/, layers import only downward, measures/ never
+touches torch.nn.
 
 Every import statement counts (module level, inside functions, under ``TYPE_CHECKING``): a lazy import that
 closes a loop is still a loop in the design (DESIGN.md, "one direction").
@@ -81,6 +82,47 @@ def test_the_zoo_pipeline_imports_only_forward():
     assert not backward, f"imports against the pipeline's order: {backward}"
     assert not [(a, b) for a, b in g.edges if a in siblings and b in siblings], "queries must not import each other"
     assert not [a for a, b in g.edges if b == "zooscope.zoo.zoo" and a.startswith("zooscope.zoo.")]
+
+
+# bottom to top; a module may import its own layer and the ones below it, never one above
+LAYERS = (("_private",), ("measures",), ("nets",), ("embed",), ("index",), ("plot",), ("zoo",), ("bench",),
+          ("cli", "demo", "_demo_compare", "__init__"))
+
+
+def _layer(module: str) -> int:
+    """The rank of a module in `LAYERS`: ``zooscope._io`` -> 0 (private helpers), ``zooscope.nets.arch`` -> 2."""
+    parts = module.split(".")
+    top = "__init__" if len(parts) == 1 else parts[1]
+    if top.startswith("_") and top not in ("_demo_compare", "__init__"):
+        top = "_private"
+    ranks = [i for i, names in enumerate(LAYERS) if top in names]
+    assert ranks, f"{module}: give zooscope.{top} a place in LAYERS (tests/test_imports.py) and DESIGN.md"
+    return ranks[0]
+
+
+def test_layers_import_only_downward():
+    g = import_graph()
+    upward = sorted((a, b) for a, b in g.edges if _layer(b) > _layer(a))
+    assert not upward, f"imports from a lower layer to a higher one: {upward}"
+
+
+def test_nets_imports_nothing_above_it():
+    g = import_graph()
+    nets = [m for m in g if m == "zooscope.nets" or m.startswith("zooscope.nets.")]
+    assert {f"zooscope.nets.{m}" for m in ("models", "arch", "datasets", "training")} <= set(nets)
+    above = sorted((a, b) for a in nets for b in g.successors(a) if not (
+        b.startswith("zooscope.nets") or b.split(".")[1].startswith("_")))
+    assert not above, f"zooscope.nets must import only zooscope.nets and the private helpers: {above}"
+    callers = {a.split(".")[1] for a, b in g.edges
+               if b.startswith("zooscope.nets") and not a.startswith("zooscope.nets")}
+    assert {"embed", "zoo", "cli"} <= callers  # the loaders every layer uses live here, not in zoo/
+
+
+def test_the_layer_test_can_fail():
+    assert _layer("zooscope.nets.models") < _layer("zooscope.embed.capture") < _layer("zooscope.zoo.zoo")
+    assert _layer("zooscope._io") == _layer("zooscope._registry") == 0
+    with pytest.raises(AssertionError, match=r"give zooscope\.newpkg a place"):
+        _layer("zooscope.newpkg.mod")
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "measures").glob("*.py")), ids=lambda p: p.name)

@@ -79,8 +79,7 @@ PROBE_1D = DemoModel("probe-mnist1d", MLP, "mnist1d", {"in_features": 40, "num_c
 def _checkpoint(m: DemoModel, ckpt_dir: Path) -> tuple[Path, float]:
     """Train ``m`` (or reuse its cached checkpoint); returns the path and the held-out accuracy."""
     from zooscope.nets.datasets import load_dataset
-    from zooscope.nets.models import load_checkpoint, save_checkpoint
-    from zooscope.nets.spec import ModelSpec
+    from zooscope.nets.models import ModelSpec, load_checkpoint, save_checkpoint
     from zooscope.nets.training import split, train_classifier
 
     path = ckpt_dir / f"{m.copy_of or m.name}.safetensors"

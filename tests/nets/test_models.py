@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from zooscope import ZooscopeInputError
+from zooscope.nets.arch import ArchRef, parse_spec
 from zooscope.nets.models import (
     build_model,
     load_checkpoint,
@@ -14,7 +15,6 @@ from zooscope.nets.models import (
     sha256_file,
     small_cnn,
 )
-from zooscope.nets.spec import ArchRef, parse_spec
 
 CNN = "zooscope.zoo.models:small_cnn"
 

@@ -86,7 +86,7 @@ def compare_cmd(
 
         from zooscope.embed.capture import load_inputs
         from zooscope.embed.compare import check_measure, compare, compare_many
-        from zooscope.nets.spec import ModelSpec
+        from zooscope.nets.models import ModelSpec
 
         if len(models) < 2:
             raise ZooscopeInputError(f"compare needs at least two model specs; got {len(models)}.")

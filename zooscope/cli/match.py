@@ -90,7 +90,7 @@ def match_cmd(
     import pandas as pd
 
     from zooscope.measures.matching import bipartite_match, semi_match
-    from zooscope.nets.spec import ModelSpec
+    from zooscope.nets.models import ModelSpec
 
     kw_a = parse_json_object(kwargs_a, "--kwargs-a")
     kw_b = parse_json_object(kwargs_b, "--kwargs-b") if kwargs_b is not None else dict(kw_a)

@@ -1,7 +1,7 @@
 """Build an ``nn.Module`` from an arch string (``timm:<name>`` or ``package.module:factory``), load checkpoints safely.
 
 An arch string names an architecture; kwargs configure it; a checkpoint fills its weights; the three together are a
-`zooscope.nets.spec.ModelSpec`, whose ``.build()`` calls `build_model`. Checkpoints are read with
+`ModelSpec`, whose ``.build()`` calls `build_model`. Checkpoints are read with
 safetensors, or with ``torch.load(weights_only=True)``: nothing user-supplied is ever unpickled as code.
 
 >>> model = build_model("zooscope.nets.models:small_cnn", {"width": 8})
@@ -17,9 +17,11 @@ import hashlib
 import importlib
 import inspect
 import logging
+import os
 import pickle
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,10 @@ import torch
 from torch import nn
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.nets.spec import ArchRef, parse_spec, resolve_module
+from zooscope.nets.arch import ArchRef, parse_spec, resolve_module
 
 __all__ = [
+    "ModelSpec",
     "build_model",
     "load_checkpoint",
     "mlp",
@@ -41,18 +44,60 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One network to build: an arch string, the kwargs of its factory and optionally a checkpoint.
+
+    Attributes
+    ----------
+    arch : str
+        ``"timm:<name>"`` or ``"package.module:factory"`` (see `zooscope.nets.arch.parse_spec`).
+    kwargs : mapping
+        Keyword arguments for the factory, e.g. ``{"num_classes": 10, "in_chans": 1}``.
+    checkpoint : str, optional
+        A ``.safetensors`` file or a tensor-only ``torch.save`` file (see `load_checkpoint`).
+    """
+
+    arch: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kwargs is None:
+            object.__setattr__(self, "kwargs", {})
+        elif not isinstance(self.kwargs, Mapping):
+            raise ZooscopeInputError(f"The kwargs of {self.arch!r} must be a mapping; got {self.kwargs!r}.")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, str):
+            object.__setattr__(self, "checkpoint", os.fspath(self.checkpoint))
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ModelSpec:
+        """The spec of a catalog model row (its arch is stored under ``"spec"``, a stored column name)."""
+        return cls(row["spec"], row.get("kwargs") or {}, row.get("checkpoint"))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelSpec:
+        """The spec of a ``{"arch", "kwargs", "checkpoint"}`` dict (a Task2Vec probe-net setting)."""
+        return cls(d["arch"], d.get("kwargs") or {}, d.get("checkpoint"))
+
+    def build(self, *, pretrained: bool = False) -> nn.Module:
+        """Build the network and load the checkpoint, if any (`build_model`)."""
+        return build_model(self.arch, self.kwargs, self.checkpoint, pretrained=pretrained)
+
+
 def build_model(
-    spec: str,
+    arch: str,
     kwargs: Mapping[str, Any] | None = None,
     checkpoint: str | Path | None = None,
     *,
     pretrained: bool = False,
 ) -> nn.Module:
-    """Build the network a spec names, optionally loading a checkpoint.
+    """Build the network an arch string names, optionally loading a checkpoint.
 
     Parameters
     ----------
-    spec : str
+    arch : str
         ``"timm:<name>"`` (via ``timm.create_model``) or ``"package.module:factory"`` (any callable
         returning an ``nn.Module``).
     kwargs : mapping, optional
@@ -73,14 +118,14 @@ def build_model(
         Bad spec, unknown timm name (with close matches), missing module or factory, a factory that does
         not return an ``nn.Module``, or a checkpoint that does not fit (see `load_checkpoint`).
     """
-    parsed = parse_spec(spec)
+    parsed = parse_spec(arch)
     kwargs = dict(kwargs or {})
     if parsed.source == "timm":
         model = _build_timm(parsed.name, kwargs, pretrained)
     else:
         if pretrained:
             raise ZooscopeInputError(
-                f"pretrained=True works only for timm: specs; for {spec!r} pass the weights as a checkpoint."
+                f"pretrained=True works only for timm: specs; for {arch!r} pass the weights as a checkpoint."
             )
         model = _build_python(parsed, kwargs)
     if checkpoint is not None:

@@ -184,7 +184,7 @@ def zoo_map(zoo: Any, by: str = "cka", path: str | Path | None = None, *, seed: 
 def pair_heatmap(zoo: Any, a: str, b: str, path: str | Path, *, measure: str = "linear_cka") -> pd.DataFrame:
     """Layer × layer comparison of two zoo models on the probe set of their input shape, drawn to ``path``."""
     from zooscope.embed.compare import compare
-    from zooscope.nets.spec import ModelSpec
+    from zooscope.nets.models import ModelSpec
     from zooscope.plot import heatmap
 
     ctx = _ctx(zoo)

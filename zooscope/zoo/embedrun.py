@@ -34,7 +34,7 @@ import pandas as pd
 from zooscope._io import atomic_write
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
-from zooscope.nets.spec import ModelSpec
+from zooscope.nets.models import ModelSpec
 from zooscope.zoo import parallel
 from zooscope.zoo.catalog import DEFAULT_LEASE_S, Catalog, new_owner
 from zooscope.zoo.catalog import params_hash as request_hash

@@ -40,7 +40,7 @@ def compute_job(job: dict[str, Any]) -> dict[str, Any]:
     ----------
     job : dict
         Keys ``kind``, ``subject`` ("model" or "dataset"), ``name``, ``kind_params`` and, for model kinds,
-        ``net`` (a `zooscope.nets.spec.ModelSpec`) and ``probe_file``; for dataset kinds ``source``, ``split``, ``seed``,
+        ``net`` (a `zooscope.nets.models.ModelSpec`) and ``probe_file``; for dataset kinds ``source``, ``split``, ``seed``,
         ``max_samples`` and ``probe_net`` (``{"arch", "kwargs", "checkpoint"}``).
 
     Returns

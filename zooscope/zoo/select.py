@@ -192,7 +192,7 @@ def _trivial(ctx: SelectContext, target: str, row: dict[str, Any]) -> np.ndarray
     """The trivial task's vector for the target's probe network (kept in ``<cache>/task2vec_trivial``)."""
     from zooscope._io import atomic_write
     from zooscope.embed.task2vec import Task2Vec
-    from zooscope.nets.spec import ModelSpec
+    from zooscope.nets.models import ModelSpec
 
     req = row["params"]["request"]
     shape = tuple(ctx.catalog.get_dataset(target)["input_shape"])
@@ -225,7 +225,7 @@ def _features(m: dict[str, Any], sub: Any, path: Any) -> tuple[np.ndarray, np.nd
     """(pre-logits features (n, p), softmax of the source head (n, C) or None), cached at ``path``."""
     from zooscope._io import atomic_write
     from zooscope.embed.prelogits import prelogits_features
-    from zooscope.nets.spec import ModelSpec
+    from zooscope.nets.models import ModelSpec
 
     if path.is_file():
         try:
@@ -319,7 +319,7 @@ def _pair_fisher(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], see
     from zooscope._io import atomic_write
     from zooscope.embed.task2vec import Task2Vec
     from zooscope.nets.datasets import probe_subset
-    from zooscope.nets.spec import ModelSpec
+    from zooscope.nets.models import ModelSpec
 
     params = {"max_samples": FISHER_EXAMPLES, "n_samples": FISHER_EXAMPLES, "head_epochs": 3, "head_draws": 2000,
               "seed": seed}
@@ -550,7 +550,7 @@ def _refine(table: pd.DataFrame, fits: list[dict[str, Any]], ds: Any, n: int, ep
 
     from zooscope._sampling import stratified_sample
     from zooscope.embed.prelogits import replace_classifier
-    from zooscope.nets.spec import ModelSpec
+    from zooscope.nets.models import ModelSpec
     from zooscope.nets.training import train_classifier
 
     y = ds.y.numpy()

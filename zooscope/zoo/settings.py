@@ -161,7 +161,7 @@ def configure(catalog: Catalog, *, probe_n: int | None = None, probe_seed: int |
         if input_shape is None or "arch" not in task2vec_probe:
             raise ZooscopeInputError("configure(task2vec_probe={'arch': …, 'kwargs': …, 'checkpoint': …}, "
                                      "input_shape=(C, H, W)) needs both the spec and the input shape.")
-        from zooscope.nets.spec import ModelSpec
+        from zooscope.nets.models import ModelSpec
 
         ModelSpec.from_dict(task2vec_probe).build()
         probes = dict(cat.get_setting("task2vec_probes", {}) or {})

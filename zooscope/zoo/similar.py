@@ -91,7 +91,7 @@ def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkp
         raise ZooscopeInputError(f"{model!r} is already a zoo model; give the new spec another label, or omit "
                                  "arch/checkpoint to query the zoo model itself.")
     from zooscope.nets.models import penultimate_layer
-    from zooscope.nets.spec import ModelSpec
+    from zooscope.nets.models import ModelSpec
 
     net = ModelSpec(arch, kwargs or {}, None if checkpoint is None else os.fspath(checkpoint)).build().eval()
     # first the shapes zoo models of the same spec were embedded on, then those with a probe set, then the rest:

@@ -248,7 +248,7 @@ class Zoo:
             input shape found, or a name already used (pass ``replace=True``).
         """
         from zooscope.nets.models import sha256_file
-        from zooscope.nets.spec import ModelSpec
+        from zooscope.nets.models import ModelSpec
 
         integrity.validate_name(name, "model")
         ckpt = None if checkpoint is None else Path(checkpoint).expanduser().resolve()
@@ -412,7 +412,7 @@ class Zoo:
     def _settle_input_shapes(self, names: Sequence[str] | None) -> None:
         """Give models added without a usable input shape (no dataset fitted yet) the first registered dataset
         shape a dry forward pass accepts; says the guess in one line per shape."""
-        from zooscope.nets.spec import ModelSpec
+        from zooscope.nets.models import ModelSpec
 
         wanted = None if names is None else set(names)
         todo = [m for m in self.catalog.models() if not m["input_shape"] and (wanted is None or m["name"] in wanted)]
