@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.nets.models import penultimate_layer
+from zooscope.nets.models import ModelSpec, penultimate_layer
 
 __all__ = ["compute_job", "penultimate_layer", "run_jobs"]
 
