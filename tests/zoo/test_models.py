@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from zooscope import ZooscopeInputError
+from zooscope._io import file_sha256 as sha256_file
 from zooscope.zoo.models import (
     ModelSpec,
     build_model,
@@ -13,7 +14,6 @@ from zooscope.zoo.models import (
     mlp,
     parse_spec,
     save_checkpoint,
-    sha256_file,
     small_cnn,
 )
 
