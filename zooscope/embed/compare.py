@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from zooscope._progress import track
 from zooscope._validation import ZooscopeInputError
 from zooscope.embed._comparers import COMPARERS, ComparerMeta
 from zooscope.embed.capture import (
@@ -42,7 +43,6 @@ from zooscope.embed.capture import (
     on_device,
     resolve_data,
     resolve_layers,
-    track,
 )
 from zooscope.measures._base import MEASURES
 
