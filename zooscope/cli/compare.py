@@ -70,7 +70,8 @@ def compare_cmd(
     --weights-b tuned.safetensors --data ./val_images --n 2000 --out cka.csv --plot cka.png
     """
     from zooscope.embed.capture import load_inputs
-    from zooscope.embed.compare import check_measure, compare, compare_many
+    from zooscope.embed.compare import check_measure, compare
+    from zooscope.embed.compare_many import compare_many
     from zooscope.zoo.models import build_model
 
     if len(models) < 2:
