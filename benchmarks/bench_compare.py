@@ -54,7 +54,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from zooscope.embed.capture import capture
-from zooscope.embed.compare import compare, compare_many
+from zooscope.embed.compare import compare
+from zooscope.embed.compare_many import compare_many
 from zooscope.measures.minibatch import _GRAM_BLOCK, linear_cka_matrix
 from zooscope.nets.models import small_cnn
 

@@ -26,7 +26,7 @@ def __getattr__(name: str) -> Any:  # torch-heavy parts load on first use (so Ct
 
         return compare
     if name == "compare_many":
-        from zooscope.embed.compare import compare_many
+        from zooscope.embed.compare_many import compare_many
 
         return compare_many
     if name == "Zoo":

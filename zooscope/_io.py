@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["TMP_PREFIX", "atomic_open", "atomic_write", "fsync_dir", "user_cache_dir"]
+__all__ = ["TMP_PREFIX", "atomic_open", "atomic_write", "file_sha256", "fsync_dir", "user_cache_dir"]
+
+_HASHED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 TMP_PREFIX = ".tmp-"  # temp files of unfinished writes start with this (safe to delete when idle)
 
@@ -100,3 +102,38 @@ class _HashingWriter:
 
     def __getattr__(self, name: str) -> Any:  # flush, fileno, seek, tell ... as the real file
         return getattr(self._f, name)
+
+
+def file_sha256(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20, memo: bool = False) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (checkpoints can be large): the one file hash of zooscope.
+
+    Parameters
+    ----------
+    path : path
+        File to hash.
+    chunk_size : int, default=1 MiB
+        Bytes read at a time.
+    memo : bool, default=False
+        Memoise per process by (path, size, mtime), so repeated reads of a file that does not change are cheap
+        (zoo files written once and verified on every read). Off for files that may be rewritten in place
+        (checkpoints): a rewrite of the same size within the clock's resolution would keep the old hash.
+
+    Returns
+    -------
+    str
+        64 lower-case hex digits.
+    """
+    path = Path(path)
+    key = None
+    if memo:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key in _HASHED:
+            return _HASHED[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            h.update(chunk)
+    if key is not None:
+        _HASHED[key] = h.hexdigest()
+    return h.hexdigest()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +23,10 @@ class ZooscopeInputError(ValueError):
 #: a ZooscopeInputError naming a cheaper alternative. Default 2 GiB; set ``ZOOSCOPE_MEMORY_CAP_BYTES`` in the
 #: environment, or assign ``zooscope._validation.MEMORY_CAP_BYTES`` at run time, to change it.
 MEMORY_CAP_BYTES: int = int(os.environ.get("ZOOSCOPE_MEMORY_CAP_BYTES", 2 * 1024**3))
+
+
+#: Longest zoo name (model, dataset), in bytes of UTF-8.
+MAX_NAME_BYTES = 200
 
 
 def _is_torch(A: Any) -> bool:
@@ -207,3 +212,44 @@ def unknown_name_error(what: str, name: str, valid: Iterable[str]) -> ZooscopeIn
     hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
     shown = ", ".join(valid[:60]) + (f", … ({len(valid)} in all)" if len(valid) > 60 else "")
     return ZooscopeInputError(f"Unknown {what} {name!r}.{hint} Valid: {shown}.")
+
+
+def validate_name(name: Any, what: str = "model") -> str:
+    """``name`` if it is a valid zoo name, else a `ZooscopeInputError` saying why (names are data, never paths).
+
+    Examples
+    --------
+    >>> validate_name("résnet-18 (ImageNet)")
+    'résnet-18 (ImageNet)'
+    >>> try:
+    ...     validate_name("../x")
+    ... except ValueError as e:
+    ...     print(str(e)[:33])
+    A model name cannot contain '/' o
+    """
+    if not isinstance(name, str):
+        raise ZooscopeInputError(f"A {what} name must be a string; got {type(name).__name__} {name!r}.")
+    shown = repr(name[:60]) + ("…" if len(name) > 60 else "")
+    if not name.strip():
+        raise ZooscopeInputError(f"A {what} name must be a non-empty string; got {shown}.")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ZooscopeInputError(f"A {what} name must be valid Unicode text (no lone surrogates); got {shown}.") \
+            from None
+    if size > MAX_NAME_BYTES:
+        raise ZooscopeInputError(f"A {what} name can be at most {MAX_NAME_BYTES} bytes of UTF-8; got {size} bytes "
+                                 f"({shown}). Choose a shorter name and keep the long text in tags or metrics.")
+    bad = sorted({f"U+{ord(c):04X}" for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")
+                  and c not in "\u200d\u200c"})
+    if bad:
+        raise ZooscopeInputError(f"A {what} name cannot contain control or invisible characters ({', '.join(bad)});"
+                                 f" got {shown}.")
+    if "/" in name or "\\" in name:
+        raise ZooscopeInputError(f"A {what} name cannot contain '/' or a backslash (names are data, never paths); "
+                                 f"got {shown}.")
+    if name in (".", ".."):
+        raise ZooscopeInputError(f"A {what} name cannot be '.' or '..'; got {shown}.")
+    if name != name.strip():
+        raise ZooscopeInputError(f"A {what} name cannot start or end with blanks; got {shown}.")
+    return name

@@ -8,7 +8,8 @@ from compare_helpers import ForwardCounter
 
 import zooscope as zs
 from zooscope import ZooscopeInputError
-from zooscope.embed.compare import compare, compare_many
+from zooscope.embed.compare import compare
+from zooscope.embed.compare_many import compare_many
 from zooscope.nets.models import small_cnn
 
 EXACT = 1e-10  # float64 nets and inputs: both routes compute the same float64 sums

@@ -11,7 +11,8 @@ import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from zooscope.embed.capture import load_inputs
-from zooscope.embed.compare import compare, compare_many
+from zooscope.embed.compare import compare
+from zooscope.embed.compare_many import compare_many
 from zooscope.measures.minibatch import MinibatchCKA
 
 
@@ -49,7 +50,8 @@ _PROBE = textwrap.dedent("""
         return total
 
     import torch
-    from zooscope.embed.compare import compare, compare_many
+    from zooscope.embed.compare import compare
+    from zooscope.embed.compare_many import compare_many
     from zooscope.nets.models import small_cnn
 
     torch.set_num_threads(2)

@@ -6,13 +6,13 @@ import torch
 from torch import nn
 
 from zooscope import ZooscopeInputError
+from zooscope._io import file_sha256 as sha256_file
 from zooscope.nets.arch import ArchRef, parse_spec
 from zooscope.nets.models import (
     build_model,
     load_checkpoint,
     mlp,
     save_checkpoint,
-    sha256_file,
     small_cnn,
 )
 

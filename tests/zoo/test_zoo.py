@@ -6,10 +6,10 @@ import torch
 from zoo_helpers import KW, SPEC, checkpoints, make_zoo
 
 from zooscope import Zoo
+from zooscope._io import file_sha256 as sha256_file
 from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.indices import LAYER_STRIDE, IndexKey
 from zooscope.zoo.vectors import comparability_group
-from zooscope.nets.models import sha256_file
 
 SCORE_TOL = 1e-6
 
@@ -32,7 +32,7 @@ def clone_zoo(zoos, name):
 
 
 def test_add_model_records_sha256_and_input_shape(zoo):
-    from zooscope.nets.models import sha256_file
+    from zooscope._io import file_sha256 as sha256_file
 
     rec = zoo.models().set_index("name").loc["cnn1"]
     assert tuple(rec["input_shape"]) == (1, 8, 8)

@@ -15,7 +15,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from zooscope.cli._common import EXIT_INTERRUPTED, INTERRUPT_REPORTED, ClickException, UsageError, guard, say
+from zooscope.cli._errors import EXIT_INTERRUPTED, INTERRUPT_REPORTED, ClickException, UsageError, say
+from zooscope.cli._options import guard
 
 
 class _OneLineErrors(TyperGroup):

@@ -6,7 +6,10 @@ from typing import Annotated
 
 import typer
 
-from zooscope.cli._common import ZooOpt, check_name, open_zoo, say
+from zooscope.cli._common import open_zoo
+from zooscope.cli._errors import say
+from zooscope.cli._options import ZooOpt
+from zooscope.cli._validators import check_name
 
 app = typer.Typer()
 

@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.cli._common import ZooOpt, check_name, open_zoo, parse_json_object, parse_shape, say
+from zooscope.cli._common import open_zoo
+from zooscope.cli._errors import say
+from zooscope.cli._options import ZooOpt
+from zooscope.cli._validators import check_name, parse_json_object, parse_shape
 
 app = typer.Typer()
 

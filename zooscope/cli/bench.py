@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, err, open_zoo, user_errors
+from zooscope.cli._common import open_zoo
+from zooscope.cli._options import FormatOpt, ZooOpt
+from zooscope.cli._output import emit, err
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks of the zoo against ground truth.")
 
@@ -37,24 +39,23 @@ def selection_cmd(
     import pandas as pd
 
     from zooscope.bench.selection import evaluate_selection, plot_selection
-    with user_errors():
-        the_zoo = open_zoo(zoo)  # a bad --zoo is named before the other inputs
-        if not truth.is_file():
-            raise FileNotFoundError(f"--truth {truth}: no such file.")
-        names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-        bench = evaluate_selection(the_zoo, truth, names, history=history, metric=metric)
-        for note in bench.notes:
-            err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
-        if fmt == "table":
-            if per_target:
-                emit(bench.per_target, "table", title="per target")
-            emit(bench.summary, "table", title=f"selection vs fine-tuning ({bench.per_target['dataset'].nunique()} "
-                                                f"targets): mean over targets")
-        else:
-            summary = bench.summary.assign(dataset="(mean)")
-            table = pd.concat([bench.per_target, summary], ignore_index=True) if per_target else summary
-            emit(table, fmt)
-        if plot is not None:
-            plot_selection(bench, plot)
-            err.print(f"wrote {plot}")
+    the_zoo = open_zoo(zoo)  # a bad --zoo is named before the other inputs
+    if not truth.is_file():
+        raise FileNotFoundError(f"--truth {truth}: no such file.")
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    bench = evaluate_selection(the_zoo, truth, names, history=history, metric=metric)
+    for note in bench.notes:
+        err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+    if fmt == "table":
+        if per_target:
+            emit(bench.per_target, "table", title="per target")
+        emit(bench.summary, "table", title=f"selection vs fine-tuning ({bench.per_target['dataset'].nunique()} "
+                                            f"targets): mean over targets")
+    else:
+        summary = bench.summary.assign(dataset="(mean)")
+        table = pd.concat([bench.per_target, summary], ignore_index=True) if per_target else summary
+        emit(table, fmt)
+    if plot is not None:
+        plot_selection(bench, plot)
+        err.print(f"wrote {plot}")
     sys.stdout.flush()

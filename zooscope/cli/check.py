@@ -7,7 +7,10 @@ from typing import Annotated
 
 import typer
 
-from zooscope.cli._common import EXIT_FOUND, FormatOpt, ZooOpt, emit, open_zoo, say, status
+from zooscope.cli._common import open_zoo
+from zooscope.cli._errors import EXIT_FOUND, say
+from zooscope.cli._options import FormatOpt, ZooOpt
+from zooscope.cli._output import emit, status
 
 app = typer.Typer()
 

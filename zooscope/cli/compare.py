@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.cli._common import FormatOpt, emit, err, user_errors, write_table
+from zooscope.cli._options import FormatOpt
+from zooscope.cli._output import emit, err, write_table
+from zooscope.cli._validators import parse_json_object
 
 app = typer.Typer()
-
-
-def _json_option(text: str | None, option: str) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ZooscopeInputError(
-            f"{option} must be a JSON object, e.g. '{{\"num_classes\": 10, \"in_chans\": 1}}'; got {text!r} ({e})."
-        ) from None
-    if not isinstance(value, dict):
-        raise ZooscopeInputError(f"{option} must be a JSON object ({{...}}); got {text!r}.")
-    return value
 
 
 def _model_names(specs: list[str], weights: list[Path | None]) -> list[str]:
@@ -82,78 +69,77 @@ def compare_cmd(
     Example: zooscope compare timm:resnet18 timm:resnet18 --weights-a base.safetensors
     --weights-b tuned.safetensors --data ./val_images --n 2000 --out cka.csv --plot cka.png
     """
-    with user_errors():
+    from zooscope.embed.capture import load_inputs
+    from zooscope.embed.compare import check_measure, compare
+    from zooscope.embed.compare_many import compare_many
+    from zooscope.nets.models import build_model
 
-        from zooscope.embed.capture import load_inputs
-        from zooscope.embed.compare import check_measure, compare, compare_many
-        from zooscope.nets.models import ModelSpec
+    if len(models) < 2:
+        raise ZooscopeInputError(f"compare needs at least two model specs; got {len(models)}.")
+    check_measure(measure)  # fail before building models
+    if fmt not in ("table", "csv", "json"):
+        raise ZooscopeInputError(f"--format must be table, csv or json; got {fmt!r}.")
+    many = len(models) > 2
+    per_model_ab = [("--weights-a", weights_a), ("--weights-b", weights_b), ("--kwargs-a", kwargs_a),
+                    ("--kwargs-b", kwargs_b), ("--layers-a", layers_a), ("--layers-b", layers_b)]
+    if many and any(v is not None for _, v in per_model_ab):
+        used = [k for k, v in per_model_ab if v is not None]
+        raise ZooscopeInputError(f"{', '.join(used)} are for two models; with {len(models)} use --weights "
+                                 "(once per model), --kwargs and --layers.")
+    if weights and (weights_a is not None or weights_b is not None):
+        raise ZooscopeInputError("Give checkpoints either with --weights or with --weights-a/--weights-b.")
+    if weights and len(weights) != len(models):
+        raise ZooscopeInputError(f"--weights was given {len(weights)} times for {len(models)} models; give "
+                                 "one checkpoint per model, in order.")
+    if kwargs and len(kwargs) not in (1, len(models)):
+        raise ZooscopeInputError(f"--kwargs was given {len(kwargs)} times for {len(models)} models; give it "
+                                 "once (for every model) or once per model.")
+    if kwargs and (kwargs_a is not None or kwargs_b is not None):
+        raise ZooscopeInputError("Give factory kwargs either with --kwargs or with --kwargs-a/--kwargs-b.")
+    if plot is not None and many:
+        raise ZooscopeInputError("--plot draws one layer × layer heat-map: give two models.")
+    if not many and layers is not None:
+        layers_a = layers_a if layers_a is not None else layers
+        layers_b = layers_b if layers_b is not None else layers
+    w_list: list[Path | None] = (list(weights) if weights else [None] * len(models) if many
+                                 else [weights_a, weights_b])
+    if kwargs:
+        kw_list = [parse_json_object(k, "--kwargs") for k in kwargs]
+        kw_list = kw_list * len(models) if len(kw_list) == 1 else kw_list
+    else:
+        kw_a = parse_json_object(kwargs_a, "--kwargs-a")
+        kw_b = parse_json_object(kwargs_b, "--kwargs-b") if kwargs_b is not None else dict(kw_a)
+        kw_list = [kw_a, kw_b] if not many else [{} for _ in models]
+    m_kw = parse_json_object(measure_kwargs, "--measure-kwargs")
+    nets: list[Any] = []
+    for spec, kw, w in zip(models, kw_list, w_list, strict=True):
+        twin = next((k for k, (s2, kw2, w2) in enumerate(zip(models, kw_list, w_list, strict=True))
+                     if (s2, kw2, w2) == (spec, kw, w) and k < len(nets)), None)
+        nets.append(nets[twin] if twin is not None else build_model(spec, kw, w))
+    x = load_inputs(data, n, seed=seed, split=split)
+    if many:
+        names = _model_names(models, w_list)
+        table = compare_many(dict(zip(names, nets, strict=True)), x, layers, measure=measure,
+                             batch_size=batch_size, device=device, max_memory_gb=max_memory_gb, progress=True,
+                             **m_kw)
+        index, shape, title = False, f"{len(table)} rows", f"{measure}, every pair of {len(models)} models"
+    else:
+        table = compare(nets[0], nets[1], x, layers_a, layers_b, measure=measure, batch_size=batch_size,
+                        device=device, max_memory_gb=max_memory_gb, progress=True, **m_kw)
+        table.attrs.update(model_a=models[0], model_b=models[1], weights_a=w_list[0] and Path(w_list[0]).name,
+                           weights_b=w_list[1] and Path(w_list[1]).name)  # the plot names spec + checkpoint
+        index, shape = True, f"{table.shape[0]}×{table.shape[1]}"
+        title = f"{measure} (rows: layers of A, columns: layers of B)"
+    wrote = []
+    if out is not None:
+        write_table(table, out, index=index)
+        wrote.append(f"{out} ({shape})")
+    else:
+        emit(table, fmt, index=index, title=title)
+    if plot is not None:
+        from zooscope.plot import heatmap
 
-        if len(models) < 2:
-            raise ZooscopeInputError(f"compare needs at least two model specs; got {len(models)}.")
-        check_measure(measure)  # fail before building models
-        if fmt not in ("table", "csv", "json"):
-            raise ZooscopeInputError(f"--format must be table, csv or json; got {fmt!r}.")
-        many = len(models) > 2
-        per_model_ab = [("--weights-a", weights_a), ("--weights-b", weights_b), ("--kwargs-a", kwargs_a),
-                        ("--kwargs-b", kwargs_b), ("--layers-a", layers_a), ("--layers-b", layers_b)]
-        if many and any(v is not None for _, v in per_model_ab):
-            used = [k for k, v in per_model_ab if v is not None]
-            raise ZooscopeInputError(f"{', '.join(used)} are for two models; with {len(models)} use --weights "
-                                     "(once per model), --kwargs and --layers.")
-        if weights and (weights_a is not None or weights_b is not None):
-            raise ZooscopeInputError("Give checkpoints either with --weights or with --weights-a/--weights-b.")
-        if weights and len(weights) != len(models):
-            raise ZooscopeInputError(f"--weights was given {len(weights)} times for {len(models)} models; give "
-                                     "one checkpoint per model, in order.")
-        if kwargs and len(kwargs) not in (1, len(models)):
-            raise ZooscopeInputError(f"--kwargs was given {len(kwargs)} times for {len(models)} models; give it "
-                                     "once (for every model) or once per model.")
-        if kwargs and (kwargs_a is not None or kwargs_b is not None):
-            raise ZooscopeInputError("Give factory kwargs either with --kwargs or with --kwargs-a/--kwargs-b.")
-        if plot is not None and many:
-            raise ZooscopeInputError("--plot draws one layer × layer heat-map: give two models.")
-        if not many and layers is not None:
-            layers_a = layers_a if layers_a is not None else layers
-            layers_b = layers_b if layers_b is not None else layers
-        w_list: list[Path | None] = (list(weights) if weights else [None] * len(models) if many
-                                     else [weights_a, weights_b])
-        if kwargs:
-            kw_list = [_json_option(k, "--kwargs") for k in kwargs]
-            kw_list = kw_list * len(models) if len(kw_list) == 1 else kw_list
-        else:
-            kw_a = _json_option(kwargs_a, "--kwargs-a")
-            kw_b = _json_option(kwargs_b, "--kwargs-b") if kwargs_b is not None else dict(kw_a)
-            kw_list = [kw_a, kw_b] if not many else [{} for _ in models]
-        m_kw = _json_option(measure_kwargs, "--measure-kwargs")
-        nets: list[Any] = []
-        for spec, kw, w in zip(models, kw_list, w_list, strict=True):
-            twin = next((k for k, (s2, kw2, w2) in enumerate(zip(models, kw_list, w_list, strict=True))
-                         if (s2, kw2, w2) == (spec, kw, w) and k < len(nets)), None)
-            nets.append(nets[twin] if twin is not None else ModelSpec(spec, kw, w).build())
-        x = load_inputs(data, n, seed=seed, split=split)
-        if many:
-            names = _model_names(models, w_list)
-            table = compare_many(dict(zip(names, nets, strict=True)), x, layers, measure=measure,
-                                 batch_size=batch_size, device=device, max_memory_gb=max_memory_gb, progress=True,
-                                 **m_kw)
-            index, shape, title = False, f"{len(table)} rows", f"{measure}, every pair of {len(models)} models"
-        else:
-            table = compare(nets[0], nets[1], x, layers_a, layers_b, measure=measure, batch_size=batch_size,
-                            device=device, max_memory_gb=max_memory_gb, progress=True, **m_kw)
-            table.attrs.update(model_a=models[0], model_b=models[1], weights_a=w_list[0] and Path(w_list[0]).name,
-                               weights_b=w_list[1] and Path(w_list[1]).name)  # the plot names spec + checkpoint
-            index, shape = True, f"{table.shape[0]}×{table.shape[1]}"
-            title = f"{measure} (rows: layers of A, columns: layers of B)"
-        wrote = []
-        if out is not None:
-            write_table(table, out, index=index)
-            wrote.append(f"{out} ({shape})")
-        else:
-            emit(table, fmt, index=index, title=title)
-        if plot is not None:
-            from zooscope.plot import heatmap
-
-            heatmap(table, plot)
-            wrote.append(str(plot))
-        if wrote:
-            err.print(f"wrote {' and '.join(wrote)}", highlight=False, soft_wrap=True)
+        heatmap(table, plot)
+        wrote.append(str(plot))
+    if wrote:
+        err.print(f"wrote {' and '.join(wrote)}", highlight=False, soft_wrap=True)

@@ -11,7 +11,11 @@ import pandas as pd
 import typer
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo, parse_json_object, parse_shape, say
+from zooscope.cli._common import open_zoo
+from zooscope.cli._errors import say
+from zooscope.cli._options import FormatOpt, ZooOpt
+from zooscope.cli._output import emit
+from zooscope.cli._validators import parse_json_object, parse_shape
 
 app = typer.Typer()
 

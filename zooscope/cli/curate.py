@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 
 from zooscope._validation import check_choice
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo, say
+from zooscope.cli._common import open_zoo
+from zooscope.cli._errors import say
+from zooscope.cli._options import FormatOpt, ZooOpt
+from zooscope.cli._output import emit
 
 app = typer.Typer(help="Curate the zoo: near-duplicates, clusters, a 2-D map.", no_args_is_help=True)
 

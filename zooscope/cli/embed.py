@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +9,10 @@ import pandas as pd
 import typer
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.cli._common import EXIT_FOUND, FormatOpt, Interrupted, ZooOpt, emit, open_zoo, say
+from zooscope.cli._common import open_zoo
+from zooscope.cli._errors import EXIT_FOUND, Interrupted, say
+from zooscope.cli._options import FormatOpt, ZooOpt
+from zooscope.cli._output import emit
 
 app = typer.Typer()
 
@@ -68,22 +70,18 @@ def embed_cmd(
         raise ZooscopeInputError(f"--kinds must name at least one kind, e.g. cka,task2vec; got {kinds!r}.")
     z = open_zoo(zoo)
     models, datasets = (list(model) if model else None), (list(dataset) if dataset else None)
-    extra: dict[str, Any] = {}
-    if retry_failed:
-        if "retry_failed" in inspect.signature(z.embed).parameters:
-            extra["retry_failed"] = True
-        else:  # a failed pair is not done, so embedding just the failed subjects retries exactly those
-            kind_list, fmodels, fdatasets = _failed_subjects(z, kind_list)
-            if not kind_list:
-                say("no failed pairs to retry")
-                return
-            models = [m for m in fmodels if models is None or m in models]
-            datasets = [d for d in fdatasets if datasets is None or d in datasets]
-            say(f"retrying {len(models)} models and {len(datasets)} datasets that failed ({', '.join(kind_list)})")
+    if retry_failed:  # a failed pair is not done, so embedding just the failed subjects retries exactly those
+        kind_list, fmodels, fdatasets = _failed_subjects(z, kind_list)
+        if not kind_list:
+            say("no failed pairs to retry")
+            return
+        models = [m for m in fmodels if models is None or m in models]
+        datasets = [d for d in fdatasets if datasets is None or d in datasets]
+        say(f"retrying {len(models)} models and {len(datasets)} datasets that failed ({', '.join(kind_list)})")
     before = n_saved(z)
     try:
         summary = z.embed(kinds=tuple(kind_list), backend=backend, models=models, datasets=datasets,
-                          progress=True, address=address, workers=workers, retries=retries, **extra)
+                          progress=True, address=address, workers=workers, retries=retries)
     except KeyboardInterrupt:
         try:
             saved = max(n_saved(z) - before, 0)

@@ -7,7 +7,10 @@ from typing import Annotated
 
 import typer
 
-from zooscope.cli._common import ZooOpt, open_zoo, say, status
+from zooscope.cli._common import open_zoo
+from zooscope.cli._errors import say
+from zooscope.cli._options import ZooOpt
+from zooscope.cli._output import status
 
 app = typer.Typer()
 

@@ -8,7 +8,9 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo
+from zooscope.cli._common import open_zoo
+from zooscope.cli._options import FormatOpt, ZooOpt
+from zooscope.cli._output import emit
 
 app = typer.Typer()
 

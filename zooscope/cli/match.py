@@ -8,7 +8,10 @@ from typing import Annotated, Any
 import typer
 
 from zooscope._validation import ZooscopeInputError, check_choice
-from zooscope.cli._common import FormatOpt, emit, parse_json_object, say, write_table
+from zooscope.cli._errors import say
+from zooscope.cli._options import FormatOpt
+from zooscope.cli._output import emit, write_table
+from zooscope.cli._validators import parse_json_object
 
 app = typer.Typer()
 

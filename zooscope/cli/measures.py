@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from zooscope.cli._common import FormatOpt, emit
+from zooscope.cli._options import FormatOpt
+from zooscope.cli._output import emit
 
 app = typer.Typer()
 

@@ -10,7 +10,10 @@ import pandas as pd
 import typer
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo, say
+from zooscope.cli._common import open_zoo
+from zooscope.cli._errors import say
+from zooscope.cli._options import FormatOpt, ZooOpt
+from zooscope.cli._output import emit
 
 app = typer.Typer()
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo, status
+from zooscope.cli._common import open_zoo
+from zooscope.cli._options import FormatOpt, ZooOpt
+from zooscope.cli._output import emit, status
 
 app = typer.Typer()
 
@@ -38,8 +40,7 @@ def select_cmd(
     Example: zooscope select my-task --k 5   (or --method logme; record outcomes with `zooscope record`)
     """
     z = open_zoo(zoo)
-    options: dict[str, Any] = {"method": method, "history": history, "finetune_top": finetune_top,
-                               "epochs": epochs, "max_examples": max_examples}
     with status(f"selecting models for {dataset}"):
-        table = z.select(dataset, k=k, **options)
+        table = z.select(dataset, k=k, method=method, history=history, finetune_top=finetune_top,
+                         epochs=epochs, max_examples=max_examples)
     emit(table, fmt, out, title=f"models to transfer from for {dataset}")

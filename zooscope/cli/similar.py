@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 
 from zooscope._validation import ZooscopeInputError, check_choice
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo, parse_json_object, status
+from zooscope.cli._common import open_zoo
+from zooscope.cli._options import FormatOpt, ZooOpt
+from zooscope.cli._output import emit, status
+from zooscope.cli._validators import parse_json_object
 
 app = typer.Typer()
 

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from zooscope._progress import track
 from zooscope._validation import ZooscopeInputError, check_choice, unknown_name_error
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
     "on_device",
     "resolve_data",
     "resolve_layers",
-    "track",
 ]
 
 log = logging.getLogger(__name__)
@@ -346,18 +346,6 @@ def iter_activations(
             h.remove()
         for m, training in modes:  # per module: model.train(flag) would overwrite e.g. frozen BN layers
             m.training = training
-
-
-def track(items: Iterable[Any], *, total: int | None, description: str, enabled: bool) -> Iterator[Any]:
-    """Iterate ``items``, with a Rich progress bar on stderr only if ``enabled`` (the opt-in ``progress``)."""
-    if not enabled:
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import track as rich_track
-
-    yield from rich_track(items, total=total, description=description, console=Console(stderr=True),
-                          transient=False)
 
 
 def capture(

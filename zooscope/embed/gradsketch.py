@@ -108,7 +108,7 @@ def grad_kernels(
     accs: dict[str, Any] = {}
     stream = iter_features_and_gradients(model, batches, layers, beta=beta, device=device)
     if progress:
-        from zooscope.embed.capture import track
+        from zooscope._progress import track
 
         stream = track(stream, total=None, description="gradient kernels", enabled=True)
     for out in stream:

@@ -49,11 +49,11 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from zooscope._progress import track
 from zooscope._sampling import stratified_sample
 from zooscope._validation import ZooscopeInputError, check_choice, check_positive
 from zooscope.embed import fisher as _fisher
 from zooscope.embed._kinds import EMBEDDINGS, EmbeddingMeta
-from zooscope.embed.capture import track
 from zooscope.embed.taskdist import TaskEmbedding, cdist, index_vector, pdist, task_distance
 
 log = logging.getLogger(__name__)

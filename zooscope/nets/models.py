@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import importlib
 import inspect
 import logging
@@ -38,7 +37,6 @@ __all__ = [
     "mlp",
     "penultimate_layer",
     "save_checkpoint",
-    "sha256_file",
     "small_cnn",
 ]
 
@@ -174,28 +172,6 @@ def _build_python(spec: ArchRef, kwargs: dict[str, Any]) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ZooscopeInputError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module.")
     return model
-
-
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (checkpoints can be large).
-
-    Parameters
-    ----------
-    path : path
-        File to hash.
-    chunk_size : int, default=1 MiB
-        Bytes read at a time.
-
-    Returns
-    -------
-    str
-        64 lower-case hex digits.
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -42,8 +42,8 @@ class CheckContext:
 
 def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
     """See `Zoo.check`."""
+    from zooscope._io import file_sha256
     from zooscope.embed._kinds import EMBEDDINGS
-    from zooscope.nets.models import sha256_file
 
     cat, store, vectors = ctx.embedding.catalog, ctx.embedding.store, ctx.embedding.vectors
     out: list[dict[str, Any]] = []
@@ -73,7 +73,7 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
         path = Path(m["checkpoint"])
         if not path.is_file():
             add("missing checkpoint", m["name"], str(path), "restore the file, or remove_model and re-add it")
-        elif m["checkpoint_sha256"] and sha256_file(path) != m["checkpoint_sha256"]:
+        elif m["checkpoint_sha256"] and file_sha256(path) != m["checkpoint_sha256"]:
             add("checkpoint changed", m["name"], f"{path}: sha256 differs from the recorded "
                 f"{m['checkpoint_sha256'][:12]}…", "check --fix re-queues it (check(fix=True)), then embed")
             changed.append((m["name"], path))
@@ -118,7 +118,7 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
     table = pd.DataFrame(out, columns=COLUMNS)
     if fix and not table.empty:
         for name, path in changed:  # re-queue: the next embed sees a new request and replaces the stale vectors
-            cat.update_model(name, checkpoint_sha256=sha256_file(path))
+            cat.update_model(name, checkpoint_sha256=file_sha256(path))
         _fix(ctx, listed, [k for k in kinds if k in EMBEDDINGS])
         return check(_fresh(ctx), fix=False)
     return table

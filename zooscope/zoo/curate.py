@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from zooscope._progress import track
 from zooscope._validation import ZooscopeInputError, check_choice
 from zooscope.zoo.catalog import Catalog
 from zooscope.zoo.probes import ProbeContext, probe_inputs
@@ -43,14 +44,6 @@ def _ctx(zoo: Any) -> CurateContext:
     return zoo if isinstance(zoo, CurateContext) else zoo.curate_context()
 
 
-def _progress(items: list, description: str, on: bool) -> Any:
-    """``items``, with a Rich progress bar on stderr when ``on``."""
-    from rich.console import Console
-    from rich.progress import track
-
-    return track(items, description=description, disable=not on, console=Console(stderr=True), transient=True)
-
-
 def similarity_matrix(zoo: Any, by: str = "cka", *, progress: bool = False) -> pd.DataFrame:
     """Model × model similarity (larger = more similar; 1 on the diagonal).
 
@@ -67,7 +60,8 @@ def similarity_matrix(zoo: Any, by: str = "cka", *, progress: bool = False) -> p
         from zooscope.embed.task2vec import task_distance
 
         vecs = {r["dataset"]: ctx.vectors.read64(r)
-                for r in _progress(ctx.vectors.current_rows("task2vec"), "reading task vectors", progress)}
+                for r in track(ctx.vectors.current_rows("task2vec"), description="reading task vectors",
+                               enabled=progress, transient=True)}
         src = {m["name"]: m["trained_on"] for m in ctx.catalog.models() if m["trained_on"] in vecs}
         names = sorted(src)
         S = np.array([[1.0 - task_distance(vecs[src[a]], vecs[src[b]]) if src[a] != src[b] else 1.0
@@ -75,7 +69,8 @@ def similarity_matrix(zoo: Any, by: str = "cka", *, progress: bool = False) -> p
     else:
         rows = sorted(ctx.vectors.current_rows(by), key=lambda r: r["model"])
         names = [r["model"] for r in rows]
-        V = [ctx.vectors.layer_vector(r) for r in _progress(rows, f"reading {len(rows)} {by} vectors", progress)]
+        V = [ctx.vectors.layer_vector(r) for r in track(rows, description=f"reading {len(rows)} {by} vectors",
+                                                        enabled=progress, transient=True)]
         probe = np.array([comparability_group(r) for r in rows], dtype=object)
         S = np.full((len(rows), len(rows)), np.nan)
         for g in dict.fromkeys(probe):  # one matrix product per comparability group

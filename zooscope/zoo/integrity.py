@@ -1,7 +1,7 @@
 """Integrity of a zoo: names that are data, files that carry their sha256, a catalog that cannot be mistaken.
 
-* **Names** (`validate_name`): every model / dataset name is checked where the library records it
-  (`zooscope.zoo.catalog.Catalog`): 1–200 bytes of UTF-8, no control characters or NUL, no ``/`` or ``\\``, not
+* **Names** (`validate_name`, defined in `zooscope._validation`): every model / dataset name is checked where
+  the library records it (`zooscope.zoo.catalog.Catalog`): 1–200 bytes of UTF-8, no control characters or NUL, no ``/`` or ``\\``, not
   ``.`` or ``..``, no leading/trailing blanks. Unicode letters are fine. Names never become file names: vector
   files are named by uuid keys, probe files by a hash of the probe set's id.
 * **Checksums** (`verified_bytes`): the catalog records the sha256 of every vector file (``embeddings.sha256``)
@@ -21,21 +21,19 @@ import hashlib
 import json
 import os
 import struct
-import unicodedata
 import uuid
 from pathlib import Path
 from typing import Any
 
-from zooscope._validation import ZooscopeInputError
+from zooscope._io import file_sha256
+from zooscope._validation import MAX_NAME_BYTES, ZooscopeInputError, validate_name
 
 __all__ = ["MARKER", "MAX_NAME_BYTES", "CorruptFileError", "check_catalog_file", "check_folder", "file_sha256",
            "model_problem", "read_marker", "validate_name", "verified_bytes", "write_marker"]
 
 MARKER = "zoo.json"
 MARKER_FORMAT = "zooscope-zoo"
-MAX_NAME_BYTES = 200
 _SQLITE_HEADER = b"SQLite format 3\x00"
-_HASHED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 
 class CorruptFileError(ZooscopeInputError):
@@ -46,63 +44,7 @@ class CorruptFileError(ZooscopeInputError):
         self.path = None if path is None else Path(path)
 
 
-# -- names ----------------------------------------------------------------------------------------------------
-def validate_name(name: Any, what: str = "model") -> str:
-    """``name`` if it is a valid zoo name, else a `ZooscopeInputError` saying why (names are data, never paths).
-
-    Examples
-    --------
-    >>> validate_name("résnet-18 (ImageNet)")
-    'résnet-18 (ImageNet)'
-    >>> try:
-    ...     validate_name("../x")
-    ... except ValueError as e:
-    ...     print(str(e)[:33])
-    A model name cannot contain '/' o
-    """
-    if not isinstance(name, str):
-        raise ZooscopeInputError(f"A {what} name must be a string; got {type(name).__name__} {name!r}.")
-    shown = repr(name[:60]) + ("…" if len(name) > 60 else "")
-    if not name.strip():
-        raise ZooscopeInputError(f"A {what} name must be a non-empty string; got {shown}.")
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ZooscopeInputError(f"A {what} name must be valid Unicode text (no lone surrogates); got {shown}.") \
-            from None
-    if size > MAX_NAME_BYTES:
-        raise ZooscopeInputError(f"A {what} name can be at most {MAX_NAME_BYTES} bytes of UTF-8; got {size} bytes "
-                                 f"({shown}). Choose a shorter name and keep the long text in tags or metrics.")
-    bad = sorted({f"U+{ord(c):04X}" for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")
-                  and c not in "\u200d\u200c"})
-    if bad:
-        raise ZooscopeInputError(f"A {what} name cannot contain control or invisible characters ({', '.join(bad)});"
-                                 f" got {shown}.")
-    if "/" in name or "\\" in name:
-        raise ZooscopeInputError(f"A {what} name cannot contain '/' or a backslash (names are data, never paths); "
-                                 f"got {shown}.")
-    if name in (".", ".."):
-        raise ZooscopeInputError(f"A {what} name cannot be '.' or '..'; got {shown}.")
-    if name != name.strip():
-        raise ZooscopeInputError(f"A {what} name cannot start or end with blanks; got {shown}.")
-    return name
-
-
 # -- checksums ------------------------------------------------------------------------------------------------
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes (memoised per process by path, size and mtime, so repeated reads are cheap)."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHED:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASHED[key] = h.hexdigest()
-    return _HASHED[key]
-
-
 def verified_bytes(path: str | os.PathLike[str], sha256: str | None, what: str) -> bytes:
     """The bytes of ``path``, after checking them against ``sha256`` (None: not recorded, not checked).
 
@@ -122,7 +64,7 @@ def verified_bytes(path: str | os.PathLike[str], sha256: str | None, what: str) 
 
 def verify_file(path: str | os.PathLike[str], sha256: str | None, what: str) -> None:
     """Like `verified_bytes` without keeping the bytes (memoised: a file unchanged since is not re-hashed)."""
-    if sha256 and file_sha256(path) != sha256:
+    if sha256 and file_sha256(path, memo=True) != sha256:
         raise CorruptFileError(
             f"The {what} file {path} is corrupt: its sha256 differs from the one the catalog recorded "
             f"({sha256[:12]}…). Run `zooscope check --fix` (then `zooscope embed`) to drop and recompute it.", path)
@@ -137,7 +79,7 @@ def model_problem(rec: dict[str, Any]) -> str | None:
     if not path.is_file():
         return f"checkpoint missing ({path})"
     want = rec.get("checkpoint_sha256")
-    if want and file_sha256(path) != want:
+    if want and file_sha256(path, memo=True) != want:
         return f"checkpoint changed since add_model ({path}: sha256 differs; re-add it with `add-model --replace`)"
     return None
 

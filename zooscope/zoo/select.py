@@ -79,6 +79,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from zooscope._progress import track
 from zooscope._validation import ZooscopeInputError, check_choice
 from zooscope.zoo.catalog import Catalog, params_hash
 from zooscope.zoo.embedrun import EmbedContext, compute_missing
@@ -264,7 +265,8 @@ def _score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str,
     scorers = {c: _scorer(c) for c in columns}
     key = {"n": len(sub), "seed": seed}
     rows = []
-    for m in _progress(models, f"features and scores of {len(models)} candidates", progress):
+    for m in track(models, description=f"features and scores of {len(models)} candidates", enabled=progress,
+                   transient=True):
         row: dict[str, Any] = {"model": m["name"]}
         if scorers:
             path = _cache_path(ctx, m, rec, key)
@@ -527,14 +529,6 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     table = table[order]
     table.attrs["skipped"] = sorted(set(skipped))
     return table
-
-
-def _progress(items: list, description: str, on: bool) -> Any:
-    """``items``, with a Rich progress bar on stderr when ``on``."""
-    from rich.console import Console
-    from rich.progress import track
-
-    return track(items, description=description, disable=not on, console=Console(stderr=True), transient=True)
 
 
 def _default_for(ctx: SelectContext, rec: dict[str, Any], fits: list[dict[str, Any]], max_examples: int,

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from zooscope._io import file_sha256
 from zooscope._validation import ZooscopeInputError, check_choice, unknown_name_error
 from zooscope.zoo.catalog import Catalog
 from zooscope.zoo.indices import IndexKey, IndexReader
@@ -90,10 +91,9 @@ def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkp
     if ctx.catalog.has_model(model):
         raise ZooscopeInputError(f"{model!r} is already a zoo model; give the new spec another label, or omit "
                                  "arch/checkpoint to query the zoo model itself.")
-    from zooscope.nets.models import penultimate_layer
-    from zooscope.nets.models import ModelSpec
+    from zooscope.nets.models import build_model, penultimate_layer
 
-    net = ModelSpec(arch, kwargs or {}, None if checkpoint is None else os.fspath(checkpoint)).build().eval()
+    net = build_model(arch, kwargs, None if checkpoint is None else os.fspath(checkpoint)).eval()
     # first the shapes zoo models of the same spec were embedded on, then those with a probe set, then the rest:
     # in a zoo with several probe shapes the query lands where its peers are
     same = [tuple(m["input_shape"]) for m in ctx.catalog.models() if m["spec"] == arch and m["input_shape"]]
@@ -120,7 +120,7 @@ def _refuse_if_changed(rec: dict[str, Any]) -> None:
         raise ZooscopeInputError(f"Model {rec['name']!r}: its checkpoint {str(path)!r} is missing, so its stored "
                                  "vectors cannot be trusted. Restore the file, or remove the model "
                                  f"(zooscope remove model {rec['name']}).")
-    if rec.get("checkpoint_sha256") and _sha256(path) != rec["checkpoint_sha256"]:
+    if rec.get("checkpoint_sha256") and file_sha256(path, memo=True) != rec["checkpoint_sha256"]:
         raise ZooscopeInputError(f"Model {rec['name']!r}: its checkpoint {str(path)!r} changed since it was "
                                  "embedded (sha256 differs from the recorded one), so its stored vectors are stale. "
                                  "Run `zooscope check --fix` then `zooscope embed` (zoo.check(fix=True); zoo.embed()).")
@@ -131,20 +131,6 @@ def _current(row: dict[str, Any], rec: dict[str, Any] | None) -> bool:
     req = (row.get("params") or {}).get("request") or {}
     return rec is not None and req.get("checkpoint_sha256", rec.get("checkpoint_sha256")) == rec.get(
         "checkpoint_sha256")
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def _sha256(path: Path) -> str:
-    """sha256 of a file, memoised per process on (path, size, mtime)."""
-    from zooscope.nets.models import sha256_file
-
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        _HASHES[key] = sha256_file(path)
-    return _HASHES[key]
 
 
 def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,

@@ -42,7 +42,7 @@ import pandas as pd
 
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
-from zooscope.zoo import embedrun, integrity, settings
+from zooscope.zoo import embedrun, integrity, settings, shapes
 from zooscope.zoo.catalog import Catalog
 from zooscope.zoo.check import CheckContext
 from zooscope.zoo.curate import CurateContext
@@ -70,17 +70,6 @@ def _writable(root: Path) -> bool:
 
     cat = root / "catalog.sqlite"
     return ok(root) and (not cat.exists() or ok(cat))
-
-
-def _firm_shapes(datasets: list[dict[str, Any]], explicit: Sequence[int] | None, trained_on: str | None,
-                 kwargs: dict | None, model: Any) -> list[tuple[int, ...]]:
-    """`shape_candidates` without timm's default input size: the shapes a zoo dataset (or the user) vouches for."""
-    cands = shape_candidates(datasets, explicit, trained_on, kwargs, model)
-    if explicit is not None:
-        return cands
-    known = {tuple(d["input_shape"]) for d in datasets if d["input_shape"]}
-    known |= set(shape_candidates([], None, None, kwargs, None))  # the kwargs' in_features / in_chans × img_size²
-    return [c for c in cands if c in known]
 
 
 def _open_catalog(root: Path, open_: Any) -> Catalog:
@@ -247,17 +236,17 @@ class Zoo:
             Bad spec or kwargs, a checkpoint that does not fit or would need unpickling code (refused), no
             input shape found, or a name already used (pass ``replace=True``).
         """
-        from zooscope.nets.models import sha256_file
-        from zooscope.nets.models import ModelSpec
+        from zooscope._io import file_sha256
+        from zooscope.nets.models import build_model
 
         integrity.validate_name(name, "model")
         ckpt = None if checkpoint is None else Path(checkpoint).expanduser().resolve()
-        model = ModelSpec(arch, kwargs or {}, None if ckpt is None else str(ckpt)).build()
+        model = build_model(arch, kwargs, ckpt)
         datasets = self.catalog.datasets()
         if trained_on is not None and not any(d["name"] == trained_on for d in datasets):
             log.warning("trained_on %r: dataset not registered yet; register it (add-dataset %s --source …) so "
                         "that select and similar --by task2vec can use it", trained_on, trained_on)
-        firm = _firm_shapes(datasets, input_shape, trained_on, kwargs, model)
+        firm = shapes.firm_shapes(datasets, input_shape, trained_on, kwargs, model)
         if firm:
             shape: tuple[int, ...] | None = find_input_shape(model, firm)
         else:  # no dataset to fit yet: check that the model runs, settle the shape at embed time
@@ -269,7 +258,7 @@ class Zoo:
                 self.remove_model(name)
         return self.catalog.add_model(
             name, spec=arch, kwargs=kwargs, checkpoint=None if ckpt is None else str(ckpt),
-            checkpoint_sha256=None if ckpt is None else sha256_file(ckpt), trained_on=trained_on,
+            checkpoint_sha256=None if ckpt is None else file_sha256(ckpt), trained_on=trained_on,
             metrics=metrics, tags=tags, input_shape=shape)
 
     def add_dataset(self, name: str, source: str, *, split: str = "train", seed: int = 0,
@@ -402,44 +391,12 @@ class Zoo:
             One row per planned pair: kind, model, dataset, status ("embedded", "skipped", "failed"), seconds,
             error.
         """
-        self._settle_input_shapes(models)
+        shapes.settle_input_shapes(self.catalog, models)
         from zooscope.zoo.catalog import DEFAULT_LEASE_S
 
         return embedrun.embed(self.embed_context(), kinds, backend=backend, models=models, datasets=datasets,
                                progress=progress, address=address, workers=workers, retries=retries,
                                lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s)
-
-    def _settle_input_shapes(self, names: Sequence[str] | None) -> None:
-        """Give models added without a usable input shape (no dataset fitted yet) the first registered dataset
-        shape a dry forward pass accepts; says the guess in one line per shape."""
-        from zooscope.nets.models import ModelSpec
-
-        wanted = None if names is None else set(names)
-        todo = [m for m in self.catalog.models() if not m["input_shape"] and (wanted is None or m["name"] in wanted)]
-        if not todo:
-            return
-        datasets = self.catalog.datasets()
-        guessed: dict[tuple[int, ...], list[str]] = {}
-        for m in todo:
-            net = ModelSpec.from_row(m).build()
-            firm = _firm_shapes(datasets, None, m["trained_on"], m["kwargs"], net)
-            try:
-                shape = find_input_shape(net, firm) if firm else None
-            except ZooscopeInputError:
-                shape = None
-            if shape is None:
-                log.warning("model %r: no registered dataset has an input shape it accepts; add one, or set it "
-                            "with add-model %s --replace --input-shape C,H,W", m["name"], m["name"])
-                continue
-            self.catalog.update_model(m["name"], input_shape=shape)
-            guessed.setdefault(shape, []).append(m["name"])
-        for shape, who in guessed.items():
-            src = next((d["name"] for d in sorted(datasets, key=lambda d: d["id"])
-                        if d["input_shape"] and tuple(d["input_shape"]) == shape), None)
-            names_txt = ", ".join(who[:5]) + (f" and {len(who) - 5} more" if len(who) > 5 else "")
-            log.warning("input shape %s guessed for %d model%s (%s) from the registered dataset %r; set it with "
-                        "add-model NAME --replace --input-shape C,H,W", "×".join(map(str, shape)), len(who),
-                        "s" if len(who) > 1 else "", names_txt, src)
 
     def similar(self, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,
                 checkpoint: str | os.PathLike[str] | None = None, kwargs: dict | None = None,
@@ -451,11 +408,16 @@ class Zoo:
         return similar(self.similar_context(), model, k, by, arch=arch, checkpoint=checkpoint, kwargs=kwargs,
                                 layer=layer, rule=rule, oversample=oversample, exact=exact)
 
-    def select(self, dataset: str, k: int = 10, **options: Any) -> pd.DataFrame:
+    def select(self, dataset: str, k: int = 10, *, method: str | None = None, methods: Sequence[str] | None = None,
+               candidates: Sequence[str] | None = None, pool: int | None = None, alpha: float = 0.15,
+               max_examples: int = 1000, seed: int = 0, history: bool = True, metric: str = "accuracy",
+               finetune_top: int = 0, epochs: int = 1, progress: bool = False) -> pd.DataFrame:
         """The ``k`` zoo models to transfer from for ``dataset`` (reads only); see `zooscope.zoo.select.select`."""
         from zooscope.zoo.select import select
 
-        return select(self.select_context(), dataset, k, **options)
+        return select(self.select_context(), dataset, k, method=method, methods=methods, candidates=candidates,
+                      pool=pool, alpha=alpha, max_examples=max_examples, seed=seed, history=history,
+                      metric=metric, finetune_top=finetune_top, epochs=epochs, progress=progress)
 
     def record_result(self, model: str, dataset: str, value: float, metric: str = "accuracy") -> None:
         """Record a fine-tuning outcome (larger = better); `select` uses it for OTHER datasets, never this one."""
