@@ -111,7 +111,7 @@ def test_training_and_demo_stay_off_the_cli_import_path():
     reach = set().union(*(nx.descendants(loaded, m) for m in cli))
     assert "zooscope.training" not in reach
     assert {a for a, b in g.edges if b == "zooscope.training" and a.startswith("zooscope.")} <= {
-        "zooscope.zoo.select", "zooscope._demo_compare", "zooscope.demo"}
+        "zooscope.zoo.select.refine", "zooscope._demo_compare", "zooscope.demo"}
 
 
 def test_a_registry_plugin_module_that_fails_to_import_raises():
