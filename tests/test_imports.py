@@ -128,3 +128,17 @@ def test_embedding_kinds_load_through_the_registry():
     from zooscope.embed._kinds import EMBEDDINGS
 
     assert {"cka", "task2vec", "gradsketch"} <= set(EMBEDDINGS.available())
+
+
+def test_a_registry_alias_finds_the_entry_and_cannot_shadow_a_name():
+    from zooscope._registry import Registry
+
+    reg = Registry("widget")
+    reg.register("m", aliases=("hs",))(lambda: 1)  # registered under "<lambda>"
+    reg.register("n", name="h_score", aliases=("hscore",))(lambda: 2)
+    assert reg.get("hscore").name == "h_score" and reg.get("hscore")() == 2 and "hscore" in reg
+    assert reg.available() == ["<lambda>", "h_score"]  # aliases are not extra names
+    with pytest.raises(RuntimeError, match="registered twice"):
+        reg.register("o", name="hscore")(lambda: 3)
+    with pytest.raises(RuntimeError, match="registered twice"):
+        reg.register("o", name="other", aliases=("h_score",))(lambda: 3)
