@@ -83,6 +83,15 @@ def test_the_zoo_pipeline_imports_only_forward():
     assert not [a for a, b in g.edges if b == "zooscope.zoo.zoo" and a.startswith("zooscope.zoo.")]
 
 
+def test_the_select_package_imports_only_forward():
+    order = ["context", "scores", "distances", "prior", "refine", "explain"]
+    g = import_graph()
+    rank = {f"zooscope.zoo.select.{m}": i for i, m in enumerate(order)} | {"zooscope.zoo.select": len(order)}
+    assert set(rank) <= set(g), "the select package's modules moved: update this order"
+    backward = [(a, b) for a, b in g.edges if a in rank and b in rank and rank[b] >= rank[a]]
+    assert not backward, f"imports against select's order: {backward}"
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "measures").glob("*.py")), ids=lambda p: p.name)
 def test_measures_never_import_torch_nn(path):
     tree = ast.parse(path.read_text(), filename=str(path))
