@@ -125,6 +125,15 @@ def test_the_layer_test_can_fail():
         _layer("zooscope.newpkg.mod")
 
 
+def test_the_select_package_imports_only_forward():
+    order = ["context", "scores", "distances", "prior", "refine", "explain"]
+    g = import_graph()
+    rank = {f"zooscope.zoo.select.{m}": i for i, m in enumerate(order)} | {"zooscope.zoo.select": len(order)}
+    assert set(rank) <= set(g), "the select package's modules moved: update this order"
+    backward = [(a, b) for a, b in g.edges if a in rank and b in rank and rank[b] >= rank[a]]
+    assert not backward, f"imports against select's order: {backward}"
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "measures").glob("*.py")), ids=lambda p: p.name)
 def test_measures_never_import_torch_nn(path):
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -153,7 +162,7 @@ def test_training_and_demo_stay_off_the_cli_import_path():
     reach = set().union(*(nx.descendants(loaded, m) for m in cli))
     assert "zooscope.nets.training" not in reach
     assert {a for a, b in g.edges if b == "zooscope.nets.training" and a.startswith("zooscope.")} <= {
-        "zooscope.zoo.select", "zooscope._demo_compare", "zooscope.demo"}
+        "zooscope.zoo.select.refine", "zooscope._demo_compare", "zooscope.demo"}
 
 
 def test_a_registry_plugin_module_that_fails_to_import_raises():
@@ -170,3 +179,17 @@ def test_embedding_kinds_load_through_the_registry():
     from zooscope.embed._kinds import EMBEDDINGS
 
     assert {"cka", "task2vec", "gradsketch"} <= set(EMBEDDINGS.available())
+
+
+def test_a_registry_alias_finds_the_entry_and_cannot_shadow_a_name():
+    from zooscope._registry import Registry
+
+    reg = Registry("widget")
+    reg.register("m", aliases=("hs",))(lambda: 1)  # registered under "<lambda>"
+    reg.register("n", name="h_score", aliases=("hscore",))(lambda: 2)
+    assert reg.get("hscore").name == "h_score" and reg.get("hscore")() == 2 and "hscore" in reg
+    assert reg.available() == ["<lambda>", "h_score"]  # aliases are not extra names
+    with pytest.raises(RuntimeError, match="registered twice"):
+        reg.register("o", name="hscore")(lambda: 3)
+    with pytest.raises(RuntimeError, match="registered twice"):
+        reg.register("o", name="other", aliases=("h_score",))(lambda: 3)

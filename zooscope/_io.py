@@ -2,20 +2,26 @@
 
 A reader (or a crash at any point) sees the whole old file or the whole new one, never half of either; after
 `atomic_write` returns, the new file survives a power cut (file and directory entry are both on disk).
+
+Caches (re-computable files) go through the same write: `write_cache` (a cache that cannot be written only costs
+time: a warning, never an error) and `cached_array` (load the cached array, or compute, cache and return it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["TMP_PREFIX", "atomic_open", "atomic_write", "file_sha256", "fsync_dir", "user_cache_dir"]
+__all__ = ["TMP_PREFIX", "atomic_open", "atomic_write", "cached_array", "file_sha256", "fsync_dir", "user_cache_dir",
+           "write_cache"]
 
+log = logging.getLogger(__name__)
 _HASHED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 TMP_PREFIX = ".tmp-"  # temp files of unfinished writes start with this (safe to delete when idle)
@@ -87,6 +93,63 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         else:
             write(hashing)
     return h.hexdigest()
+
+
+def write_cache(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any] | bytes) -> bool:
+    """`atomic_write` for a cache file: an `OSError` (read-only or full disk) is logged as a warning, not raised.
+
+    Returns
+    -------
+    bool
+        Whether the file was written.
+    """
+    try:
+        atomic_write(path, write)
+    except OSError as e:  # a cache that cannot be written only costs time
+        log.warning("could not cache %s (%s)", path, e)
+        return False
+    return True
+
+
+def cached_array(path: str | os.PathLike[str], compute: Callable[[], Any], keys: Sequence[str] = ()) -> Any:
+    """The array cached at ``path``, or ``compute()``'s, written there atomically (`write_cache`) and returned.
+
+    Parameters
+    ----------
+    path : path
+        ``.npz``: ``compute`` returns a dict of arrays (and a dict is returned); otherwise one array (``.npy``).
+    compute : callable
+        Builds the value when the cache is missing or unreadable (never unpickled: ``allow_pickle=False``).
+    keys : sequence of str, optional
+        ``.npz`` only: arrays the cached file must hold; a file without them is recomputed.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.npy"
+    >>> cached_array(p, lambda: np.arange(3)), cached_array(p, lambda: np.zeros(3))  # the second one is read
+    (array([0, 1, 2]), array([0, 1, 2]))
+    """
+    import numpy as np
+
+    path = Path(path)
+    npz = path.suffix == ".npz"
+    if path.is_file():
+        try:
+            if not npz:
+                return np.load(path, allow_pickle=False)
+            with np.load(path, allow_pickle=False) as z:
+                if not set(keys) <= set(z.files):
+                    raise KeyError(f"missing {sorted(set(keys) - set(z.files))}")
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, KeyError) as e:  # a damaged cache is recomputed, never trusted
+            log.warning("ignoring unreadable cache %s (%s)", path, e)
+    value = compute()
+    if npz:
+        write_cache(path, lambda f: np.savez(f, **value))
+    else:
+        write_cache(path, lambda f: np.save(f, np.asarray(value), allow_pickle=False))
+    return value
 
 
 class _HashingWriter:

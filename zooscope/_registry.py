@@ -43,7 +43,7 @@ class Entry(Generic[M]):
 
 
 class Registry(Generic[M]):
-    """Name -> (callable, metadata). Names are the functions' own names.
+    """Name -> (callable, metadata). Names are the functions' own names; ``aliases`` are other names `get` accepts.
 
     Parameters
     ----------
@@ -66,6 +66,7 @@ class Registry(Generic[M]):
         self.modules = tuple(modules)
         self._loaded = not self.modules
         self._entries: dict[str, Entry[M]] = {}
+        self._aliases: dict[str, str] = {}
 
     def load(self) -> None:
         """Import the registering modules (idempotent; an import error propagates and is retried next time)."""
@@ -75,21 +76,25 @@ class Registry(Generic[M]):
             importlib.import_module(mod)
         self._loaded = True
 
-    def register(self, meta: M, name: str | None = None) -> Callable[[F], F]:
-        """Register the decorated function under its own name (or ``name``) with ``meta``."""
+    def register(self, meta: M, name: str | None = None, aliases: Sequence[str] = ()) -> Callable[[F], F]:
+        """Register the decorated function under its own name (or ``name``) with ``meta``; `get` also finds it
+        under each of ``aliases`` (names users type that differ from the function's, e.g. ``hscore``)."""
 
         def add(fn: F) -> F:
             key = name or fn.__name__
-            if key in self._entries:
-                raise RuntimeError(f"{self.what} {key!r} is registered twice")
+            for k in (key, *aliases):
+                if k in self._entries or k in self._aliases:
+                    raise RuntimeError(f"{self.what} {k!r} is registered twice")
             self._entries[key] = Entry(key, fn, meta)
+            self._aliases.update(dict.fromkeys((a for a in aliases if a != key), key))
             return fn  # stays a plain function: importable, testable, greppable
 
         return add
 
     def get(self, name: str) -> Entry[M]:
-        """Return the entry called ``name``; an unknown name lists close matches and every valid one."""
+        """Return the entry called ``name`` (or aliased so); an unknown name lists close matches and every valid one."""
         self.load()
+        name = self._aliases.get(name, name)
         if name not in self._entries:
             near = difflib.get_close_matches(name, list(self._entries), n=3)
             hint = f" Did you mean {', '.join(near)}?" if near else ""
@@ -105,7 +110,7 @@ class Registry(Generic[M]):
 
     def __contains__(self, name: object) -> bool:
         self.load()
-        return name in self._entries
+        return name in self._entries or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.available())

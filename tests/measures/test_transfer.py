@@ -392,3 +392,27 @@ def test_new_scores_refuse_too_few_examples_or_one_class(fn, rng):
 def test_cross_validated_scores_need_two_examples_per_class(fn, rng):
     with pytest.raises(ZooscopeInputError, match="at least 2"):
         fn(rng.normal(size=(12, 3)), np.r_[np.zeros(6, int), np.ones(5, int), 2])
+
+
+def test_every_transfer_score_is_registered_with_what_select_needs():
+    from zooscope.measures import TransferMeta
+    from zooscope.zoo.select import METHODS
+
+    scores = MEASURES.transfer_scores()
+    assert [e.transfer.method for e in scores] == [m for m in METHODS if m not in ("task2vec", "fisher", "history")]
+    assert len({e.transfer.order for e in scores}) == len(scores)
+    for e in scores:
+        assert isinstance(e.transfer, TransferMeta) and e.transfer.display and e.larger_is_more_similar
+        assert e.transfer.source in ("features", "probs", "labels")
+        assert MEASURES.get(e.transfer.method) is e  # the name select users type finds the measure
+    assert {e.name for e in scores} == {"logme", "leep", "nce", "h_score", "ncti", "knn_accuracy", "linear_probe",
+                                        "sfda", "sfda_pca", "gbc", "transrate"}
+    assert MEASURES.get("leep").transfer.source == "probs" and MEASURES.get("nce").transfer.source == "labels"
+
+
+def test_old_select_names_are_aliases_not_extra_measures():
+    assert MEASURES.get("hscore").name == "h_score" and MEASURES.get("knn").name == "knn_accuracy"
+    assert "hscore" in MEASURES and "hscore" not in MEASURES.available()
+    y = np.repeat([0, 1], 10)
+    f = np.c_[y + 0.1 * np.arange(20) % 3, np.arange(20) % 5]
+    assert MEASURES.get("hscore")(f, y) == h_score(f, y)

@@ -146,7 +146,7 @@ def test_finetune_top_reorders_the_top_by_validation_accuracy(zoo):
 
 def test_fisher_method_compares_each_models_own_fisher_on_source_and_target(zoo):
     from zooscope.embed.task2vec import task_distance
-    from zooscope.zoo.select import _pair_fisher
+    from zooscope.zoo.select.distances import pair_fisher as _pair_fisher
 
     t = zoo.select("low", k=3, method="fisher").set_index("model")
     assert np.isnan(t.loc["b", "fisher_distance"]) and np.isnan(t.loc["c", "fisher_distance"])  # source unknown

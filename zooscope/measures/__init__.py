@@ -5,7 +5,7 @@
 True
 """
 
-from zooscope.measures._base import MEASURES, Inv, MeasureMeta, available, get
+from zooscope.measures._base import MEASURES, Inv, MeasureMeta, TransferMeta, available, get
 from zooscope.measures.bayes import *  # noqa: F403
 from zooscope.measures.cca import *  # noqa: F403
 from zooscope.measures.cka import *  # noqa: F403
@@ -19,6 +19,7 @@ from zooscope.measures.shape import *  # noqa: F403
 from zooscope.measures.sketch import *  # noqa: F403
 from zooscope.measures.transfer import *  # noqa: F403
 from zooscope.measures.transfer_lda import *  # noqa: F403
+from zooscope.measures.transfer_probe import *  # noqa: F403
 from zooscope.measures.transform import *  # noqa: F403
 
-__all__ = ["MEASURES", "Inv", "MeasureMeta", "available", "get"]
+__all__ = ["MEASURES", "Inv", "MeasureMeta", "TransferMeta", "available", "get"]

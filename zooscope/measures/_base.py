@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from zooscope._registry import Registry
+from zooscope._registry import Entry, Registry
 from zooscope._validation import ZooscopeInputError, _is_torch, _to_numpy, check_tensor_like
 
 #: Relative slack (of max(1, |bound|)) within which a value just outside a registered bound is clipped onto it.
@@ -38,6 +38,23 @@ class Inv(enum.Flag):
     ORTHOGONAL = enum.auto()  # X Q, Q^T Q = I
     PERMUTATION = enum.auto()  # reorder the units (columns)
     INVERTIBLE_LINEAR = enum.auto()  # X W, W invertible
+
+
+@dataclass(frozen=True)
+class TransferMeta:
+    """What model selection (`zooscope.zoo.select`) needs of a transferability score.
+
+    ``method`` is the name select offers and its table's column (an alias of the measure when it differs, e.g.
+    ``hscore`` for ``h_score``); ``source`` what select passes with the target labels: the candidate's pre-logits
+    ``"features"``, its source head's softmax ``"probs"``, or that softmax's argmax ``"labels"``; ``display`` the
+    name in the ``why`` text; ``order`` the method's place in select's list. The direction is the measure's
+    ``larger_is_more_similar`` (larger = more transferable).
+    """
+
+    method: str
+    source: Literal["features", "probs", "labels"]
+    display: str
+    order: int
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,8 @@ class MeasureMeta:
     #: ((option, value, bounds), ...): an option that changes the range, e.g. (("debiased", True, (-1.0, 1.0)),)
     bounds_by_option: tuple[tuple[str, Any, tuple[float, float]], ...] = ()
     reference: str = ""
+    #: a transferability score's metadata for model selection (None for every other measure)
+    transfer: TransferMeta | None = None
 
 
 def _arg_in(value: Any, name: str, differentiable: bool) -> Any:
@@ -115,11 +134,14 @@ def _check_value(name: str, bounds: tuple[float, float] | None, out: Any) -> Any
 class MeasureRegistry(Registry[MeasureMeta]):
     """The registry of measures: registering wraps the function in the boundary guard (module docstring)."""
 
-    def register(self, meta: MeasureMeta, name: str | None = None):  # type: ignore[override]
-        base = super().register(meta, name)
+    def register(self, meta: MeasureMeta, name: str | None = None,  # type: ignore[override]
+                 aliases: tuple[str, ...] = ()):
+        """Register (guarded); a transfer score's select method name is an alias when it differs."""
 
         def add(fn):
             key = name or fn.__name__
+            method = meta.transfer.method if meta.transfer is not None else key
+            base = super(MeasureRegistry, self).register(meta, name, (*aliases, *([method] if method != key else [])))
             sig = inspect.signature(fn) if meta.bounds_by_option else None
 
             def bounds_for(args: tuple, kwargs: dict) -> tuple[float, float] | None:
@@ -146,6 +168,11 @@ class MeasureRegistry(Registry[MeasureMeta]):
             return base(guarded)
 
         return add
+
+    def transfer_scores(self) -> list[Entry[MeasureMeta]]:
+        """The registered transferability scores (``meta.transfer`` set), in their ``order``."""
+        entries = [self.get(n) for n in self.available()]
+        return sorted((e for e in entries if e.meta.transfer is not None), key=lambda e: e.meta.transfer.order)
 
 
 MEASURES: MeasureRegistry = MeasureRegistry("measure")

@@ -36,7 +36,9 @@ population estimators intend (they are invariant to them), so a dead unit cannot
 shrinkage target. ``transrate`` and ``gbc``/``ncti`` (after PCA) are unaffected by them by construction.
 
 The discriminant-analysis scores (``sfda``, ``sfda_pca``, ``ncti``, ``gbc``) live in
-`zooscope.measures.transfer_lda` (registered the same way; ``zs.measures.sfda`` etc.).
+`zooscope.measures.transfer_lda`, the fitted probes (``linear_probe``, ``knn_accuracy``) in
+`zooscope.measures.transfer_probe` (registered the same way; ``zs.measures.sfda`` etc.). Each score is registered
+with the metadata model selection reads (`TransferMeta`: its select method name, input, display name, order).
 
 Cost at n = 1000 examples, d = 512 features, 10 classes (2 shared cores, one thread): see the functions'
 docstrings and ``benchmarks/RESULTS.md``; every score is well under the cost of extracting the features.
@@ -58,9 +60,9 @@ from zooscope._validation import (
     check_finite,
     check_positive,
 )
-from zooscope.measures._base import MEASURES, Inv, MeasureMeta
+from zooscope.measures._base import MEASURES, Inv, MeasureMeta, TransferMeta
 
-__all__ = ["h_score", "knn_accuracy", "leep", "linear_probe", "logme", "nce", "transrate"]
+__all__ = ["h_score", "leep", "logme", "nce", "transrate"]
 
 #: LogME maximises the evidence over log(α/β) to this absolute tolerance ...
 LOGME_TOL = 1e-10
@@ -69,10 +71,10 @@ LOGME_MAX_ITER = 500
 
 
 def _meta(invariances: Inv, reference: str, min_samples: int = 2, *, not_invariant: Inv = Inv.NONE,
-          bounds: tuple[float, float] | None = None) -> MeasureMeta:
+          bounds: tuple[float, float] | None = None, transfer: TransferMeta | None = None) -> MeasureMeta:
     return MeasureMeta(larger_is_more_similar=True, symmetric=False, invariances=invariances, inputs="other",
                        layerwise=False, min_samples=min_samples, reference=reference, not_invariant=not_invariant,
-                       bounds=bounds)
+                       bounds=bounds, transfer=transfer)
 
 
 def _labels(labels: npt.ArrayLike, n: int, owner: str, *, per_class: int = 0) -> tuple[np.ndarray, int]:
@@ -141,7 +143,8 @@ def _informative_columns(f: np.ndarray, owner: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------ LogME
-@MEASURES.register(_meta(Inv.ORTHOGONAL | Inv.PERMUTATION, "You et al., ICML 2021 (thuml/LogME)"))
+@MEASURES.register(_meta(Inv.ORTHOGONAL | Inv.PERMUTATION, "You et al., ICML 2021 (thuml/LogME)",
+                         transfer=TransferMeta("logme", "features", "LogME", 0)))
 def logme(features: npt.ArrayLike, labels: npt.ArrayLike, *, regression: bool = False) -> float:
     """LogME: the maximum log-evidence of a Bayesian linear model from features to (one-hot) labels.
 
@@ -245,7 +248,8 @@ def _logme_evidence(x: np.ndarray, yy: float, sigma: np.ndarray, n: int) -> floa
 
 
 # --------------------------------------------------------------------------------------------- LEEP and NCE
-@MEASURES.register(_meta(Inv.NONE, "Nguyen et al., ICML 2020"))
+@MEASURES.register(_meta(Inv.NONE, "Nguyen et al., ICML 2020",
+                         transfer=TransferMeta("leep", "probs", "LEEP", 1)))
 def leep(source_probs: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """Log expected empirical prediction (LEEP).
 
@@ -280,7 +284,7 @@ def leep(source_probs: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     return float(np.mean(np.log(np.maximum(eep, np.finfo(float).tiny))))
 
 
-@MEASURES.register(_meta(Inv.NONE, "Tran et al., ICCV 2019"))
+@MEASURES.register(_meta(Inv.NONE, "Tran et al., ICCV 2019", transfer=TransferMeta("nce", "labels", "NCE", 2)))
 def nce(source_probs: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """Negative conditional entropy ``−H(Y | Z)`` of the target labels given the source model's hard labels.
 
@@ -317,7 +321,8 @@ def nce(source_probs: npt.ArrayLike, labels: npt.ArrayLike) -> float:
 
 # ------------------------------------------------------------------------------------------ H-score, TransRate
 @MEASURES.register(_meta(Inv.TRANSLATION | Inv.ISOTROPIC_SCALE | Inv.ORTHOGONAL | Inv.PERMUTATION,
-                         "Bao et al., ICIP 2019; shrinkage: Ibrahim et al., 2022", min_samples=3))
+                         "Bao et al., ICIP 2019; shrinkage: Ibrahim et al., 2022", min_samples=3,
+                         transfer=TransferMeta("hscore", "features", "H-score", 3)))
 def h_score(features: npt.ArrayLike, labels: npt.ArrayLike, *,
             shrinkage: Literal["auto"] | float | None = "auto") -> float:
     """H-score ``tr(cov(f)⁻¹ cov(E[f | y]))``, with a shrunk feature covariance for stability.
@@ -396,7 +401,8 @@ def _coding_rate(Z: np.ndarray, eps: float) -> float:
     return 0.5 * logdet
 
 
-@MEASURES.register(_meta(Inv.TRANSLATION | Inv.ORTHOGONAL | Inv.PERMUTATION, "Huang et al., ICML 2022"))
+@MEASURES.register(_meta(Inv.TRANSLATION | Inv.ORTHOGONAL | Inv.PERMUTATION, "Huang et al., ICML 2022",
+                         transfer=TransferMeta("transrate", "features", "TransRate", 10)))
 def transrate(features: npt.ArrayLike, labels: npt.ArrayLike, eps: float = 1e-4) -> float:
     """TransRate: coding rate of the features minus the mean coding rate within each class.
 
@@ -428,108 +434,3 @@ def transrate(features: npt.ArrayLike, labels: npt.ArrayLike, eps: float = 1e-4)
     y, k = _labels(labels, f.shape[0], "transrate")
     Z = f - f.mean(0)
     return float(_coding_rate(Z, eps) - np.mean([_coding_rate(Z[y == c], eps) for c in range(k)]))
-
-
-# ------------------------------------------------------------------------------ linear probe and k-NN accuracy
-@MEASURES.register(_meta(Inv.TRANSLATION | Inv.ISOTROPIC_SCALE | Inv.PERMUTATION,
-                         "logistic-regression probe on frozen features (Kornblith et al., CVPR 2019)", min_samples=4,
-                         bounds=(0.0, 1.0)))
-def linear_probe(features: npt.ArrayLike, labels: npt.ArrayLike, *, folds: int = 3, C: float = 1.0,
-                 seed: int = 0) -> float:
-    """Mean held-out accuracy of a k-fold logistic-regression probe on standardised features.
-
-    ``sklearn`` ``StandardScaler`` + ``LogisticRegression(C)`` (lbfgs, multinomial), evaluated by
-    ``StratifiedKFold(folds, shuffle=True, random_state=seed)``; the scaler is fitted inside each fold. With
-    fewer than ``folds`` examples in the smallest class, ``folds`` drops to that count (at least 2).
-
-    Parameters
-    ----------
-    features : array-like of shape (n_samples, n_features)
-    labels : array-like of shape (n_samples,)
-        Every class needs at least 2 examples.
-    folds : int, default=3
-    C : float, default=1.0
-        Inverse L2 strength on the standardised features.
-    seed : int, default=0
-        Fold shuffling.
-
-    Returns
-    -------
-    float
-        In [0, 1]; larger = more transferable. Invariant to shifting and (per-feature) scaling the features
-        and to reordering them. About 1-3 s at n = 1000, d = 512, 10 classes.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> y = np.repeat([0, 1], 30)
-    >>> linear_probe(np.c_[3 * y + rng.normal(size=60), rng.normal(size=60)], y) > 0.9
-    True
-    """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if not (isinstance(folds, int | np.integer) and folds >= 2):
-        raise ZooscopeInputError(f"'folds' of linear_probe must be an int >= 2; got {folds!r}.")
-    C = check_positive(C, "C", "linear_probe")
-    f = _features(features, "linear_probe", min_samples=4)
-    y, _ = _labels(labels, f.shape[0], "linear_probe", per_class=2)
-    n_splits = int(min(folds, np.bincount(y).min()))
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000))
-    cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        scores = cross_val_score(probe, f, y, cv=cv, scoring="accuracy", error_score="raise")
-    return float(np.mean(scores))
-
-
-@MEASURES.register(_meta(Inv.TRANSLATION | Inv.ISOTROPIC_SCALE | Inv.ORTHOGONAL | Inv.PERMUTATION,
-                         "Sorkhei et al., TMLR 2025 (leave-one-out k-NN accuracy)", min_samples=4, bounds=(0.0, 1.0)))
-def knn_accuracy(features: npt.ArrayLike, labels: npt.ArrayLike, *, k: int | Literal["auto"] = "auto") -> float:
-    """Leave-one-out k-nearest-neighbour accuracy on the frozen features (Euclidean distance).
-
-    Each example is classified by the majority label of its k nearest *other* examples (``sklearn``
-    ``NearestNeighbors``; ties go to the smaller label); the score is the fraction classified correctly.
-    Leave-one-out is the exhaustive form of cross-validation, deterministic and without a training step.
-
-    Parameters
-    ----------
-    features : array-like of shape (n_samples, n_features)
-    labels : array-like of shape (n_samples,)
-        Every class needs at least 2 examples.
-    k : int or "auto", default="auto"
-        Neighbours; "auto" = min(5, size of the smallest class − 1), so that a small class can win its vote.
-
-    Returns
-    -------
-    float
-        In [0, 1]; larger = more transferable. Invariant to shifts, rotations, isotropic scaling and reordering
-        of the features. About 0.1 s at n = 1000, d = 512.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> y = np.repeat([0, 1], 30)
-    >>> knn_accuracy(np.c_[3 * y + 0.3 * rng.normal(size=60), rng.normal(size=60)], y)
-    1.0
-    """
-    from sklearn.neighbors import NearestNeighbors
-
-    f = _features(features, "knn_accuracy", min_samples=4)
-    y, n_classes = _labels(labels, f.shape[0], "knn_accuracy", per_class=2)
-    n = f.shape[0]
-    if k == "auto":
-        k = int(max(1, min(5, np.bincount(y).min() - 1)))
-    if not (isinstance(k, int | np.integer) and 1 <= k < n):
-        raise ZooscopeInputError(f"'k' of knn_accuracy must be 'auto' or an int in [1, n_samples - 1 = {n - 1}]; "
-                                 f"got {k!r}.")
-    idx = NearestNeighbors(n_neighbors=int(k) + 1).fit(f).kneighbors(f, return_distance=False)
-    own = idx == np.arange(n)[:, None]
-    own[~own.any(axis=1), -1] = True  # an exact duplicate displaced the example itself: drop the farthest
-    neigh = idx[~own].reshape(n, int(k))
-    votes = np.zeros((n, n_classes))
-    np.add.at(votes, (np.repeat(np.arange(n), int(k)), y[neigh].ravel()), 1.0)
-    return float(np.mean(votes.argmax(axis=1) == y))

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from zooscope._validation import ZooscopeInputError, check_alloc
-from zooscope.measures._base import MEASURES, Inv
+from zooscope.measures._base import MEASURES, Inv, TransferMeta
 from zooscope.measures.transfer import _features, _informative_columns, _labels, _meta
 
 __all__ = ["NCTITerms", "gbc", "ncti", "ncti_combine", "ncti_terms", "sfda", "sfda_pca"]
@@ -94,7 +94,8 @@ def _sfda(features: npt.ArrayLike, labels: npt.ArrayLike, owner: str, n_componen
 
 
 @MEASURES.register(_meta(Inv.TRANSLATION | Inv.ORTHOGONAL | Inv.PERMUTATION, "Shao et al., ECCV 2022 (TencentARC/SFDA)",
-                         min_samples=4, not_invariant=Inv.ISOTROPIC_SCALE, bounds=(0.0, 1.0)))
+                         min_samples=4, not_invariant=Inv.ISOTROPIC_SCALE, bounds=(0.0, 1.0),
+                         transfer=TransferMeta("sfda", "features", "SFDA", 7)))
 def sfda(features: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """SFDA: Self-challenging Fisher Discriminant Analysis (as in the paper's code).
 
@@ -132,7 +133,8 @@ def sfda(features: npt.ArrayLike, labels: npt.ArrayLike) -> float:
 
 @MEASURES.register(_meta(Inv.TRANSLATION | Inv.ORTHOGONAL | Inv.PERMUTATION,
                          "Shao et al., ECCV 2022; PCA-32 as in TencentARC/SFDA issue #5", min_samples=4,
-                         not_invariant=Inv.ISOTROPIC_SCALE, bounds=(0.0, 1.0)))
+                         not_invariant=Inv.ISOTROPIC_SCALE, bounds=(0.0, 1.0),
+                         transfer=TransferMeta("sfda_pca", "features", "SFDA-PCA", 8)))
 def sfda_pca(features: npt.ArrayLike, labels: npt.ArrayLike, *, n_components: int = 32) -> float:
     """:func:`sfda` on the top ``n_components`` principal components of the features (default 32).
 
@@ -256,7 +258,7 @@ def ncti_combine(terms: Sequence[NCTITerms]) -> np.ndarray:
 
 
 @MEASURES.register(_meta(Inv.TRANSLATION | Inv.ORTHOGONAL | Inv.PERMUTATION, "Wang et al., CVPR 2023 (BUserName/NCTI)",
-                         min_samples=4))
+                         min_samples=4, transfer=TransferMeta("ncti", "features", "NCTI", 4)))
 def ncti(features: npt.ArrayLike, labels: npt.ArrayLike, *, n_components: int = 64) -> float:
     """NCTI for one model alone: the paper's three neural-collapse terms on a fixed, per-target scale.
 
@@ -299,7 +301,8 @@ def ncti(features: npt.ArrayLike, labels: npt.ArrayLike, *, n_components: int = 
 # ---------------------------------------------------------------------------------------------------- GBC
 @MEASURES.register(_meta(Inv.TRANSLATION | Inv.ISOTROPIC_SCALE | Inv.ORTHOGONAL | Inv.PERMUTATION,
                          "Pándy et al., CVPR 2022 (diagonal Gaussians; PCA-64 as Model Spider)", min_samples=4,
-                         bounds=(-math.inf, 0.0)))
+                         bounds=(-math.inf, 0.0),
+                         transfer=TransferMeta("gbc", "features", "GBC", 9)))
 def gbc(features: npt.ArrayLike, labels: npt.ArrayLike, *, n_components: int = 64) -> float:
     """Gaussian Bhattacharyya Coefficient: minus the total class overlap.
 

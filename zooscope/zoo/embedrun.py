@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zooscope._io import atomic_write
+from zooscope._io import cached_array
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
 from zooscope.nets.models import ModelSpec
@@ -125,16 +125,7 @@ def compute_missing(ctx: EmbedContext, kind: str, dataset: str) -> tuple[np.ndar
     row = {"id": None, "kind": kind, "model": None, "dataset": dataset,
            "params": {"request_hash": job["request_hash"], "request": job["request"]}}
     cached = ctx.paths.cache / "vectors" / kind / f"{job['request_hash']}.npy"
-    if cached.is_file():
-        try:
-            return np.load(cached, allow_pickle=False).astype(np.float64), row
-        except (OSError, ValueError):
-            log.warning("unreadable cached vector %s: recomputing", cached)
-    vec = np.asarray(parallel.compute_job(job)["vectors"])
-    try:
-        atomic_write(cached, lambda f: np.save(f, vec, allow_pickle=False))
-    except OSError as e:
-        log.warning("could not cache %s (%s)", cached, e)
+    vec = cached_array(cached, lambda: np.asarray(parallel.compute_job(job)["vectors"]))
     return vec.astype(np.float64), row
 
 

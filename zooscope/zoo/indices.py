@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from zooscope._io import atomic_write
+from zooscope._io import cached_array
 from zooscope.zoo.catalog import Catalog
 from zooscope.zoo.settings import ZooPaths, ZooSettings
 from zooscope.zoo.vectors import VectorRepo, comparability_group, layer_position
@@ -112,17 +112,7 @@ class IndexReader:
             return arr.astype(np.float32)
         s = self.settings
         cache = self.paths.cache / "jl" / f"{row['vector_key']}_{JL_KIND}_{s.jl_dim}_{s.jl_seed}.npy"
-        if cache.is_file():
-            try:
-                return np.load(cache, allow_pickle=False)
-            except (OSError, ValueError):
-                log.warning("unreadable JL cache %s: recomputing", cache)
-        proj = self._project(arr)
-        try:
-            atomic_write(cache, lambda f: np.save(f, proj, allow_pickle=False))
-        except OSError as e:  # a cache that cannot be written only costs time
-            log.warning("could not cache %s (%s)", cache, e)
-        return proj
+        return cached_array(cache, lambda: self._project(arr))
 
     def query_view(self, kind: str, vectors: np.ndarray) -> np.ndarray:
         """Query vectors (m, D) in the index space of ``kind`` (transformed and JL-projected like `view`)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zooscope._io import atomic_write
+from zooscope._io import atomic_write, write_cache
 from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.catalog import Catalog
 from zooscope.zoo.integrity import CorruptFileError, verified_bytes, verify_file
@@ -152,10 +152,7 @@ def probe_inputs(ctx: ProbeContext, shape: Sequence[int]) -> tuple[dict[str, Any
         return rec, verified_probe(ctx, rec)["x"]
     rec, tensors = _compute(ctx, shape)
     cached = ctx.paths.cache / "probes" / probe_file_name(rec["id"])
-    try:
-        atomic_write(cached, save(tensors))
-    except OSError as e:  # a cache that cannot be written only costs time
-        log.warning("could not cache the probe set at %s (%s)", cached, e)
+    write_cache(cached, save(tensors))
     return rec, tensors["x"]
 
 
