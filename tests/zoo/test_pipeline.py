@@ -15,7 +15,7 @@ from zoo_helpers import KW, SPEC, checkpoints
 
 from zooscope import Zoo
 from zooscope._validation import ZooscopeInputError
-from zooscope.index.faiss_index import VectorIndex
+from zooscope.index import VectorIndex
 from zooscope.zoo.indices import IndexKey
 
 LAYERS = ["l0", "l1", "l2"]

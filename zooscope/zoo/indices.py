@@ -16,7 +16,7 @@ a writer saves the new file under its own name, then commits the catalog row nam
 deletes the old file. A reader loads the file its row names; if a concurrent writer deleted it in between, the
 reader reads the row again. So no reader sees a row whose file is missing or has another checksum.
 
-Incremental. Embedding adds rows to the indices of their keys and retiring removes them (`IndexWriter.apply`);
+Incremental. Embedding adds rows to the indices of their keys and retiring removes them (`IndexWriter.sync`);
 flat indices change in place, HNSW/IVF are rebuilt by `zooscope.index.VectorIndex.remove` from their own
 vectors. `IndexWriter.rebuild` builds everything from the vector store (``check --fix``).
 """
@@ -167,7 +167,7 @@ class IndexReader:
 
     def load(self, key: IndexKey) -> Any:
         """The recorded index of ``key`` (sha256-checked), or None when none is recorded."""
-        from zooscope.index.faiss_index import VectorIndex
+        from zooscope.index import VectorIndex
 
         for attempt in range(3):
             rec = self.record(key)
@@ -218,16 +218,15 @@ class IndexWriter(IndexReader):
 
     def build(self, key: IndexKey) -> None:
         """Build ``key``'s index from the vector store (or drop it when its group is empty)."""
-        from zooscope.index.faiss_index import VectorIndex
+        from zooscope.index import VectorIndex
 
         vecs, ids = self.expected(key)
         if not len(ids):
             self.drop(key)
             return
         meta = _kind_meta(key.kind).meta
-        factory = None if meta.index_factory == "IDMap2,Flat" else meta.index_factory
         self._save(key, VectorIndex.build(vecs, ids, metric=meta.metric, normalized=meta.normalized,
-                                          factory=factory))
+                                          factory=meta.index_factory))
 
     def rebuild(self, kinds: Iterable[str]) -> None:
         """Rebuild every index of ``kinds`` from the vector store; drop indices of groups with no rows."""

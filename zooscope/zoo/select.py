@@ -159,7 +159,7 @@ def _task_distances(ctx: SelectContext, target: str, models: list[dict], alpha: 
     """(d_asym(source → target) of the models whose source task the index proposes (exact re-rank), names of
     the models whose source task is unknown: not registered, or its task vector cannot be computed)."""
     from zooscope.embed.task2vec import task_distance
-    from zooscope.index.faiss_index import rerank
+    from zooscope.index import rerank
 
     tvec, trow = compute_missing(ctx.embedding, "task2vec", target)
     group = comparability_group(trow)

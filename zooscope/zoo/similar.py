@@ -219,7 +219,7 @@ def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, ar
 def _rerank(ctx: SimilarContext, rows: dict[int, dict], queries: np.ndarray, rule: str,
             k: int) -> list[tuple[int, float]]:
     """Exact scores of the candidate rows, best first (`zooscope.index.rerank`)."""
-    from zooscope.index.faiss_index import rerank
+    from zooscope.index import rerank
 
     if rule == "layer":
         def fetch(ids: list[int]) -> np.ndarray:
@@ -249,7 +249,7 @@ def _by_task(ctx: SimilarContext, model: str, k: int, arch: str | None, oversamp
         raise ZooscopeInputError("by='task2vec' compares the tasks zoo models were trained on; a new spec has "
                                  "none recorded. Use by='cka' for a new checkpoint.")
     from zooscope.embed.task2vec import task_distance
-    from zooscope.index.faiss_index import rerank
+    from zooscope.index import rerank
 
     src = ctx.catalog.get_model(model)["trained_on"]
     if src is None:
