@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from zooscope import ZooscopeInputError
-from zooscope.zoo._catalog_schema import MIGRATIONS, metadata, models_table
 from zooscope.zoo.catalog import SCHEMA_VERSION, Catalog, new_owner, params_hash
+from zooscope.zoo.catalog.schema import MIGRATIONS, metadata, models_table
 
 
 @pytest.fixture
@@ -201,7 +201,7 @@ def test_a_failed_transaction_leaves_nothing(cat):
 def test_remove_model_is_atomic(cat, monkeypatch):
     cat.add_model("m", spec="a:b")
     e = _emb(cat)
-    import zooscope.zoo.catalog as mod
+    import zooscope.zoo.catalog.rows as mod
 
     # the model delete is the last statement of the transaction: make it fail after the embeddings went
     monkeypatch.setattr(mod, "models_table", sa.Table("models_missing", sa.MetaData(), sa.Column("name", sa.String)))
@@ -329,7 +329,7 @@ def test_killed_writer_loses_nothing_committed(catalog_url, catalog_backend):
         import os
         import sqlalchemy as sa
         from zooscope.zoo.catalog import Catalog
-        from zooscope.zoo._catalog_schema import models_table
+        from zooscope.zoo.catalog.schema import models_table
         cat = Catalog({catalog_url!r})
         cat.add_model("committed", spec="a:b")
         with cat._write() as conn:

@@ -186,7 +186,7 @@ def read_marker(root: str | os.PathLike[str]) -> dict[str, Any] | None:
 def write_marker(root: str | os.PathLike[str], zoo_id: str | None = None, **extra: Any) -> dict[str, Any]:
     """Write ``<root>/zoo.json`` (atomically) and return it: format, zoo_id, schema_version, created."""
     from zooscope._io import atomic_write
-    from zooscope.zoo._catalog_schema import SCHEMA_VERSION
+    from zooscope.zoo.catalog.schema import SCHEMA_VERSION
 
     data = {"format": MARKER_FORMAT, "zoo_id": zoo_id or uuid.uuid4().hex, "schema_version": SCHEMA_VERSION,
             "created": dt.datetime.now(dt.UTC).isoformat(), **extra}
