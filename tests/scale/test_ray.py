@@ -54,7 +54,7 @@ def make_zoo(root, checkpoints, extra=()):
 
 
 def vectors(zoo, kind):
-    return {r["model"]: zoo.store.get(r["vector_key"]) for r in zoo.catalog.embeddings(kind=kind)}
+    return {r.model: zoo.store.get(r.vector_key) for r in zoo.catalog.embeddings(kind=kind)}
 
 
 def test_ray_vectors_equal_local_vectors(ray_cluster, checkpoints, tmp_path):
@@ -78,7 +78,7 @@ def test_a_worker_that_kills_itself_fails_only_its_pair(ray_cluster, checkpoints
     assert "died" in report.loc["crasher", "error"]
     assert {m: report.loc[m, "status"] for m in ("m0", "m1", "m2")} == dict.fromkeys(("m0", "m1", "m2"), "embedded")
     assert sorted(vectors(zoo, "cka")) == ["m0", "m1", "m2"]
-    assert [f["model"] for f in zoo.catalog.failures()] == ["crasher"]
+    assert [f.model for f in zoo.catalog.failures()] == ["crasher"]
 
 
 def test_run_jobs_retries_then_reports_progress(ray_cluster, tmp_path):

@@ -66,15 +66,15 @@ def similarity_matrix(zoo: Any, by: str = "cka", *, progress: bool = False) -> p
     if by == "task2vec":
         from zooscope.embed.task2vec import task_distance
 
-        vecs = {r["dataset"]: ctx.vectors.read64(r)
+        vecs = {r.dataset: ctx.vectors.read64(r)
                 for r in _progress(ctx.vectors.current_rows("task2vec"), "reading task vectors", progress)}
-        src = {m["name"]: m["trained_on"] for m in ctx.catalog.models() if m["trained_on"] in vecs}
+        src = {m.name: m.trained_on for m in ctx.catalog.models() if m.trained_on in vecs}
         names = sorted(src)
         S = np.array([[1.0 - task_distance(vecs[src[a]], vecs[src[b]]) if src[a] != src[b] else 1.0
                        for b in names] for a in names]).reshape(len(names), len(names))
     else:
-        rows = sorted(ctx.vectors.current_rows(by), key=lambda r: r["model"])
-        names = [r["model"] for r in rows]
+        rows = sorted(ctx.vectors.current_rows(by), key=lambda r: r.model)
+        names = [r.model for r in rows]
         V = [ctx.vectors.layer_vector(r) for r in _progress(rows, f"reading {len(rows)} {by} vectors", progress)]
         probe = np.array([comparability_group(r) for r in rows], dtype=object)
         S = np.full((len(rows), len(rows)), np.nan)
@@ -172,7 +172,7 @@ def zoo_map(zoo: Any, by: str = "cka", path: str | Path | None = None, *, seed: 
     else:
         mds = MDS(n_components=2, dissimilarity="precomputed", random_state=seed, n_init=4)
     xy = mds.fit_transform(D)
-    src = {m["name"]: m["trained_on"] for m in _ctx(zoo).catalog.models()}
+    src = {m.name: m.trained_on for m in _ctx(zoo).catalog.models()}
     df = pd.DataFrame({"model": S.index, "x": xy[:, 0], "y": xy[:, 1], "trained_on": [src.get(n) for n in S.index]})
     if path is not None:
         from zooscope.plot import zoo_map as draw
@@ -189,12 +189,12 @@ def pair_heatmap(zoo: Any, a: str, b: str, path: str | Path, *, measure: str = "
 
     ctx = _ctx(zoo)
     ra, rb = ctx.catalog.get_model(a), ctx.catalog.get_model(b)
-    if tuple(ra["input_shape"] or ()) != tuple(rb["input_shape"] or ()):
-        raise ZooscopeInputError(f"{a!r} takes inputs {ra['input_shape']} and {b!r} takes {rb['input_shape']}; "
+    if tuple(ra.input_shape or ()) != tuple(rb.input_shape or ()):
+        raise ZooscopeInputError(f"{a!r} takes inputs {ra.input_shape} and {b!r} takes {rb.input_shape}; "
                                  "a layer × layer comparison needs the same inputs.")
-    _, x = probe_inputs(ctx.probes, tuple(ra["input_shape"]))
-    ma = build_model(ra["spec"], ra["kwargs"], ra["checkpoint"])
-    mb = build_model(rb["spec"], rb["kwargs"], rb["checkpoint"])
+    _, x = probe_inputs(ctx.probes, tuple(ra.input_shape))
+    ma = build_model(ra.spec, ra.kwargs, ra.checkpoint)
+    mb = build_model(rb.spec, rb.kwargs, rb.checkpoint)
     table = compare(ma, mb, x, measure=measure)
     heatmap(table, path, title=f"{a} vs {b}")
     return table

@@ -35,7 +35,7 @@ from zooscope._io import atomic_write
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
 from zooscope.zoo import parallel
-from zooscope.zoo.catalog import DEFAULT_LEASE_S, Catalog, new_owner
+from zooscope.zoo.catalog import DEFAULT_LEASE_S, Catalog, DatasetRecord, EmbeddingRecord, ModelRecord, new_owner
 from zooscope.zoo.catalog import params_hash as request_hash
 from zooscope.zoo.indices import IndexWriter
 from zooscope.zoo.parallel import EmbedJob, JobResult
@@ -79,7 +79,7 @@ def _kind(kind: str) -> Any:
     return EMBEDDINGS.get(kind)
 
 
-def plan_job(ctx: EmbedContext, kind: str, subject: dict[str, Any], *,
+def plan_job(ctx: EmbedContext, kind: str, subject: ModelRecord | DatasetRecord, *,
              probe: dict[str, Any] | None = None) -> EmbedJob:
     """The job (and its request) for one (kind, model|dataset) pair.
 
@@ -88,29 +88,30 @@ def plan_job(ctx: EmbedContext, kind: str, subject: dict[str, Any], *,
     meta = _kind(kind).meta
     kind_params = ctx.settings.params_of(kind, meta.params)
     if meta.subject == "model":
-        if not subject.get("input_shape"):
-            raise ZooscopeInputError(f"Model {subject['name']!r} has no recorded input shape; re-add it with "
+        if not subject.input_shape:
+            raise ZooscopeInputError(f"Model {subject.name!r} has no recorded input shape; re-add it with "
                                      "input_shape=(C, H, W).")
         if probe is None:
-            raise ZooscopeInputError(f"No probe set given for model {subject['name']!r}.")
+            raise ZooscopeInputError(f"No probe set given for model {subject.name!r}.")
         request = {"kind": kind, "version": meta.version, "params": kind_params, "probe_set": probe["id"],
-                   "spec": subject["spec"], "kwargs": subject["kwargs"],
-                   "checkpoint_sha256": subject["checkpoint_sha256"]}
-        return EmbedJob(kind, "model", subject["name"], kind_params, request, request_hash(request),
-                        arch=subject["spec"], kwargs=subject["kwargs"], checkpoint=subject["checkpoint"],
+                   "spec": subject.spec, "kwargs": subject.kwargs,
+                   "checkpoint_sha256": subject.checkpoint_sha256}
+        return EmbedJob(kind, "model", subject.name, kind_params, request, request_hash(request),
+                        arch=subject.spec, kwargs=subject.kwargs, checkpoint=subject.checkpoint,
                         probe_file=str(ctx.paths.root / probe["file"]))
-    if not subject.get("num_classes"):
-        raise ZooscopeInputError(f"Dataset {subject['name']!r} has no labels; kind {kind!r} needs them.")
-    net = ctx.settings.task2vec_probe(tuple(subject["input_shape"]), int(subject["num_classes"]))
+    if not subject.num_classes:
+        raise ZooscopeInputError(f"Dataset {subject.name!r} has no labels; kind {kind!r} needs them.")
+    net = ctx.settings.task2vec_probe(tuple(subject.input_shape), int(subject.num_classes))
     request = {"kind": kind, "version": meta.version, "params": kind_params, "probe_net": net,
-               "dataset_sha256": subject["probe_sha256"], "max_samples": T2V_MAX_SAMPLES}
-    return EmbedJob(kind, "dataset", subject["name"], kind_params, request, request_hash(request),
-                    source=subject["source"], split=subject["meta"].get("split", "train"),
-                    seed=int(subject["meta"].get("seed", 0)), max_samples=T2V_MAX_SAMPLES, probe_net=net)
+               "dataset_sha256": subject.probe_sha256, "max_samples": T2V_MAX_SAMPLES}
+    return EmbedJob(kind, "dataset", subject.name, kind_params, request, request_hash(request),
+                    source=subject.source, split=subject.meta.get("split", "train"),
+                    seed=int(subject.meta.get("seed", 0)), max_samples=T2V_MAX_SAMPLES, probe_net=net)
 
 
 def compute_missing(ctx: EmbedContext, kind: str, dataset: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """(vector, row-like dict) of a dataset kind for ``dataset``: the stored one, else computed in memory.
+    """(vector, request) of a dataset kind for ``dataset``: the stored vector, else computed in memory; the
+    request is what it answers (its comparability group: `zooscope.zoo.vectors.request_group`).
 
     A computed vector is kept only in the cache folder (``<cache>/vectors/<kind>/<request_hash>.npy``); `embed`
     stores it for good. Writes nothing else.
@@ -118,14 +119,12 @@ def compute_missing(ctx: EmbedContext, kind: str, dataset: str) -> tuple[np.ndar
     rec = ctx.catalog.get_dataset(dataset)
     job = plan_job(ctx, kind, rec)
     for row in ctx.vectors.current_rows(kind, dataset=dataset):
-        if row["params"].get("request_hash") == job.request_hash:
-            return ctx.vectors.read64(row), row
-    row = {"id": None, "kind": kind, "model": None, "dataset": dataset,
-           "params": {"request_hash": job.request_hash, "request": job.request}}
+        if row.params.get("request_hash") == job.request_hash:
+            return ctx.vectors.read64(row), row.request
     cached = ctx.paths.cache / "vectors" / kind / f"{job.request_hash}.npy"
     if cached.is_file():
         try:
-            return np.load(cached, allow_pickle=False).astype(np.float64), row
+            return np.load(cached, allow_pickle=False).astype(np.float64), job.request
         except (OSError, ValueError):
             log.warning("unreadable cached vector %s: recomputing", cached)
     vec = np.asarray(parallel.compute_job(job).vectors)
@@ -133,17 +132,17 @@ def compute_missing(ctx: EmbedContext, kind: str, dataset: str) -> tuple[np.ndar
         atomic_write(cached, lambda f: np.save(f, vec, allow_pickle=False))
     except OSError as e:
         log.warning("could not cache %s (%s)", cached, e)
-    return vec.astype(np.float64), row
+    return vec.astype(np.float64), job.request
 
 
-def drop_rows(ctx: EmbedContext, rows: list[dict[str, Any]]) -> None:
+def drop_rows(ctx: EmbedContext, rows: list[EmbeddingRecord]) -> None:
     """Delete the vector files of removed rows and take their ids out of the indices (in place)."""
     from zooscope.embed._kinds import EMBEDDINGS
 
     if not rows:
         return
-    ctx.store.delete([r["vector_key"] for r in rows])
-    for kind in sorted({r["kind"] for r in rows}):
+    ctx.store.delete([r.vector_key for r in rows])
+    for kind in sorted({r.kind for r in rows}):
         if kind in EMBEDDINGS:
             with ctx.catalog.lock(f"zooscope-index:{kind}"):
                 ctx.indices.sync(kind)
@@ -159,14 +158,14 @@ def remove_orphans(ctx: EmbedContext, kinds: Sequence[str], *, owner: str | None
     """
     listed = {kind: ctx.store.keys(kind) for kind in kinds}
     temps = ctx.store.stale_temp_files()
-    others = [c for c in ctx.catalog.claims(live_only=True) if c["owner"] != owner]
+    others = [c for c in ctx.catalog.claims(live_only=True) if c.owner != owner]
     if others:
         log.info("%d pairs are being embedded by another writer: orphan vector files are left for later",
                  len(others))
         return []
     orphans: list[str] = []
     for kind in kinds:
-        used = {r["vector_key"] for r in ctx.catalog.embeddings(kind=kind)}
+        used = {r.vector_key for r in ctx.catalog.embeddings(kind=kind)}
         orphans += [k for k in listed[kind] if k not in used]
     if orphans:
         log.info("removing %d orphan vector files from an interrupted run", len(orphans))
@@ -178,9 +177,9 @@ def remove_orphans(ctx: EmbedContext, kinds: Sequence[str], *, owner: str | None
 
 def _done(ctx: EmbedContext, job: EmbedJob) -> bool:
     """Whether a row of this exact request exists (e.g. written by another writer since we planned)."""
-    return any(r["params"].get("request_hash") == job.request_hash
+    return any(r.params.get("request_hash") == job.request_hash
                for r in ctx.catalog.embeddings(kind=job.kind, **job.who)
-               if (r["model"] or r["dataset"]) == job.name)
+               if (r.model or r.dataset) == job.name)
 
 
 def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models: Sequence[str] | None,
@@ -204,28 +203,28 @@ def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models
     jobs: list[EmbedJob] = []
     for kind, meta in metas.items():
         rows = cat.embeddings(kind=kind)
-        done = {(r["model"] or r["dataset"], r["params"].get("request_hash")) for r in rows}
+        done = {(r.model or r.dataset, r.params.get("request_hash")) for r in rows}
         subjects = model_recs if meta.subject == "model" else data_recs
         for s in subjects:
-            entry = {"kind": kind, "model": s["name"] if meta.subject == "model" else None,
-                     "dataset": s["name"] if meta.subject == "dataset" else None, "seconds": 0.0, "error": None}
-            if meta.subject == "dataset" and not s.get("num_classes"):
+            entry = {"kind": kind, "model": s.name if meta.subject == "model" else None,
+                     "dataset": s.name if meta.subject == "dataset" else None, "seconds": 0.0, "error": None}
+            if meta.subject == "dataset" and not s.num_classes:
                 report.append(entry | {"status": "skipped (no labels)"})
                 continue
             try:
-                probe = materialise(ctx.probes, s["input_shape"]) if meta.subject == "model" else None
+                probe = materialise(ctx.probes, s.input_shape) if meta.subject == "model" else None
                 job = plan_job(ctx, kind, s, probe=probe)
             except Exception as e:  # e.g. no probe set for its input shape: record, go on
                 _fail(ctx, entry, f"{type(e).__name__}: {e}")
                 report.append(entry)
                 continue
-            if (s["name"], job.request_hash) in done:
+            if (s.name, job.request_hash) in done:
                 report.append(entry | {"status": "skipped"})
-                stale = [r for r in rows if (r["model"] or r["dataset"]) == s["name"]
-                         and r["params"].get("request_hash") != job.request_hash]
+                stale = [r for r in rows if (r.model or r.dataset) == s.name
+                         and r.params.get("request_hash") != job.request_hash]
                 if stale:  # a run killed between writing a new row and retiring the old one
-                    cat.remove_embeddings([r["id"] for r in stale])
-                    ctx.store.delete([r["vector_key"] for r in stale])
+                    cat.remove_embeddings([r.id for r in stale])
+                    ctx.store.delete([r.vector_key for r in stale])
             else:
                 jobs.append(job)
     remove_orphans(ctx, kinds, owner=owner)
@@ -327,8 +326,8 @@ def _write(ctx: EmbedContext, job: EmbedJob, res: JobResult, meta: Any) -> bool:
     Returns False (and keeps nothing) when another writer recorded this request first.
     """
     kind, name, who = job.kind, job.name, job.who
-    old = [r for r in ctx.catalog.embeddings(kind=kind, **who) if (r["model"] or r["dataset"]) == name]
-    if any(r["params"].get("request_hash") == job.request_hash for r in old):
+    old = [r for r in ctx.catalog.embeddings(kind=kind, **who) if (r.model or r.dataset) == name]
+    if any(r.params.get("request_hash") == job.request_hash for r in old):
         return False
     key, sha = ctx.store.put_hashed(res.vectors, kind=kind)  # the sha256 is verified on every read
     params = {"request_hash": job.request_hash, "request": json.loads(json.dumps(job.request, default=str)),
@@ -342,7 +341,7 @@ def _write(ctx: EmbedContext, job: EmbedJob, res: JobResult, meta: Any) -> bool:
             return False
         raise
     if old:  # e.g. the checkpoint changed: the new vector replaces the stale one
-        ctx.catalog.remove_embeddings([r["id"] for r in old])
-        ctx.store.delete([r["vector_key"] for r in old])
+        ctx.catalog.remove_embeddings([r.id for r in old])
+        ctx.store.delete([r.vector_key for r in old])
     ctx.catalog.clear_failure(kind=kind, **who)
     return True

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from zooscope._io import atomic_write
-from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.catalog import Catalog, EmbeddingRecord, IndexRecord
 from zooscope.zoo.settings import ZooPaths, ZooSettings
 from zooscope.zoo.vectors import VectorRepo, comparability_group, layer_position
 
@@ -68,9 +68,9 @@ class IndexKey:
         return f"{self.policy}@{self.group}"
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> IndexKey:
-        policy, _, group = rec["policy"].partition("@")
-        return cls(rec["kind"], policy, group)
+    def from_record(cls, rec: IndexRecord) -> IndexKey:
+        policy, _, group = rec.policy.partition("@")
+        return cls(rec.kind, policy, group)
 
     def file_name(self, sha256: str) -> str:
         """ASCII, at most ~120 bytes whatever the group's (dataset) names hold: names are data, never paths."""
@@ -105,13 +105,13 @@ class IndexReader:
 
         return jl_project(arr, self.settings.jl_dim, self.settings.jl_seed, kind=JL_KIND).astype(np.float32)
 
-    def view(self, row: dict[str, Any]) -> np.ndarray:
+    def view(self, row: EmbeddingRecord) -> np.ndarray:
         """The vectors of ``row`` as they enter the index: (n_layers, d) or (1, d), float32."""
-        arr = self._transform(row["kind"], np.asarray(self.vectors.read(row)))
+        arr = self._transform(row.kind, np.asarray(self.vectors.read(row)))
         if arr.shape[1] <= JL_MAX_DIM:
             return arr.astype(np.float32)
         s = self.settings
-        cache = self.paths.cache / "jl" / f"{row['vector_key']}_{JL_KIND}_{s.jl_dim}_{s.jl_seed}.npy"
+        cache = self.paths.cache / "jl" / f"{row.vector_key}_{JL_KIND}_{s.jl_dim}_{s.jl_seed}.npy"
         if cache.is_file():
             try:
                 return np.load(cache, allow_pickle=False)
@@ -130,7 +130,7 @@ class IndexReader:
         return arr.astype(np.float32) if arr.shape[1] <= JL_MAX_DIM else self._project(arr)
 
     # -- contents -------------------------------------------------------------------------------------------
-    def expected(self, key: IndexKey, rows: Sequence[dict] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def expected(self, key: IndexKey, rows: Sequence[EmbeddingRecord] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(vectors, ids) the index ``key`` should hold, from the current rows of its group."""
         if rows is None:
             rows = [r for r in self.vectors.current_rows(key.kind) if comparability_group(r) == key.group]
@@ -144,25 +144,25 @@ class IndexReader:
             return np.zeros((0, 1), dtype=np.float32), np.zeros(0, dtype=np.int64)
         return np.concatenate(vecs).astype(np.float32), np.asarray(ids, dtype=np.int64)
 
-    def _entries(self, policy: str, row: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
+    def _entries(self, policy: str, row: EmbeddingRecord) -> tuple[np.ndarray, list[int]]:
         view = self.view(row)
         if policy == "layers":
-            return view, [row["id"] * LAYER_STRIDE + i for i in range(view.shape[0])]
+            return view, [row.id * LAYER_STRIDE + i for i in range(view.shape[0])]
         if policy == "penultimate":
             i = layer_position(row)
-            return view[i:i + 1], [row["id"]]
-        return view[:1], [row["id"]]
+            return view[i:i + 1], [row.id]
+        return view[:1], [row.id]
 
     def keys(self, kind: str | None = None) -> list[IndexKey]:
         """The recorded index keys (of one kind, or all)."""
-        return sorted(IndexKey.from_record(r) for r in self.catalog.indices() if kind is None or r["kind"] == kind)
+        return sorted(IndexKey.from_record(r) for r in self.catalog.indices() if kind is None or r.kind == kind)
 
     def expected_keys(self, kind: str) -> list[IndexKey]:
         """The keys the current rows of ``kind`` call for."""
         groups = sorted({comparability_group(r) for r in self.vectors.current_rows(kind)})
         return [IndexKey(kind, p, g) for g in groups for p in policies(_kind_meta(kind).meta.subject)]
 
-    def record(self, key: IndexKey) -> dict[str, Any] | None:
+    def record(self, key: IndexKey) -> IndexRecord | None:
         return self.catalog.get_index(key.kind, key.column)
 
     def load(self, key: IndexKey) -> Any:
@@ -174,7 +174,7 @@ class IndexReader:
             if rec is None:
                 return None
             try:
-                return VectorIndex.load(self.paths.root / rec["path"], sha256=rec["sha256"])
+                return VectorIndex.load(self.paths.root / rec.path, sha256=rec.sha256)
             except FileNotFoundError:  # a writer replaced it between our read of the row and of the file
                 if attempt == 2:
                     raise
@@ -206,15 +206,15 @@ class IndexWriter(IndexReader):
         tmp.replace(final)
         self.catalog.record_index(kind=key.kind, policy=key.column, path=str(final.relative_to(self.paths.root)),
                                   sha256=sha, n=index.ntotal, factory=index.factory)
-        if old is not None and old["path"] != str(final.relative_to(self.paths.root)):
-            (self.paths.root / old["path"]).unlink(missing_ok=True)
+        if old is not None and old.path != str(final.relative_to(self.paths.root)):
+            (self.paths.root / old.path).unlink(missing_ok=True)
 
     def drop(self, key: IndexKey) -> None:
         """Forget the index of ``key`` and delete its file."""
         old = self.record(key)
         self.catalog.remove_index(key.kind, key.column)
         if old is not None:
-            (self.paths.root / old["path"]).unlink(missing_ok=True)
+            (self.paths.root / old.path).unlink(missing_ok=True)
 
     def build(self, key: IndexKey) -> None:
         """Build ``key``'s index from the vector store (or drop it when its group is empty)."""
@@ -259,7 +259,7 @@ class IndexWriter(IndexReader):
                 continue
             have = set(index.ids().tolist())
             extra = sorted(have - set(want_ids))
-            missing = {r["id"]: r for i, r in want_ids.items() if i not in have}
+            missing = {r.id: r for i, r in want_ids.items() if i not in have}
             if not extra and not missing:
                 continue
             if extra:
@@ -273,8 +273,8 @@ class IndexWriter(IndexReader):
             else:
                 self._save(key, index)
 
-    def _ids_of(self, policy: str, row: dict[str, Any]) -> list[int]:
+    def _ids_of(self, policy: str, row: EmbeddingRecord) -> list[int]:
         if policy == "layers":
-            n = len(row["params"].get("layers") or [None])
-            return [row["id"] * LAYER_STRIDE + i for i in range(n)]
-        return [row["id"]]
+            n = len(row.params.get("layers") or [None])
+            return [row.id * LAYER_STRIDE + i for i in range(n)]
+        return [row.id]

@@ -85,7 +85,7 @@ from zooscope.zoo.embedrun import EmbedContext, compute_missing
 from zooscope.zoo.indices import IndexKey, IndexReader
 from zooscope.zoo.integrity import model_problem, skipped_note
 from zooscope.zoo.probes import ProbeContext, probe_inputs
-from zooscope.zoo.vectors import VectorRepo, comparability_group
+from zooscope.zoo.vectors import VectorRepo, comparability_group, request_group
 
 __all__ = ["DEFAULT_COLUMNS", "METHODS", "STAGE1_ALL", "SelectContext", "combine_ranks", "select"]
 
@@ -161,15 +161,15 @@ def _task_distances(ctx: SelectContext, target: str, models: list[dict], alpha: 
     from zooscope.embed.task2vec import task_distance
     from zooscope.index import rerank
 
-    tvec, trow = compute_missing(ctx.embedding, "task2vec", target)
-    group = comparability_group(trow)
-    registered = {d["name"] for d in ctx.catalog.datasets()}
-    sources = sorted({m["trained_on"] for m in models if m["trained_on"] in registered})
+    tvec, treq = compute_missing(ctx.embedding, "task2vec", target)
+    group = request_group(treq)
+    registered = {d.name for d in ctx.catalog.datasets()}
+    sources = sorted({m.trained_on for m in models if m.trained_on in registered})
     ids = ctx.indices.search(IndexKey("task2vec", "all", group), tvec[None], 2 * pool + 1)
     rows = ctx.vectors.current_rows("task2vec") if ids is None else ctx.catalog.embeddings(kind="task2vec",
                                                                                           ids=ids.tolist())
-    near = {r["dataset"] for r in rows if comparability_group(r) == group}
-    stored = {r["dataset"] for r in ctx.vectors.current_rows("task2vec") if comparability_group(r) == group}
+    near = {r.dataset for r in rows if comparability_group(r) == group}
+    stored = {r.dataset for r in ctx.vectors.current_rows("task2vec") if comparability_group(r) == group}
     vecs: dict[str, np.ndarray] = {}
     failed: set[str] = set()
     for name in sources:
@@ -179,23 +179,22 @@ def _task_distances(ctx: SelectContext, target: str, models: list[dict], alpha: 
             except ZooscopeInputError as e:
                 log.warning("no task vector for source %r: %s", name, e)
                 failed.add(name)
-    trivial = _trivial(ctx, target, trow)
-    cands = {i: m for i, m in enumerate(models) if m["trained_on"] in vecs}
-    ranked = rerank(tvec, sorted(cands), lambda ids: np.stack([vecs[cands[i]["trained_on"]] for i in ids]),
+    trivial = _trivial(ctx, target, treq)
+    cands = {i: m for i, m in enumerate(models) if m.trained_on in vecs}
+    ranked = rerank(tvec, sorted(cands), lambda ids: np.stack([vecs[cands[i].trained_on] for i in ids]),
                     lambda t, C: np.array([task_distance(c, t, kind="asym", alpha=alpha, trivial=trivial)
                                            for c in C]), larger_is_better=False)
-    unknown = {m["name"] for m in models if m["trained_on"] not in registered or m["trained_on"] in failed}
-    return {cands[i]["name"]: float(d) for i, d in ranked}, unknown
+    unknown = {m.name for m in models if m.trained_on not in registered or m.trained_on in failed}
+    return {cands[i].name: float(d) for i, d in ranked}, unknown
 
 
-def _trivial(ctx: SelectContext, target: str, row: dict[str, Any]) -> np.ndarray:
+def _trivial(ctx: SelectContext, target: str, req: dict[str, Any]) -> np.ndarray:
     """The trivial task's vector for the target's probe network (kept in ``<cache>/task2vec_trivial``)."""
     from zooscope._io import atomic_write
     from zooscope.embed.task2vec import Task2Vec
     from zooscope.zoo.models import build_model
 
-    req = row["params"]["request"]
-    shape = tuple(ctx.catalog.get_dataset(target)["input_shape"])
+    shape = tuple(ctx.catalog.get_dataset(target).input_shape)
     probe, x = probe_inputs(ctx.probes, shape)
     path = ctx.probes.paths.cache / "task2vec_trivial" / f"fisher-{params_hash({**req, 'probe': probe['id']})[:24]}.npy"
     if path.is_file():
@@ -215,9 +214,9 @@ def _trivial(ctx: SelectContext, target: str, row: dict[str, Any]) -> np.ndarray
 def _cache_path(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], key: dict[str, Any]) -> Any:
     """``cache/select_features/<hash>.npz`` for (model, dataset, subset); its scores sit next to it in
     ``<hash>.scores-<zooscope version>.json``."""
-    h = params_hash({**key, "model": m["name"], "spec": m["spec"], "kwargs": m["kwargs"],
-                     "checkpoint": m["checkpoint"], "sha": m.get("checkpoint_sha256"),
-                     "dataset": rec["name"], "source": rec["source"], "meta": rec["meta"], "rule": "prelogits"})
+    h = params_hash({**key, "model": m.name, "spec": m.spec, "kwargs": m.kwargs,
+                     "checkpoint": m.checkpoint, "sha": m.checkpoint_sha256,
+                     "dataset": rec.name, "source": rec.source, "meta": rec.meta, "rule": "prelogits"})
     return ctx.probes.paths.cache / "select_features" / f"{h[:32]}.npz"
 
 
@@ -233,7 +232,7 @@ def _features(m: dict[str, Any], sub: Any, path: Any) -> tuple[np.ndarray, np.nd
                 return z["features"], (z["probs"] if z["probs"].size else None)
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring unreadable cache %s (%s)", path, e)
-    net = build_model(m["spec"], m["kwargs"], m["checkpoint"])
+    net = build_model(m.spec, m.kwargs, m.checkpoint)
     feats, logits = prelogits_features(net, sub.x)
     probs = None
     if logits is not None:
@@ -265,7 +264,7 @@ def _score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str,
     key = {"n": len(sub), "seed": seed}
     rows = []
     for m in _progress(models, f"features and scores of {len(models)} candidates", progress):
-        row: dict[str, Any] = {"model": m["name"]}
+        row: dict[str, Any] = {"model": m.name}
         if scorers:
             path = _cache_path(ctx, m, rec, key)
             spath = path.with_name(f"{path.stem}.scores-{__version__}.json")
@@ -278,10 +277,10 @@ def _score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str,
                 feats, probs = _features(m, sub, path)
                 if not np.isfinite(feats).all():  # NaN weights or activations: skipped, never fatal for the zoo
                     if skipped is not None:
-                        skipped.append((m["name"], "non-finite features (NaN or Inf weights or activations)"))
+                        skipped.append((m.name, "non-finite features (NaN or Inf weights or activations)"))
                     continue
                 for c in todo:
-                    cached[c] = _one_score(c, scorers[c], feats, probs, y, m["name"], rec["name"])
+                    cached[c] = _one_score(c, scorers[c], feats, probs, y, m.name, rec.name)
                 try:
                     atomic_write(spath, json.dumps(cached).encode())
                 except OSError as e:
@@ -308,8 +307,8 @@ def _one_score(c: str, fn: Any, feats: np.ndarray, probs: np.ndarray | None, y: 
 def _load_labelled(rec: dict[str, Any]) -> Any:
     from zooscope.zoo.datasets import check_labelled, load_dataset
 
-    return check_labelled(load_dataset(rec["source"], split=rec["meta"].get("split", "train"),
-                                       seed=int(rec["meta"].get("seed", 0))))
+    return check_labelled(load_dataset(rec.source, split=rec.meta.get("split", "train"),
+                                       seed=int(rec.meta.get("seed", 0))))
 
 
 def _pair_fisher(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], seed: int) -> np.ndarray:
@@ -323,15 +322,15 @@ def _pair_fisher(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], see
 
     params = {"max_samples": FISHER_EXAMPLES, "n_samples": FISHER_EXAMPLES, "head_epochs": 3, "head_draws": 2000,
               "seed": seed}
-    h = params_hash({**params, "model": m["name"], "spec": m["spec"], "kwargs": m["kwargs"],
-                     "checkpoint": m["checkpoint"], "sha": m.get("checkpoint_sha256"), "dataset": rec["name"],
-                     "source": rec["source"], "meta": rec["meta"], "kind": "fisher"})
+    h = params_hash({**params, "model": m.name, "spec": m.spec, "kwargs": m.kwargs,
+                     "checkpoint": m.checkpoint, "sha": m.checkpoint_sha256, "dataset": rec.name,
+                     "source": rec.source, "meta": rec.meta, "kind": "fisher"})
     path = ctx.probes.paths.cache / "select_fisher" / f"{h[:32]}.npy"
     if path.is_file():
         return np.load(path, allow_pickle=False)
     ds = _load_labelled(rec)
     sub = probe_subset(ds, min(FISHER_EXAMPLES, len(ds)), seed=seed)
-    t2v = Task2Vec(build_model(m["spec"], m["kwargs"], m["checkpoint"]), **params)
+    t2v = Task2Vec(build_model(m.spec, m.kwargs, m.checkpoint), **params)
     vec = np.asarray(t2v.embed(sub.x, sub.y).hessian, dtype=np.float64)
     try:
         atomic_write(path, lambda f: np.save(f, vec, allow_pickle=False))
@@ -345,14 +344,14 @@ def _fisher_distances(ctx: SelectContext, rec: dict[str, Any], models: list[dict
     """d_sym(F_m(source), F_m(target)) per model whose training dataset is registered (NaN otherwise)."""
     from zooscope.embed.task2vec import task_distance
 
-    registered = {d["name"]: d for d in ctx.catalog.datasets()}
+    registered = {d.name: d for d in ctx.catalog.datasets()}
     out = {}
     for m in models:
-        src = registered.get(m["trained_on"] or "")
+        src = registered.get(m.trained_on or "")
         if src is None:
-            out[m["name"]] = np.nan
+            out[m.name] = np.nan
             continue
-        out[m["name"]] = float(task_distance(_pair_fisher(ctx, m, src, seed), _pair_fisher(ctx, m, rec, seed),
+        out[m.name] = float(task_distance(_pair_fisher(ctx, m, src, seed), _pair_fisher(ctx, m, rec, seed),
                                              kind="sym"))
     return out
 
@@ -371,8 +370,8 @@ def _similarities(ctx: SelectContext, target_score: pd.Series, past: Sequence[st
     for p in past:
         try:
             rec = ctx.catalog.get_dataset(p)
-            fit = [m for m in models if rec["input_shape"] and tuple(m["input_shape"] or ()) ==
-                   tuple(rec["input_shape"])]
+            fit = [m for m in models if rec.input_shape and tuple(m.input_shape or ()) ==
+                   tuple(rec.input_shape)]
             t, _ = _score_table(ctx, rec, fit, DEFAULT_COLUMNS, max_examples, seed)
             other = pd.Series(combine_ranks(t, DEFAULT_COLUMNS), index=t["model"])
             both = pd.concat([target_score, other], axis=1, join="inner").dropna()
@@ -450,12 +449,12 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
         raise ZooscopeInputError("The zoo has no models. Add some (zoo.add_model) before selecting.")
     rec = ctx.catalog.get_dataset(dataset)
     models = all_models if candidates is None else [ctx.catalog.get_model(n) for n in candidates]
-    skipped = [(m["name"], r) for m in models if (r := model_problem(m))]  # one bad model never blocks select
-    models = [m for m in models if m["name"] not in dict(skipped)]
-    shape = tuple(rec["input_shape"] or ())
-    fits = [m for m in models if m["input_shape"] and tuple(m["input_shape"]) == shape]
+    skipped = [(m.name, r) for m in models if (r := model_problem(m))]  # one bad model never blocks select
+    models = [m for m in models if m.name not in dict(skipped)]
+    shape = tuple(rec.input_shape or ())
+    fits = [m for m in models if m.input_shape and tuple(m.input_shape) == shape]
     if not fits:
-        shapes = sorted({tuple(m["input_shape"] or ()) for m in models})
+        shapes = sorted({tuple(m.input_shape or ()) for m in models})
         raise ZooscopeInputError(f"No candidate model takes inputs of shape {shape} (dataset {dataset!r}); "
                                  f"the models take {shapes}. Resize the dataset (e.g. '?size=28') or add models.")
     score_cols = list(DEFAULT_COLUMNS) if default else [c for c in chosen if c in _SCORERS]
@@ -466,14 +465,14 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
             dist, unknown = _task_distances(ctx, dataset, fits, alpha, pool if len(fits) > STAGE1_ALL else len(fits))
             if len(fits) > STAGE1_ALL:
                 keep = set(sorted(dist, key=dist.get)[:pool])
-                fits = [m for m in fits if m["name"] in keep or m["name"] in unknown]
+                fits = [m for m in fits if m.name in keep or m.name in unknown]
         except ZooscopeInputError:
             if "task2vec" in chosen:
                 raise
             log.warning("no task vectors for %r: scoring all %d models", dataset, len(fits))
     table, ds = _score_table(ctx, rec, fits, score_cols, max_examples, seed, progress, skipped)
     bad = dict(skipped)
-    fits = [m for m in fits if m["name"] not in bad]
+    fits = [m for m in fits if m.name not in bad]
     table = table[~table["model"].isin(bad)].reset_index(drop=True)
     if not fits:
         raise ZooscopeInputError(f"Every candidate model was skipped: {'; '.join(skipped_note(skipped))}.")
@@ -510,13 +509,13 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
         table["score"] = hr
     else:
         table["score"] = pd.concat([base, hr], axis=1).mean(axis=1, skipna=True) if "history" in chosen else base
-    table["arch"] = [m["spec"] for m in fits]
-    table["trained_on"] = [m["trained_on"] for m in fits]
+    table["arch"] = [m.spec for m in fits]
+    table["trained_on"] = [m.trained_on for m in fits]
     table = table.sort_values(["score", "model"], ascending=[False, True], na_position="last")
     if finetune_top:
         table = _refine(table, fits, ds, int(finetune_top), int(epochs), seed)
     shown = [c for c in cols if c not in ("history",)]
-    registered = {d["name"] for d in ctx.catalog.datasets()}
+    registered = {d.name for d in ctx.catalog.datasets()}
     table["why"] = [_why(table, name, shown, prior, weights, default, registered) for name in table.index]
     table = table.head(k).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
@@ -557,13 +556,13 @@ def _refine(table: pd.DataFrame, fits: list[dict[str, Any]], ds: Any, n: int, ep
     n_val = max(round(0.2 * len(y)), 2 * int(y.max() + 1))
     val = np.asarray(stratified_sample(y, n_val, seed=seed))
     tr = np.setdiff1d(np.arange(len(y)), val)
-    by_name = {m["name"]: m for m in fits}
+    by_name = {m.name: m for m in fits}
     top = list(table.index[:n])
     acc = {}
     for name in top:
         m = by_name[name]
         torch.manual_seed(seed)
-        net = replace_classifier(build_model(m["spec"], m["kwargs"], m["checkpoint"]), int(y.max() + 1), seed=seed)
+        net = replace_classifier(build_model(m.spec, m.kwargs, m.checkpoint), int(y.max() + 1), seed=seed)
         res = train_classifier(net, ds.x[tr], ds.y[tr], epochs=epochs, seed=seed, x_val=ds.x[val], y_val=ds.y[val])
         acc[name] = float(res.val_acc)
     table = table.copy()

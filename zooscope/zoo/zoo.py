@@ -43,7 +43,7 @@ import pandas as pd
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
 from zooscope.zoo import embedrun, integrity, settings
-from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.catalog import Catalog, DatasetRecord
 from zooscope.zoo.check import CheckContext
 from zooscope.zoo.curate import CurateContext
 from zooscope.zoo.embedrun import EmbedContext
@@ -72,13 +72,13 @@ def _writable(root: Path) -> bool:
     return ok(root) and (not cat.exists() or ok(cat))
 
 
-def _firm_shapes(datasets: list[dict[str, Any]], explicit: Sequence[int] | None, trained_on: str | None,
+def _firm_shapes(datasets: list[DatasetRecord], explicit: Sequence[int] | None, trained_on: str | None,
                  kwargs: dict | None, model: Any) -> list[tuple[int, ...]]:
     """`shape_candidates` without timm's default input size: the shapes a zoo dataset (or the user) vouches for."""
     cands = shape_candidates(datasets, explicit, trained_on, kwargs, model)
     if explicit is not None:
         return cands
-    known = {tuple(d["input_shape"]) for d in datasets if d["input_shape"]}
+    known = {tuple(d.input_shape) for d in datasets if d.input_shape}
     known |= set(shape_candidates([], None, None, kwargs, None))  # the kwargs' in_features / in_chans × img_size²
     return [c for c in cands if c in known]
 
@@ -273,7 +273,7 @@ class Zoo:
         ckpt = None if checkpoint is None else Path(checkpoint).expanduser().resolve()
         model = build_model(arch, kwargs, ckpt)
         datasets = self.catalog.datasets()
-        if trained_on is not None and not any(d["name"] == trained_on for d in datasets):
+        if trained_on is not None and not any(d.name == trained_on for d in datasets):
             log.warning("trained_on %r: dataset not registered yet; register it (add-dataset %s --source …) so "
                         "that select and similar --by task2vec can use it", trained_on, trained_on)
         firm = _firm_shapes(datasets, input_shape, trained_on, kwargs, model)
@@ -283,7 +283,7 @@ class Zoo:
             find_input_shape(model, shape_candidates(datasets, None, None, kwargs, model))
             shape = None
         if replace:
-            old = [m for m in self.catalog.models() if m["name"] == name]
+            old = [m for m in self.catalog.models() if m.name == name]
             if old:
                 self.remove_model(name)
         return self.catalog.add_model(
@@ -310,7 +310,7 @@ class Zoo:
         integrity.validate_name(name, "dataset")
         source = absolute_source(source)  # stored absolute: embed from any folder reads the same files
         ds = load_dataset(source, split=split, seed=seed)
-        if replace and any(d["name"] == name for d in self.catalog.datasets()):
+        if replace and any(d.name == name for d in self.catalog.datasets()):
             self.remove_dataset(name)
         return self.catalog.add_dataset(
             name, source=source, size=len(ds.x), num_classes=ds.num_classes, input_shape=ds.input_shape,
@@ -434,27 +434,27 @@ class Zoo:
         from zooscope.zoo.models import build_model
 
         wanted = None if names is None else set(names)
-        todo = [m for m in self.catalog.models() if not m["input_shape"] and (wanted is None or m["name"] in wanted)]
+        todo = [m for m in self.catalog.models() if not m.input_shape and (wanted is None or m.name in wanted)]
         if not todo:
             return
         datasets = self.catalog.datasets()
         guessed: dict[tuple[int, ...], list[str]] = {}
         for m in todo:
-            net = build_model(m["spec"], m["kwargs"], m["checkpoint"])
-            firm = _firm_shapes(datasets, None, m["trained_on"], m["kwargs"], net)
+            net = build_model(m.spec, m.kwargs, m.checkpoint)
+            firm = _firm_shapes(datasets, None, m.trained_on, m.kwargs, net)
             try:
                 shape = find_input_shape(net, firm) if firm else None
             except ZooscopeInputError:
                 shape = None
             if shape is None:
                 log.warning("model %r: no registered dataset has an input shape it accepts; add one, or set it "
-                            "with add-model %s --replace --input-shape C,H,W", m["name"], m["name"])
+                            "with add-model %s --replace --input-shape C,H,W", m.name, m.name)
                 continue
-            self.catalog.update_model(m["name"], input_shape=shape)
-            guessed.setdefault(shape, []).append(m["name"])
+            self.catalog.update_model(m.name, input_shape=shape)
+            guessed.setdefault(shape, []).append(m.name)
         for shape, who in guessed.items():
-            src = next((d["name"] for d in sorted(datasets, key=lambda d: d["id"])
-                        if d["input_shape"] and tuple(d["input_shape"]) == shape), None)
+            src = next((d.name for d in sorted(datasets, key=lambda d: d.id)
+                        if d.input_shape and tuple(d.input_shape) == shape), None)
             names_txt = ", ".join(who[:5]) + (f" and {len(who) - 5} more" if len(who) > 5 else "")
             log.warning("input shape %s guessed for %d model%s (%s) from the registered dataset %r; set it with "
                         "add-model NAME --replace --input-shape C,H,W", "×".join(map(str, shape)), len(who),

@@ -19,11 +19,11 @@ import datetime as dt
 import os
 import socket
 import uuid
-from typing import Any
 
 import sqlalchemy as sa
 
-from zooscope.zoo.catalog.engine import CatalogEngine, _iso, _key, _now, _row
+from zooscope.zoo.catalog.engine import CatalogEngine, _key, _now, _row
+from zooscope.zoo.catalog.records import ClaimRecord
 from zooscope.zoo.catalog.schema import claims_table
 
 __all__ = ["DEFAULT_LEASE_S", "CatalogClaims", "new_owner"]
@@ -97,12 +97,10 @@ class CatalogClaims(CatalogEngine):
         with self._write() as conn:
             conn.execute(stmt)
 
-    def claims(self, *, live_only: bool = False) -> list[dict[str, Any]]:
+    def claims(self, *, live_only: bool = False) -> list[ClaimRecord]:
         """Claim rows (kind, model, dataset, owner, expires); ``live_only``: those whose owner may still write."""
-        rows = [_row(r, keyed=("model", "dataset")) for r in self._read(sa.select(claims_table))]
-        for r in rows:
-            r["expires"] = _iso(r["expires"])
+        rows = [_row(r, ClaimRecord, keyed=("model", "dataset")) for r in self._read(sa.select(claims_table))]
         if live_only:
             now = _now()
-            rows = [r for r in rows if dt.datetime.fromisoformat(r["expires"]) > now and not _owner_dead(r["owner"])]
+            rows = [r for r in rows if dt.datetime.fromisoformat(r.expires) > now and not _owner_dead(r.owner)]
         return rows

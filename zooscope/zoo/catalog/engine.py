@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -39,6 +39,7 @@ __all__ = ["SCHEMA_VERSION", "CatalogEngine"]
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+R = TypeVar("R")
 
 
 def _now() -> dt.datetime:
@@ -62,15 +63,17 @@ def _unkey(v: str) -> str | None:
     return None if v == "" else v
 
 
-def _row(r: Any, *, keyed: tuple[str, ...] = ()) -> dict[str, Any]:
+def _row(r: Any, record: type[R], *, keyed: tuple[str, ...] = ()) -> R:
+    """One SQL row as its typed ``record``: absent keys as None, times as UTC ISO strings, shapes as tuples."""
     d = dict(r._mapping)
     for k in keyed:
         d[k] = _unkey(d[k])
-    if "created" in d:
-        d["created"] = _iso(d["created"])
+    for k in ("created", "expires"):
+        if k in d:
+            d[k] = _iso(d[k])
     if d.get("input_shape") is not None:
         d["input_shape"] = tuple(d["input_shape"])
-    return d
+    return record(**d)
 
 
 def _unwritable_folder(folder: Path) -> bool:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from zooscope._validation import ZooscopeInputError, unknown_name_error
 from zooscope.zoo.catalog.claims import CatalogClaims
 from zooscope.zoo.catalog.engine import _key, _now, _row
+from zooscope.zoo.catalog.records import DatasetRecord, EmbeddingRecord, FailureRecord, IndexRecord, ModelRecord
 from zooscope.zoo.catalog.schema import (
     datasets_table,
     embeddings_table,
@@ -29,6 +30,8 @@ from zooscope.zoo.catalog.schema import (
 from zooscope.zoo.integrity import validate_name
 
 __all__ = ["Catalog", "params_hash"]
+
+_RECORDS = {"models": ModelRecord, "datasets": DatasetRecord}
 
 
 def params_hash(params: Mapping[str, Any] | None) -> str:
@@ -57,18 +60,18 @@ class Catalog(CatalogClaims):
     >>> cat = Catalog("sqlite://")                       # in memory
     >>> cat.add_model("tiny", spec="zooscope.zoo.models:small_cnn", kwargs={"num_classes": 10})
     1
-    >>> cat.get_model("tiny")["kwargs"]
+    >>> cat.get_model("tiny").kwargs
     {'num_classes': 10}
     """
 
     def _names(self, table: sa.Table) -> list[str]:
         return [r[0] for r in self._read(sa.select(table.c.name).order_by(table.c.name))]
 
-    def _get_named(self, table: sa.Table, what: str, name: str) -> dict[str, Any]:
+    def _get_named(self, table: sa.Table, what: str, name: str) -> Any:
         rows = self._read(sa.select(table).where(table.c.name == name))
         if not rows:
             raise unknown_name_error(what, name, self._names(table))
-        return _row(rows[0])
+        return _row(rows[0], _RECORDS[table.name])
 
     def _add_named(self, table: sa.Table, what: str, name: str, values: dict[str, Any], replace: bool) -> int:
         validate_name(name, what)  # names are data, never paths (zooscope.zoo.integrity)
@@ -124,25 +127,25 @@ class Catalog(CatalogClaims):
         with self._write() as conn:
             conn.execute(models_table.update().where(models_table.c.name == name).values(**fields))
 
-    def get_model(self, name: str) -> dict[str, Any]:
-        """The model's record as a dict; an unknown name raises with the closest names."""
+    def get_model(self, name: str) -> ModelRecord:
+        """The model's record; an unknown name raises with the closest names."""
         return self._get_named(models_table, "model", name)
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[ModelRecord]:
         """Every model record, sorted by name."""
-        return [_row(r) for r in self._read(sa.select(models_table).order_by(models_table.c.name))]
+        return [_row(r, ModelRecord) for r in self._read(sa.select(models_table).order_by(models_table.c.name))]
 
-    def remove_model(self, name: str) -> list[dict[str, Any]]:
+    def remove_model(self, name: str) -> list[EmbeddingRecord]:
         """Delete a model, its embedding rows and failures in one transaction; returns the embedding rows.
 
         The caller deletes the returned rows' vectors from the store and their ids from the indices.
         """
         return self._remove_named(models_table, "model", name, embeddings_table.c.model)
 
-    def _remove_named(self, table: sa.Table, what: str, name: str, col: sa.Column) -> list[dict[str, Any]]:
+    def _remove_named(self, table: sa.Table, what: str, name: str, col: sa.Column) -> list[EmbeddingRecord]:
         self._get_named(table, what, name)
         with self._write() as conn:
-            rows = [_row(r, keyed=("model", "dataset", "layer"))
+            rows = [_row(r, EmbeddingRecord, keyed=("model", "dataset", "layer"))
                     for r in conn.execute(sa.select(embeddings_table).where(col == name))]
             conn.execute(embeddings_table.delete().where(col == name))
             conn.execute(failures_table.delete().where(failures_table.c[col.name] == name))
@@ -162,15 +165,15 @@ class Catalog(CatalogClaims):
         )
         return self._add_named(datasets_table, "dataset", name, values, replace)
 
-    def get_dataset(self, name: str) -> dict[str, Any]:
+    def get_dataset(self, name: str) -> DatasetRecord:
         """The dataset's record; an unknown name raises with the closest names."""
         return self._get_named(datasets_table, "dataset", name)
 
-    def datasets(self) -> list[dict[str, Any]]:
+    def datasets(self) -> list[DatasetRecord]:
         """Every dataset record, sorted by name."""
-        return [_row(r) for r in self._read(sa.select(datasets_table).order_by(datasets_table.c.name))]
+        return [_row(r, DatasetRecord) for r in self._read(sa.select(datasets_table).order_by(datasets_table.c.name))]
 
-    def remove_dataset(self, name: str) -> list[dict[str, Any]]:
+    def remove_dataset(self, name: str) -> list[EmbeddingRecord]:
         """Delete a dataset, its embedding rows and failures in one transaction; returns the embedding rows."""
         return self._remove_named(datasets_table, "dataset", name, embeddings_table.c.dataset)
 
@@ -203,8 +206,8 @@ class Catalog(CatalogClaims):
     def embeddings(
         self, kind: str | None = None, model: str | None = None, dataset: str | None = None,
         layer: str | None = None, *, ids: Iterable[int] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Embedding rows (dicts with id, kind, model, dataset, layer, params, params_hash, vector_key, dim, …).
+    ) -> list[EmbeddingRecord]:
+        """Embedding rows (records with id, kind, model, dataset, layer, params, params_hash, vector_key, dim, …).
 
         Each filter left as None matches anything (``ids``: only these row ids); rows are in id order.
         """
@@ -214,12 +217,12 @@ class Catalog(CatalogClaims):
             if val is not None:
                 stmt = stmt.where(col == val)
         if ids is None:
-            return [_row(r, keyed=("model", "dataset", "layer")) for r in self._read(stmt)]
+            return [_row(r, EmbeddingRecord, keyed=("model", "dataset", "layer")) for r in self._read(stmt)]
         ids = sorted({int(i) for i in ids})
-        out: list[dict[str, Any]] = []
+        out: list[EmbeddingRecord] = []
         for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
             part = stmt.where(t.c.id.in_(ids[start:start + 500]))
-            out += [_row(r, keyed=("model", "dataset", "layer")) for r in self._read(part)]
+            out += [_row(r, EmbeddingRecord, keyed=("model", "dataset", "layer")) for r in self._read(part)]
         return out
 
     def has_embedding(
@@ -262,10 +265,10 @@ class Catalog(CatalogClaims):
                 if attempt:
                     raise
 
-    def failures(self) -> list[dict[str, Any]]:
+    def failures(self) -> list[FailureRecord]:
         """Recorded failures (kind, model, dataset, error, attempts, created), oldest first."""
         stmt = sa.select(failures_table).order_by(failures_table.c.id)
-        return [_row(r, keyed=("model", "dataset")) for r in self._read(stmt)]
+        return [_row(r, FailureRecord, keyed=("model", "dataset")) for r in self._read(stmt)]
 
     def clear_failure(self, *, kind: str, model: str | None = None, dataset: str | None = None) -> None:
         """Forget a recorded failure (no error if there is none)."""
@@ -304,15 +307,15 @@ class Catalog(CatalogClaims):
             else:
                 conn.execute(t.update().where(*where).values(**values))
 
-    def get_index(self, kind: str, policy: str) -> dict[str, Any] | None:
+    def get_index(self, kind: str, policy: str) -> IndexRecord | None:
         """The record of (kind, policy)'s index, or None when none was saved."""
         t = indices_table
         rows = self._read(sa.select(t).where(t.c.kind == kind, t.c.policy == policy))
-        return _row(rows[0]) if rows else None
+        return _row(rows[0], IndexRecord) if rows else None
 
-    def indices(self) -> list[dict[str, Any]]:
+    def indices(self) -> list[IndexRecord]:
         """Every index record."""
-        return [_row(r) for r in self._read(sa.select(indices_table).order_by(indices_table.c.id))]
+        return [_row(r, IndexRecord) for r in self._read(sa.select(indices_table).order_by(indices_table.c.id))]
 
     def remove_index(self, kind: str, policy: str) -> None:
         """Forget the record of (kind, policy)'s index (the file is the caller's)."""
