@@ -48,7 +48,7 @@ class Catalog(CatalogClaims):
     url : str
         An SQLAlchemy URL: ``"sqlite:///abs/path/catalog.sqlite"`` or ``"postgresql://user@host/db"``.
     readonly : bool, default=False
-        Refuse writes; SQLite is opened with ``mode=ro`` (see the module docstring).
+        Refuse writes; SQLite is opened with ``mode=ro`` (see `zooscope.zoo.catalog.engine`).
 
     Raises
     ------
