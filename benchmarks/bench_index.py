@@ -171,7 +171,7 @@ def run_variant(method: str, paths: dict[str, Path], args: argparse.Namespace) -
     t0, cpu0 = time.perf_counter(), time.process_time()
     if method in ("default", "default_mmap"):
         sys.path.insert(0, str(HERE.parent))
-        from zooscope.index.faiss_index import VectorIndex, choose_factory, estimate_memory
+        from zooscope.index import VectorIndex, choose_factory, estimate_memory
 
         factory = choose_factory(n, DIM)
         info["factory"] = factory

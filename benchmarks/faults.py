@@ -74,7 +74,7 @@ def probe_bitflips(template: Path, work: Path, flips: int, rng: random.Random) -
     root = work / "flips"
     shutil.copytree(template, root)
     zoo = Zoo.open(root)
-    targets = [zoo.store.path(r["vector_key"]) for r in zoo.catalog.embeddings()]
+    targets = [zoo.store.path(r.vector_key) for r in zoo.catalog.embeddings()]
     targets += [root / rec["file"] for rec in zoo.settings()["probe_sets"].values()]
     for path in targets:
         for _ in range(flips):
@@ -87,8 +87,8 @@ def probe_bitflips(template: Path, work: Path, flips: int, rng: random.Random) -
                 set(table["problem"]) <= {"corrupt vector", "corrupt probe set"}
             try:
                 sim = Zoo.open(root).similar("cnn0", k=3)
-                corrupt_models = {r["model"] for r in zoo.catalog.embeddings()
-                                  if r["model"] and zoo.store.path(r["vector_key"]) == path}
+                corrupt_models = {r.model for r in zoo.catalog.embeddings()
+                                  if r.model and zoo.store.path(r.vector_key) == path}
                 ok = ok and not (set(sim["model"]) & corrupt_models) and sim["score"].between(0, 1 + 1e-9).all()
             except ZooscopeInputError as e:  # refused: fine when it names the file
                 ok = ok and path.name in str(e)
@@ -152,12 +152,12 @@ def probe_kills(work: Path, kills: int, rng: random.Random) -> tuple[int, int, i
         proc.wait()
         tried += 1
         for r in zoo.catalog.embeddings(kind="cka"):
-            committed.setdefault(r["model"], (r["vector_key"], r["sha256"]))
+            committed.setdefault(r.model, (r.vector_key, r.sha256))
         problems = Zoo.open(root).check()
         survived += set(problems["problem"]) <= {"orphan vector", "stale index", "missing index"}
     subprocess.run([sys.executable, "-m", "zooscope.cli", "embed", "--kinds", "cka", "--zoo", str(root)], env=ENV,
                    capture_output=True, timeout=600, check=True)
-    rows = {r["model"]: (r["vector_key"], r["sha256"]) for r in zoo.catalog.embeddings(kind="cka")}
+    rows = {r.model: (r.vector_key, r.sha256) for r in zoo.catalog.embeddings(kind="cka")}
     lost = sum(1 for m, v in committed.items() if rows.get(m) != v or v[0] not in zoo.store.keys("cka"))
     if not (Zoo.open(root).check().empty and len(rows) == n_models):
         survived = 0

@@ -5,7 +5,7 @@ import pytest
 
 from zooscope import ZooscopeInputError
 from zooscope.index import VectorIndex, VectorStore, choose_factory, rerank
-from zooscope.index.faiss_index import FLAT_MAX, estimate_memory, ivf_lists
+from zooscope.index.factory import FLAT_MAX, estimate_memory, ivf_lists
 
 SCORE_TOL = 1e-5  # float32 inner products / squared distances of unit-scale vectors
 
@@ -229,7 +229,7 @@ def test_over_budget_build_memory_maps_exact_vectors(tmp_path, rng, caplog):
     X = clustered(rng, 2000, 16)
     Q = rng.normal(size=(10, 16))
     ram = VectorIndex.build(X, np.arange(2000), factory="IVF8,SQ8")
-    with caplog.at_level("WARNING", logger="zooscope.index.faiss_index"):
+    with caplog.at_level("WARNING", logger="zooscope.index.vector_index"):
         mm = VectorIndex.build(X, np.arange(2000), factory="IVF8,SQ8", memory_budget=10_000, mmap_dir=tmp_path)
     assert "GB of RAM" in caplog.text and "memory-mapped" in caplog.text
     assert mm.memory_mapped and not ram.memory_mapped
@@ -290,9 +290,9 @@ def test_remove_from_lossy_index_rebuilds_from_exact_vectors(rng):
 
 
 def test_build_reads_a_memmap_in_chunks_with_global_row_numbers(tmp_path, rng, monkeypatch):
-    from zooscope.index import faiss_index
+    from zooscope.index import vector_index
 
-    monkeypatch.setattr(faiss_index, "ADD_CHUNK", 100)
+    monkeypatch.setattr(vector_index, "ADD_CHUNK", 100)
     X = clustered(rng, 450, 8)
     X[321, 3] = np.nan
     np.save(tmp_path / "x.npy", X)

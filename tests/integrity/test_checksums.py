@@ -15,7 +15,7 @@ from zooscope.zoo.integrity import CorruptFileError
 
 def _vector_file(zoo: Zoo, model: str):
     row = zoo.catalog.embeddings(kind="cka", model=model)[0]
-    return zoo.store.path(row["vector_key"])
+    return zoo.store.path(row.vector_key)
 
 
 def _ranking(zoo_path, model="cnn0"):
@@ -89,7 +89,7 @@ def test_every_vector_file_is_verified(zoo_copy):
     """Each vector file in turn, one flipped bit: check names exactly that file."""
     zoo = Zoo.open(zoo_copy)
     for row in zoo.catalog.embeddings():
-        path = zoo.store.path(row["vector_key"])
+        path = zoo.store.path(row.vector_key)
         original = path.read_bytes()
         flip_bit(path, bit=1)
         table = zoo.check()

@@ -25,7 +25,7 @@ def test_export_import_gives_the_same_answers(zoo_copy, tmp_path):
     assert new.check().empty
     assert new.catalog.get_setting("zoo_id") != old.catalog.get_setting("zoo_id")
     assert new.catalog.get_setting("imported_from") == old.catalog.get_setting("zoo_id")
-    assert [r["id"] for r in new.catalog.embeddings()] == [r["id"] for r in old.catalog.embeddings()]
+    assert [r.id for r in new.catalog.embeddings()] == [r.id for r in old.catalog.embeddings()]
     for model in ("cnn0", "cnn1"):
         a, b = old.similar(model, k=3), new.similar(model, k=3)
         assert list(a["model"]) == list(b["model"])
@@ -51,6 +51,6 @@ def test_import_refuses_a_corrupt_export_and_an_existing_zoo(zoo_copy, tmp_path)
 
 def test_export_refuses_a_corrupt_zoo(zoo_copy, tmp_path):
     zoo = Zoo.open(zoo_copy)
-    flip_bit(zoo.store.path(zoo.catalog.embeddings()[0]["vector_key"]))
+    flip_bit(zoo.store.path(zoo.catalog.embeddings()[0].vector_key))
     code, _, err = cli("export", tmp_path / "backup", "--zoo", zoo_copy)
     assert code == 2 and "check --fix" in one_error_line(err)

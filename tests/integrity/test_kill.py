@@ -69,8 +69,8 @@ def test_kill_9_of_embed_at_random_points_loses_nothing(tmp_path):
         kills += 1
         rows = zoo.catalog.embeddings(kind="cka")
         for r in rows:  # every committed row keeps its file, byte for byte
-            committed.setdefault(r["model"], r["sha256"])
-            assert committed[r["model"]] == r["sha256"]
+            committed.setdefault(r.model, r.sha256)
+            assert committed[r.model] == r.sha256
         problems = Zoo.open(root).check()
         assert set(problems["problem"]) <= {"orphan vector", "stale index", "missing index"}, problems
     before = listing(root)
@@ -78,10 +78,10 @@ def test_kill_9_of_embed_at_random_points_loses_nothing(tmp_path):
                           env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = zoo.catalog.embeddings(kind="cka")
-    assert sorted(r["model"] for r in rows) == sorted(names)  # each pair exactly once
-    assert {r["model"]: r["sha256"] for r in rows if r["model"] in committed} == committed  # nothing lost
+    assert sorted(r.model for r in rows) == sorted(names)  # each pair exactly once
+    assert {r.model: r.sha256 for r in rows if r.model in committed} == committed  # nothing lost
     kept = {k for k in before if k.startswith("vectors/")} & set(listing(root))
-    assert {f"vectors/cka/{r['vector_key']}.npy" for r in rows if r["model"] in committed} <= kept
+    assert {f"vectors/cka/{r.vector_key}.npy" for r in rows if r.model in committed} <= kept
     assert Zoo.open(root).check().empty
     assert zoo.failures().empty
     assert kills == 3

@@ -92,8 +92,8 @@ def test_user_paths_are_stored_absolute(tmp_path, monkeypatch):
     assert cli("add-model", "m", "--arch", SPEC, "--checkpoint", "m.safetensors", "--kwargs", json.dumps(KW),
                "--zoo", "z")[0] == 0
     zoo = Zoo.open(work / "z")
-    assert zoo.catalog.get_dataset("mine")["source"] == f"{work / 'data.npz'}?size=8"
-    assert zoo.catalog.get_model("m")["checkpoint"] == str(ckpt)
+    assert zoo.catalog.get_dataset("mine").source == f"{work / 'data.npz'}?size=8"
+    assert zoo.catalog.get_model("m").checkpoint == str(ckpt)
     monkeypatch.chdir(tmp_path)  # embed from another folder: the same files are found
     code, _, err = cli("embed", "--kinds", "cka,task2vec", "--zoo", work / "z")
     assert code == 0, err

@@ -19,6 +19,6 @@ def test_a_v1_catalog_gains_the_sha256_column(tmp_path):
     cat = Catalog(f"sqlite:///{path}")
     assert cat.schema_version == SCHEMA_VERSION >= 3  # step 3 of MIGRATIONS adds embeddings.sha256
     (row,) = cat.embeddings()
-    assert row["sha256"] is None and row["vector_key"] == "0" * 32
+    assert row.sha256 is None and row.vector_key == "0" * 32
     cat.add_embedding(kind="cka", model="n", params={}, vector_key="1" * 32, dim=3, code_version="1", sha256="ab")
-    assert [r["sha256"] for r in cat.embeddings()] == [None, "ab"]
+    assert [r.sha256 for r in cat.embeddings()] == [None, "ab"]

@@ -58,7 +58,7 @@ def test_catalog_url_opens_a_bare_catalog(catalog_url):
 
     cat = Catalog(catalog_url)
     cat.add_dataset("d", source="builtin:digits", size=10, num_classes=10, input_shape=(1, 8, 8))
-    assert [d["name"] for d in Catalog(catalog_url).datasets()] == ["d"]
+    assert [d.name for d in Catalog(catalog_url).datasets()] == ["d"]
 
 
 def _cli(*args, env=None):

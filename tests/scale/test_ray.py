@@ -54,7 +54,7 @@ def make_zoo(root, checkpoints, extra=()):
 
 
 def vectors(zoo, kind):
-    return {r["model"]: zoo.store.get(r["vector_key"]) for r in zoo.catalog.embeddings(kind=kind)}
+    return {r.model: zoo.store.get(r.vector_key) for r in zoo.catalog.embeddings(kind=kind)}
 
 
 def test_ray_vectors_equal_local_vectors(ray_cluster, checkpoints, tmp_path):
@@ -78,17 +78,19 @@ def test_a_worker_that_kills_itself_fails_only_its_pair(ray_cluster, checkpoints
     assert "died" in report.loc["crasher", "error"]
     assert {m: report.loc[m, "status"] for m in ("m0", "m1", "m2")} == dict.fromkeys(("m0", "m1", "m2"), "embedded")
     assert sorted(vectors(zoo, "cka")) == ["m0", "m1", "m2"]
-    assert [f["model"] for f in zoo.catalog.failures()] == ["crasher"]
+    assert [f.model for f in zoo.catalog.failures()] == ["crasher"]
 
 
 def test_run_jobs_retries_then_reports_progress(ray_cluster, tmp_path):
-    from zooscope.zoo.parallel import run_jobs
+    from dataclasses import replace
 
-    bad = {"kind": "no-such-kind", "subject": "model", "name": "x"}
+    from zooscope.zoo.parallel import EmbedJob, run_jobs
+
+    bad = EmbedJob(kind="no-such-kind", subject="model", name="x")
     seen = []
-    out = list(run_jobs([bad, dict(bad, name="y")], backend="ray", max_retries=1,
+    out = list(run_jobs([bad, replace(bad, name="y")], backend="ray", max_retries=1,
                         progress=lambda done, failed, total: seen.append((done, failed, total))))
-    assert sorted(job["name"] for job, _, _ in out) == ["x", "y"]
+    assert sorted(job.name for job, _, _ in out) == ["x", "y"]
     assert all(res is None and "no-such-kind" in err for _, res, err in out)
     assert seen == [(1, 1, 2), (2, 2, 2)]
     with pytest.raises(ZooscopeInputError, match="max_retries"):
@@ -98,8 +100,8 @@ def test_run_jobs_retries_then_reports_progress(ray_cluster, tmp_path):
 def test_missing_ray_is_a_clear_error(monkeypatch):
     import sys
 
-    from zooscope.zoo.parallel import run_jobs
+    from zooscope.zoo.parallel import EmbedJob, run_jobs
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ZooscopeInputError, match=r"pip install 'zooscope\[ray\]'"):
-        list(run_jobs([{"kind": "cka"}], backend="ray"))
+        list(run_jobs([EmbedJob(kind="cka", subject="model", name="m")], backend="ray"))

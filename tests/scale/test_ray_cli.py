@@ -63,7 +63,7 @@ def test_cli_ray_embed_with_a_crashing_worker(tmp_path):
     assert report.loc["crasher", "status"] == "failed" and "died" in report.loc["crasher", "error"]
     assert (report.loc[["m0", "m1", "m2"], "status"] == "embedded").all()
     assert "1 of 4 pairs failed" in run.stderr
-    assert sorted(r["model"] for r in zoo.catalog.embeddings(kind="cka")) == ["m0", "m1", "m2"]
+    assert sorted(r.model for r in zoo.catalog.embeddings(kind="cka")) == ["m0", "m1", "m2"]
     listed = _cli("ls", "--failed", "--format", "csv", "--zoo", str(tmp_path / "zoo"))
     assert listed.returncode == 0, listed.stderr[-2000:]
     failed = pd.read_csv(io.StringIO(listed.stdout))
@@ -97,7 +97,7 @@ def test_a_killed_ray_driver_resumes_like_the_local_backend(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    done_before = {r["model"] for r in zoo.catalog.embeddings(kind="cka")}
+    done_before = {r.model for r in zoo.catalog.embeddings(kind="cka")}
     assert 2 <= len(done_before) < n
 
     from zooscope import Zoo
@@ -106,6 +106,6 @@ def test_a_killed_ray_driver_resumes_like_the_local_backend(tmp_path):
     assert {m for m in names if report.loc[m, "status"] == "skipped"} == done_before
     assert {m for m in names if report.loc[m, "status"] == "embedded"} == set(names) - done_before
     rows = zoo.catalog.embeddings(kind="cka")
-    assert sorted(r["model"] for r in rows) == sorted(names)
-    assert sorted(zoo.store.keys("cka")) == sorted(r["vector_key"] for r in rows)
+    assert sorted(r.model for r in rows) == sorted(names)
+    assert sorted(zoo.store.keys("cka")) == sorted(r.vector_key for r in rows)
     assert zoo.failures().empty and zoo.check().empty

@@ -74,8 +74,8 @@ def test_two_embed_processes_split_the_pairs_and_similar_never_fails(zoo_factory
 
     zoo = zoo_factory()
     rows = zoo.catalog.embeddings(kind="cka")
-    assert sorted(r["model"] for r in rows) == sorted(["base0", "base1", *new])  # one row per pair
-    assert sorted(zoo.store.keys("cka")) == sorted(r["vector_key"] for r in rows)  # none lost, none orphaned
+    assert sorted(r.model for r in rows) == sorted(["base0", "base1", *new])  # one row per pair
+    assert sorted(zoo.store.keys("cka")) == sorted(r.vector_key for r in rows)  # none lost, none orphaned
     assert zoo.failures().empty and zoo.catalog.claims() == []
     assert zoo.check().empty
     ctx = zoo.similar_context()
@@ -83,7 +83,7 @@ def test_two_embed_processes_split_the_pairs_and_similar_never_fails(zoo_factory
 
     group = comparability_group(rows[0])
     assert sorted(ctx.indices.load(IndexKey("cka", "penultimate", group)).ids().tolist()) == \
-        sorted(r["id"] for r in rows)
+        sorted(r.id for r in rows)
     assert set(zoo.similar("base0", k=20)["model"]) == {"base1", *new}
     cli = subprocess.run([sys.executable, "-m", "zooscope.cli", "similar", "m0", "--k", "3", "--format", "csv",
                           *zoo_factory.cli_args()], env=_env(), capture_output=True, text=True, timeout=300)

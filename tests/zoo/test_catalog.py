@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from zooscope import ZooscopeInputError
-from zooscope.zoo._catalog_schema import MIGRATIONS, metadata, models_table
 from zooscope.zoo.catalog import SCHEMA_VERSION, Catalog, new_owner, params_hash
+from zooscope.zoo.catalog.schema import MIGRATIONS, metadata, models_table
 
 
 @pytest.fixture
@@ -40,14 +40,14 @@ def test_model_crud_round_trip(cat):
                         checkpoint="w.safetensors", checkpoint_sha256="ab" * 32, trained_on="digits",
                         metrics={"acc": 0.9}, tags=["small"], input_shape=(1, 28, 28))
     m = cat.get_model("mnv3")
-    assert m["id"] == mid and m["spec"] == "timm:mobilenetv3_small_050"
-    assert m["kwargs"] == {"num_classes": 10, "in_chans": 1} and m["metrics"] == {"acc": 0.9}
-    assert m["tags"] == ["small"] and m["input_shape"] == (1, 28, 28) and m["trained_on"] == "digits"
-    assert m["created"].endswith("+00:00")
+    assert m.id == mid and m.spec == "timm:mobilenetv3_small_050"
+    assert m.kwargs == {"num_classes": 10, "in_chans": 1} and m.metrics == {"acc": 0.9}
+    assert m.tags == ["small"] and m.input_shape == (1, 28, 28) and m.trained_on == "digits"
+    assert m.created.endswith("+00:00")
     cat.add_model("a-first", spec="x:y")
-    assert [r["name"] for r in cat.models()] == ["a-first", "mnv3"]
+    assert [r.name for r in cat.models()] == ["a-first", "mnv3"]
     cat.update_model("mnv3", metrics={"acc": 0.95})
-    assert cat.get_model("mnv3")["metrics"] == {"acc": 0.95}
+    assert cat.get_model("mnv3").metrics == {"acc": 0.95}
     with pytest.raises(ZooscopeInputError, match="valid fields"):
         cat.update_model("mnv3", name="other")
 
@@ -57,7 +57,7 @@ def test_model_names_are_unique_unless_replace(cat):
     with pytest.raises(ZooscopeInputError, match=r"already in the zoo.*replace=True"):
         cat.add_model("m", spec="c:d")
     assert cat.add_model("m", spec="c:d", replace=True) == mid
-    assert cat.get_model("m")["spec"] == "c:d" and len(cat.models()) == 1
+    assert cat.get_model("m").spec == "c:d" and len(cat.models()) == 1
 
 
 def test_unknown_names_suggest_close_ones(cat):
@@ -75,9 +75,9 @@ def test_dataset_crud(cat):
     did = cat.add_dataset("digits", source="builtin:digits", size=1437, num_classes=10, input_shape=(1, 8, 8),
                           probe_sha256="cd" * 32, meta={"split": "train"})
     d = cat.get_dataset("digits")
-    assert d["id"] == did and d["size"] == 1437 and d["input_shape"] == (1, 8, 8)
-    assert d["meta"] == {"split": "train"} and d["probe_sha256"] == "cd" * 32
-    assert [r["name"] for r in cat.datasets()] == ["digits"]
+    assert d.id == did and d.size == 1437 and d.input_shape == (1, 8, 8)
+    assert d.meta == {"split": "train"} and d.probe_sha256 == "cd" * 32
+    assert [r.name for r in cat.datasets()] == ["digits"]
     with pytest.raises(ZooscopeInputError, match="already"):
         cat.add_dataset("digits", source="x.npz", size=1, num_classes=None, input_shape=None)
 
@@ -94,18 +94,18 @@ def test_embedding_rows_and_filters(cat):
     e2 = _emb(cat, layer="conv1")
     e3 = _emb(cat, kind="task2vec", model=None, dataset="digits", layer=None, params={})
     rows = cat.embeddings()
-    assert [r["id"] for r in rows] == [e1, e2, e3]
-    assert rows[0]["params"] == {"n": 256} and rows[0]["params_hash"] == params_hash({"n": 256})
-    assert rows[2]["model"] is None and rows[2]["layer"] is None and rows[2]["dataset"] == "digits"
-    assert [r["id"] for r in cat.embeddings(kind="cka", layer="fc")] == [e1]
-    assert [r["id"] for r in cat.embeddings(dataset="digits")] == [e3]
+    assert [r.id for r in rows] == [e1, e2, e3]
+    assert rows[0].params == {"n": 256} and rows[0].params_hash == params_hash({"n": 256})
+    assert rows[2].model is None and rows[2].layer is None and rows[2].dataset == "digits"
+    assert [r.id for r in cat.embeddings(kind="cka", layer="fc")] == [e1]
+    assert [r.id for r in cat.embeddings(dataset="digits")] == [e3]
     assert cat.has_embedding(kind="cka", model="m")
     assert cat.has_embedding(kind="cka", model="m", params_hash=params_hash({"n": 256}))
     assert not cat.has_embedding(kind="cka", model="m", params_hash=params_hash({"n": 128}))
     assert cat.has_embedding(kind="task2vec", dataset="digits")
     assert not cat.has_embedding(kind="task2vec", model="m")
     cat.remove_embeddings([e1, 999])
-    assert [r["id"] for r in cat.embeddings()] == [e2, e3]
+    assert [r.id for r in cat.embeddings()] == [e2, e3]
 
 
 def test_params_hash_is_canonical():
@@ -133,9 +133,9 @@ def test_remove_model_returns_and_deletes_its_rows(cat):
     keep = _emb(cat, model="other")
     cat.record_failure(kind="cka", model="m", error="boom")
     removed = cat.remove_model("m")
-    assert sorted(r["id"] for r in removed) == [e1, e2] and removed[0]["vector_key"] == "k" * 32
-    assert [r["id"] for r in cat.embeddings()] == [keep]
-    assert cat.failures() == [] and [r["name"] for r in cat.models()] == ["other"]
+    assert sorted(r.id for r in removed) == [e1, e2] and removed[0].vector_key == "k" * 32
+    assert [r.id for r in cat.embeddings()] == [keep]
+    assert cat.failures() == [] and [r.name for r in cat.models()] == ["other"]
     with pytest.raises(ZooscopeInputError, match="Unknown model"):
         cat.remove_model("m")
 
@@ -150,7 +150,7 @@ def test_embedding_ids_are_never_reused(cat):
 def test_remove_dataset_returns_its_rows(cat):
     cat.add_dataset("d", source="builtin:digits", size=10, num_classes=10, input_shape=(1, 8, 8))
     e = _emb(cat, kind="task2vec", model=None, dataset="d", layer=None)
-    assert [r["id"] for r in cat.remove_dataset("d")] == [e]
+    assert [r.id for r in cat.remove_dataset("d")] == [e]
     assert cat.datasets() == [] and cat.embeddings() == []
 
 
@@ -159,12 +159,12 @@ def test_failures_record_count_and_clear(cat):
     cat.record_failure(kind="cka", model="m", error="OOM again")
     cat.record_failure(kind="task2vec", dataset="d", error="one class")
     f = cat.failures()
-    assert [(r["kind"], r["model"], r["dataset"], r["attempts"]) for r in f] == [
+    assert [(r.kind, r.model, r.dataset, r.attempts) for r in f] == [
         ("cka", "m", None, 2), ("task2vec", None, "d", 1)]
-    assert f[0]["error"] == "OOM again"
+    assert f[0].error == "OOM again"
     cat.clear_failure(kind="cka", model="m")
     cat.clear_failure(kind="cka", model="nothing")
-    assert [r["kind"] for r in cat.failures()] == ["task2vec"]
+    assert [r.kind for r in cat.failures()] == ["task2vec"]
 
 
 def test_settings_round_trip(cat):
@@ -185,7 +185,7 @@ def test_index_records_upsert(cat):
     cat.record_index(kind="cka", policy="all", path="indices/cka__all.faiss", sha256="b" * 64, n=4,
                      factory="IDMap2,Flat")
     rec = cat.get_index("cka", "all")
-    assert (rec["sha256"], rec["n"]) == ("b" * 64, 4) and len(cat.indices()) == 1
+    assert (rec.sha256, rec.n) == ("b" * 64, 4) and len(cat.indices()) == 1
     cat.remove_index("cka", "all")
     assert cat.get_index("cka", "all") is None
 
@@ -201,7 +201,7 @@ def test_a_failed_transaction_leaves_nothing(cat):
 def test_remove_model_is_atomic(cat, monkeypatch):
     cat.add_model("m", spec="a:b")
     e = _emb(cat)
-    import zooscope.zoo.catalog as mod
+    import zooscope.zoo.catalog.rows as mod
 
     # the model delete is the last statement of the transaction: make it fail after the embeddings went
     monkeypatch.setattr(mod, "models_table", sa.Table("models_missing", sa.MetaData(), sa.Column("name", sa.String)))
@@ -209,7 +209,7 @@ def test_remove_model_is_atomic(cat, monkeypatch):
     with pytest.raises((sa.exc.OperationalError, sa.exc.ProgrammingError)):  # no such table (SQLite | PostgreSQL)
         cat.remove_model("m")
     monkeypatch.undo()
-    assert [r["id"] for r in cat.embeddings()] == [e] and cat.get_model("m")["name"] == "m"
+    assert [r.id for r in cat.embeddings()] == [e] and cat.get_model("m").name == "m"
 
 
 def test_newer_schema_is_refused(cat, catalog_url):
@@ -278,11 +278,11 @@ def test_an_older_catalog_is_upgraded_and_answers(catalog_url):
         assert set(metadata.tables) <= set(sa.inspect(conn).get_table_names())
         for name, table in metadata.tables.items():  # every column the code declares is there now
             assert {c.name for c in table.columns} <= {c["name"] for c in sa.inspect(conn).get_columns(name)}
-    assert cat.get_model("old")["kwargs"] == {"w": 1}
-    assert [r["model"] for r in cat.embeddings(kind="cka")] == ["old"]
+    assert cat.get_model("old").kwargs == {"w": 1}
+    assert [r.model for r in cat.embeddings(kind="cka")] == ["old"]
     assert cat.claim(kind="cka", model="new", owner=new_owner())  # the table version 2 added works
     cat.add_model("new", spec="a:b")
-    assert [m["name"] for m in Catalog(catalog_url).models()] == ["new", "old"]  # reopened: nothing to do
+    assert [m.name for m in Catalog(catalog_url).models()] == ["new", "old"]  # reopened: nothing to do
     assert Catalog(catalog_url).upgrade() == []
 
 
@@ -292,15 +292,15 @@ def test_claims_split_pairs_between_writers_and_expire(cat):
     assert not cat.claim(kind="cka", model="m", owner=b)
     assert cat.claim(kind="cka", model="m", owner=a)  # one's own claim: renewed
     assert cat.claim(kind="task2vec", dataset="d", owner=b, lease_s=0.2)
-    assert {(c["kind"], c["owner"]) for c in cat.claims(live_only=True)} == {("cka", a), ("task2vec", b)}
+    assert {(c.kind, c.owner) for c in cat.claims(live_only=True)} == {("cka", a), ("task2vec", b)}
     time.sleep(0.4)
-    assert [c["owner"] for c in cat.claims(live_only=True)] == [a]
+    assert [c.owner for c in cat.claims(live_only=True)] == [a]
     assert cat.claim(kind="task2vec", dataset="d", owner=a)  # b's lease ran out: taken over
     cat.release_claims(a, kind="cka", model="m")
     assert cat.claim(kind="cka", model="m", owner=b)
     cat.renew_claims(b)
     cat.release_claims(a)
-    assert [(c["kind"], c["owner"]) for c in cat.claims()] == [("cka", b)]
+    assert [(c.kind, c.owner) for c in cat.claims()] == [("cka", b)]
 
 
 def test_a_dead_writers_claims_are_taken_over_at_once(cat, catalog_url):
@@ -318,7 +318,7 @@ def test_a_dead_writers_claims_are_taken_over_at_once(cat, catalog_url):
 def test_two_handles_share_one_catalog(catalog_url):
     a, b = Catalog(catalog_url), Catalog(catalog_url)
     a.add_model("m", spec="a:b")
-    assert b.get_model("m")["spec"] == "a:b"
+    assert b.get_model("m").spec == "a:b"
     a.close()
     b.close()
 
@@ -329,7 +329,7 @@ def test_killed_writer_loses_nothing_committed(catalog_url, catalog_backend):
         import os
         import sqlalchemy as sa
         from zooscope.zoo.catalog import Catalog
-        from zooscope.zoo._catalog_schema import models_table
+        from zooscope.zoo.catalog.schema import models_table
         cat = Catalog({catalog_url!r})
         cat.add_model("committed", spec="a:b")
         with cat._write() as conn:
@@ -340,7 +340,7 @@ def test_killed_writer_loses_nothing_committed(catalog_url, catalog_backend):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 9, proc.stderr
     cat = Catalog(catalog_url)
-    assert [m["name"] for m in cat.models()] == ["committed"]
+    assert [m.name for m in cat.models()] == ["committed"]
     cat.add_model("after", spec="a:b")  # not locked by the dead writer
     cat.close()
     if catalog_backend == "sqlite":

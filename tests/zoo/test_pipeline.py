@@ -15,7 +15,7 @@ from zoo_helpers import KW, SPEC, checkpoints
 
 from zooscope import Zoo
 from zooscope._validation import ZooscopeInputError
-from zooscope.index.faiss_index import VectorIndex
+from zooscope.index import VectorIndex
 from zooscope.zoo.indices import IndexKey
 
 LAYERS = ["l0", "l1", "l2"]
@@ -126,8 +126,8 @@ def test_a_reader_always_finds_the_file_its_row_names(synthetic):
     reader = synthetic.similar_context().indices
     for key in reader.keys("cka"):
         rec = reader.record(key)
-        assert (synthetic.root / rec["path"]).is_file()
-        assert rec["sha256"][:16] in rec["path"]
+        assert (synthetic.root / rec.path).is_file()
+        assert rec.sha256[:16] in rec.path
 
 
 # -- opening ----------------------------------------------------------------------------------------------------

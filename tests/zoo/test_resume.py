@@ -50,7 +50,7 @@ def test_an_embed_killed_with_sigkill_resumes_and_embeds_each_pair_once(zoo_fact
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    done_before = {r["model"] for r in zoo.catalog.embeddings(kind="cka")}
+    done_before = {r.model for r in zoo.catalog.embeddings(kind="cka")}
     assert 2 <= len(done_before) < N_MODELS
 
     report = zoo_factory().embed(kinds=("cka",)).set_index("model")
@@ -58,7 +58,7 @@ def test_an_embed_killed_with_sigkill_resumes_and_embeds_each_pair_once(zoo_fact
     assert {m for m in names if report.loc[m, "status"] == "skipped"} == done_before
     assert {m for m in names if report.loc[m, "status"] == "embedded"} == set(names) - done_before
     rows = zoo.catalog.embeddings(kind="cka")
-    assert sorted(r["model"] for r in rows) == sorted(names)  # every pair exactly once
-    assert sorted(zoo.store.keys("cka")) == sorted(r["vector_key"] for r in rows)  # nothing orphaned
+    assert sorted(r.model for r in rows) == sorted(names)  # every pair exactly once
+    assert sorted(zoo.store.keys("cka")) == sorted(r.vector_key for r in rows)  # nothing orphaned
     assert zoo.check().empty
     assert zoo.failures().empty

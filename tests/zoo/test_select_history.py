@@ -49,7 +49,7 @@ def test_logme_column_is_logme_on_prelogits_features(zoo):
     t = zoo.select("low", k=3, method="logme", max_examples=300).set_index("model")
     m = zoo.catalog.get_model("b")
     sub = probe_subset(load_dataset("builtin:digits?classes=0,1,2,3,4"), 300, seed=0)
-    f, _ = prelogits_features(build_model(m["spec"], m["kwargs"], m["checkpoint"]), sub.x)
+    f, _ = prelogits_features(build_model(m.spec, m.kwargs, m.checkpoint), sub.x)
     assert t.loc["b", "logme"] == pytest.approx(logme(f, sub.y.numpy()), rel=1e-9)
 
 

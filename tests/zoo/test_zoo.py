@@ -42,10 +42,10 @@ def test_add_model_records_sha256_and_input_shape(zoo):
 
 def test_every_model_has_one_cka_row_and_the_index_holds_them(zoo):
     rows = zoo.catalog.embeddings(kind="cka")
-    assert sorted(r["model"] for r in rows) == ["cnn0", "cnn0-copy", "cnn1", "cnn2"]
-    assert all(r["params"]["penultimate"] == "conv3" for r in rows)
+    assert sorted(r.model for r in rows) == ["cnn0", "cnn0-copy", "cnn1", "cnn2"]
+    assert all(r.params["penultimate"] == "conv3" for r in rows)
     index = zoo.similar_context().indices.load(IndexKey("cka", "penultimate", comparability_group(rows[0])))
-    assert sorted(index.ids().tolist()) == sorted(r["id"] for r in rows)
+    assert sorted(index.ids().tolist()) == sorted(r.id for r in rows)
     assert zoo.check().empty
 
 
@@ -104,10 +104,10 @@ def test_removing_a_model_removes_its_vectors_and_index_entries(zoo_dir, tmp_pat
     group = comparability_group(row)
     zoo.remove_model("cnn2")
     assert zoo.catalog.embeddings(model="cnn2") == []
-    assert row["vector_key"] not in zoo.store.keys("cka")
+    assert row.vector_key not in zoo.store.keys("cka")
     for policy in ("penultimate", "layers"):
         ids = zoo.similar_context().indices.load(IndexKey("cka", policy, group)).ids()
-        assert row["id"] not in ids and row["id"] not in ids // LAYER_STRIDE
+        assert row.id not in ids and row.id not in ids // LAYER_STRIDE
     assert "cnn2" not in zoo.similar("cnn1", k=10)["model"].tolist()
     assert zoo.check().empty
 
@@ -125,7 +125,7 @@ def test_check_reports_a_changed_checkpoint_and_an_orphan_vector(zoo_dir, tmp_pa
     fixed = zoo.check(fix=True)
     assert key not in zoo.store.keys("cka")
     assert fixed.empty  # the changed checkpoint is re-queued (its new sha256 recorded): the next embed re-embeds it
-    assert zoo.catalog.get_model("mutable")["checkpoint_sha256"] == sha256_file(ck)
+    assert zoo.catalog.get_model("mutable").checkpoint_sha256 == sha256_file(ck)
 
 
 def test_pickle_checkpoint_that_runs_code_is_refused(tmp_path, zoo):

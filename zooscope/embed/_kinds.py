@@ -26,7 +26,9 @@ class EmbeddingMeta:
     subject: Literal["model", "dataset"]
     metric: Literal["ip", "l2"] = "ip"
     normalized: bool = True  # unit vectors: inner product == cosine
-    index_factory: str = "IDMap2,Flat"  # to scale, change the string, not code
+    # The kind's faiss factory string (e.g. "IDMap2,HNSW32"): to scale, change the string, not code. None: sized by
+    # `zooscope.index.choose_factory` ("IDMap2,Flat" below 50,000 vectors, IVF-SQ8 with an exact re-rank above).
+    index_factory: str | None = None
     version: str = "1"
     params: dict[str, Any] = field(default_factory=dict)  # defaults, stored with each vector
     pending: str = ""  # non-empty: the kind is declared but cannot run yet; the message says why

@@ -70,8 +70,11 @@ class ModelSpec:
             object.__setattr__(self, "checkpoint", os.fspath(self.checkpoint))
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> ModelSpec:
-        """The spec of a catalog model row (its arch is stored under ``"spec"``, a stored column name)."""
+    def from_row(cls, row: Any) -> ModelSpec:
+        """The spec of a catalog model row: a record with ``spec``/``kwargs``/``checkpoint`` attributes, or a mapping
+        with those keys (the arch is stored under ``"spec"``, a stored column name)."""
+        if not isinstance(row, Mapping):
+            return cls(row.spec, row.kwargs or {}, row.checkpoint)
         return cls(row["spec"], row.get("kwargs") or {}, row.get("checkpoint"))
 
     @classmethod

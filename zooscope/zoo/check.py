@@ -68,36 +68,36 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
             listed["probes"].append(shape)
 
     for m in cat.models():
-        if not m["checkpoint"]:
+        if not m.checkpoint:
             continue
-        path = Path(m["checkpoint"])
+        path = Path(m.checkpoint)
         if not path.is_file():
-            add("missing checkpoint", m["name"], str(path), "restore the file, or remove_model and re-add it")
-        elif m["checkpoint_sha256"] and file_sha256(path) != m["checkpoint_sha256"]:
-            add("checkpoint changed", m["name"], f"{path}: sha256 differs from the recorded "
-                f"{m['checkpoint_sha256'][:12]}…", "check --fix re-queues it (check(fix=True)), then embed")
-            changed.append((m["name"], path))
+            add("missing checkpoint", m.name, str(path), "restore the file, or remove_model and re-add it")
+        elif m.checkpoint_sha256 and filefile_sha256(path, memo=True) != m.checkpoint_sha256:
+            add("checkpoint changed", m.name, f"{path}: sha256 differs from the recorded "
+                f"{m.checkpoint_sha256[:12]}…", "check --fix re-queues it (check(fix=True)), then embed")
+            changed.append((m.name, path))
     rows = cat.embeddings()
     used: dict[str, set[str]] = {}
-    shas = {m["name"]: m["checkpoint_sha256"] for m in cat.models()}
+    shas = {m.name: m.checkpoint_sha256 for m in cat.models()}
     for r in rows:
-        used.setdefault(r["kind"], set()).add(r["vector_key"])
-        who = r["model"] or r["dataset"]
-        req = (r["params"] or {}).get("request") or {}
-        if r["model"] and "checkpoint_sha256" in req and req["checkpoint_sha256"] != shas.get(r["model"]):
-            add("stale vector", who, f"{r['kind']} vector of an earlier checkpoint", "embed re-embeds it")
+        used.setdefault(r.kind, set()).add(r.vector_key)
+        who = r.model or r.dataset
+        req = (r.params or {}).get("request") or {}
+        if r.model and "checkpoint_sha256" in req and req["checkpoint_sha256"] != shas.get(r.model):
+            add("stale vector", who, f"{r.kind} vector of an earlier checkpoint", "embed re-embeds it")
         try:
             arr = vectors.read(r)
-            if arr.shape[-1] != r["dim"]:
-                add("vector shape", who, f"{r['kind']} vector {r['vector_key']} has dim {arr.shape[-1]}, "
-                    f"catalog says {r['dim']}", "check(fix=True) drops it, then embed")
+            if arr.shape[-1] != r.dim:
+                add("vector shape", who, f"{r.kind} vector {r.vector_key} has dim {arr.shape[-1]}, "
+                    f"catalog says {r.dim}", "check(fix=True) drops it, then embed")
                 listed["rows"].append(r)
         except CorruptFileError as e:
-            add("corrupt vector", who, f"{r['kind']} row {r['id']}: {str(e).splitlines()[0]}",
+            add("corrupt vector", who, f"{r.kind} row {r.id}: {str(e).splitlines()[0]}",
                 "check(fix=True) drops the row and its file, then embed recomputes it")
             listed["rows"].append(r)
         except (KeyError, OSError, ValueError) as e:
-            add("missing vector", who, f"{r['kind']} row {r['id']}: {str(e).splitlines()[0]}",
+            add("missing vector", who, f"{r.kind} row {r.id}: {str(e).splitlines()[0]}",
                 "re-embed (remove the row with check(fix=True), then embed)")
             listed["rows"].append(r)
     for kind in store.kinds():
@@ -105,7 +105,7 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
             if key not in used.get(kind, set()):
                 add("orphan vector", kind, f"{key}.npy is named by no catalog row", "check(fix=True) deletes it")
                 listed["orphans"].append(key)
-    kinds = sorted({r["kind"] for r in rows} | {i["kind"] for i in cat.indices()})
+    kinds = sorted({r.kind for r in rows} | {i.kind for i in cat.indices()})
     for kind in kinds:
         if kind not in EMBEDDINGS:
             continue
@@ -181,8 +181,8 @@ def _fix(ctx: CheckContext, listed: dict[str, list[Any]], kinds: list[str]) -> N
     """Repair exactly what `check` listed: its rows (and their files), its orphan files, its probe sets."""
     store, cat = ctx.embedding.store, ctx.embedding.catalog
     if listed["rows"]:  # the row first: a kill between the two leaves an orphan file, never a dangling row
-        cat.remove_embeddings([r["id"] for r in listed["rows"]])
-        store.delete([r["vector_key"] for r in listed["rows"]])
+        cat.remove_embeddings([r.id for r in listed["rows"]])
+        store.delete([r.vector_key for r in listed["rows"]])
     if listed["orphans"]:
         store.delete(listed["orphans"])
     if listed["probes"]:

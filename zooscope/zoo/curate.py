@@ -59,16 +59,16 @@ def similarity_matrix(zoo: Any, by: str = "cka", *, progress: bool = False) -> p
     if by == "task2vec":
         from zooscope.embed.task2vec import task_distance
 
-        vecs = {r["dataset"]: ctx.vectors.read64(r)
+        vecs = {r.dataset: ctx.vectors.read64(r)
                 for r in track(ctx.vectors.current_rows("task2vec"), description="reading task vectors",
                                enabled=progress, transient=True)}
-        src = {m["name"]: m["trained_on"] for m in ctx.catalog.models() if m["trained_on"] in vecs}
+        src = {m.name: m.trained_on for m in ctx.catalog.models() if m.trained_on in vecs}
         names = sorted(src)
         S = np.array([[1.0 - task_distance(vecs[src[a]], vecs[src[b]]) if src[a] != src[b] else 1.0
                        for b in names] for a in names]).reshape(len(names), len(names))
     else:
-        rows = sorted(ctx.vectors.current_rows(by), key=lambda r: r["model"])
-        names = [r["model"] for r in rows]
+        rows = sorted(ctx.vectors.current_rows(by), key=lambda r: r.model)
+        names = [r.model for r in rows]
         V = [ctx.vectors.layer_vector(r) for r in track(rows, description=f"reading {len(rows)} {by} vectors",
                                                         enabled=progress, transient=True)]
         probe = np.array([comparability_group(r) for r in rows], dtype=object)
@@ -167,7 +167,7 @@ def zoo_map(zoo: Any, by: str = "cka", path: str | Path | None = None, *, seed: 
     else:
         mds = MDS(n_components=2, dissimilarity="precomputed", random_state=seed, n_init=4)
     xy = mds.fit_transform(D)
-    src = {m["name"]: m["trained_on"] for m in _ctx(zoo).catalog.models()}
+    src = {m.name: m.trained_on for m in _ctx(zoo).catalog.models()}
     df = pd.DataFrame({"model": S.index, "x": xy[:, 0], "y": xy[:, 1], "trained_on": [src.get(n) for n in S.index]})
     if path is not None:
         from zooscope.plot import zoo_map as draw
@@ -184,10 +184,10 @@ def pair_heatmap(zoo: Any, a: str, b: str, path: str | Path, *, measure: str = "
 
     ctx = _ctx(zoo)
     ra, rb = ctx.catalog.get_model(a), ctx.catalog.get_model(b)
-    if tuple(ra["input_shape"] or ()) != tuple(rb["input_shape"] or ()):
-        raise ZooscopeInputError(f"{a!r} takes inputs {ra['input_shape']} and {b!r} takes {rb['input_shape']}; "
+    if tuple(ra.input_shape or ()) != tuple(rb.input_shape or ()):
+        raise ZooscopeInputError(f"{a!r} takes inputs {ra.input_shape} and {b!r} takes {rb.input_shape}; "
                                  "a layer × layer comparison needs the same inputs.")
-    _, x = probe_inputs(ctx.probes, tuple(ra["input_shape"]))
+    _, x = probe_inputs(ctx.probes, tuple(ra.input_shape))
     ma = ModelSpec.from_row(ra).build()
     mb = ModelSpec.from_row(rb).build()
     table = compare(ma, mb, x, measure=measure)

@@ -36,9 +36,10 @@ from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
 from zooscope.nets.models import ModelSpec
 from zooscope.zoo import parallel
-from zooscope.zoo.catalog import DEFAULT_LEASE_S, Catalog, new_owner
+from zooscope.zoo.catalog import DEFAULT_LEASE_S, Catalog, DatasetRecord, EmbeddingRecord, ModelRecord, new_owner
 from zooscope.zoo.catalog import params_hash as request_hash
 from zooscope.zoo.indices import IndexWriter
+from zooscope.zoo.parallel import EmbedJob, JobResult
 from zooscope.zoo.probes import ProbeContext, materialise
 from zooscope.zoo.settings import ZooPaths, ZooSettings
 from zooscope.zoo.vectors import VectorRepo
@@ -79,8 +80,8 @@ def _kind(kind: str) -> Any:
     return EMBEDDINGS.get(kind)
 
 
-def plan_job(ctx: EmbedContext, kind: str, subject: dict[str, Any], *,
-             probe: dict[str, Any] | None = None) -> dict[str, Any]:
+def plan_job(ctx: EmbedContext, kind: str, subject: ModelRecord | DatasetRecord, *,
+             probe: dict[str, Any] | None = None) -> EmbedJob:
     """The job (and its request) for one (kind, model|dataset) pair.
 
     Model kinds need ``probe`` (the probe-set record with its ``file``); dataset kinds need nothing stored.
@@ -88,31 +89,30 @@ def plan_job(ctx: EmbedContext, kind: str, subject: dict[str, Any], *,
     meta = _kind(kind).meta
     kind_params = ctx.settings.params_of(kind, meta.params)
     if meta.subject == "model":
-        if not subject.get("input_shape"):
-            raise ZooscopeInputError(f"Model {subject['name']!r} has no recorded input shape; re-add it with "
+        if not subject.input_shape:
+            raise ZooscopeInputError(f"Model {subject.name!r} has no recorded input shape; re-add it with "
                                      "input_shape=(C, H, W).")
         if probe is None:
-            raise ZooscopeInputError(f"No probe set given for model {subject['name']!r}.")
+            raise ZooscopeInputError(f"No probe set given for model {subject.name!r}.")
         request = {"kind": kind, "version": meta.version, "params": kind_params, "probe_set": probe["id"],
-                   "spec": subject["spec"], "kwargs": subject["kwargs"],
-                   "checkpoint_sha256": subject["checkpoint_sha256"]}
-        job = {"subject": "model", "net": ModelSpec.from_row(subject),
-               "probe_file": str(ctx.paths.root / probe["file"])}
-    else:
-        if not subject.get("num_classes"):
-            raise ZooscopeInputError(f"Dataset {subject['name']!r} has no labels; kind {kind!r} needs them.")
-        net = ctx.settings.task2vec_probe(tuple(subject["input_shape"]), int(subject["num_classes"]))
-        request = {"kind": kind, "version": meta.version, "params": kind_params, "probe_net": net,
-                   "dataset_sha256": subject["probe_sha256"], "max_samples": T2V_MAX_SAMPLES}
-        job = {"subject": "dataset", "source": subject["source"], "split": subject["meta"].get("split", "train"),
-               "seed": int(subject["meta"].get("seed", 0)), "max_samples": T2V_MAX_SAMPLES, "probe_net": net}
-    job.update(kind=kind, name=subject["name"], kind_params=kind_params, request=request,
-               request_hash=request_hash(request))
-    return job
+                   "spec": subject.spec, "kwargs": subject.kwargs,
+                   "checkpoint_sha256": subject.checkpoint_sha256}
+        return EmbedJob(kind, "model", subject.name, kind_params, request, request_hash(request),
+                        arch=subject.spec, kwargs=subject.kwargs, checkpoint=subject.checkpoint,
+                        probe_file=str(ctx.paths.root / probe["file"]))
+    if not subject.num_classes:
+        raise ZooscopeInputError(f"Dataset {subject.name!r} has no labels; kind {kind!r} needs them.")
+    net = ctx.settings.task2vec_probe(tuple(subject.input_shape), int(subject.num_classes))
+    request = {"kind": kind, "version": meta.version, "params": kind_params, "probe_net": net,
+               "dataset_sha256": subject.probe_sha256, "max_samples": T2V_MAX_SAMPLES}
+    return EmbedJob(kind, "dataset", subject.name, kind_params, request, request_hash(request),
+                    source=subject.source, split=subject.meta.get("split", "train"),
+                    seed=int(subject.meta.get("seed", 0)), max_samples=T2V_MAX_SAMPLES, probe_net=net)
 
 
 def compute_missing(ctx: EmbedContext, kind: str, dataset: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """(vector, row-like dict) of a dataset kind for ``dataset``: the stored one, else computed in memory.
+    """(vector, request) of a dataset kind for ``dataset``: the stored vector, else computed in memory; the
+    request is what it answers (its comparability group: `zooscope.zoo.vectors.request_group`).
 
     A computed vector is kept only in the cache folder (``<cache>/vectors/<kind>/<request_hash>.npy``); `embed`
     stores it for good. Writes nothing else.
@@ -120,23 +120,21 @@ def compute_missing(ctx: EmbedContext, kind: str, dataset: str) -> tuple[np.ndar
     rec = ctx.catalog.get_dataset(dataset)
     job = plan_job(ctx, kind, rec)
     for row in ctx.vectors.current_rows(kind, dataset=dataset):
-        if row["params"].get("request_hash") == job["request_hash"]:
-            return ctx.vectors.read64(row), row
-    row = {"id": None, "kind": kind, "model": None, "dataset": dataset,
-           "params": {"request_hash": job["request_hash"], "request": job["request"]}}
-    cached = ctx.paths.cache / "vectors" / kind / f"{job['request_hash']}.npy"
-    vec = cached_array(cached, lambda: np.asarray(parallel.compute_job(job)["vectors"]))
-    return vec.astype(np.float64), row
+        if row.params.get("request_hash") == job.request_hash:
+            return ctx.vectors.read64(row), row.request
+    cached = ctx.paths.cache / "vectors" / kind / f"{job.request_hash}.npy"
+    vec = cached_array(cached, lambda: np.asarray(parallel.compute_job(job).vectors))
+    return vec.astype(np.float64), job.request
 
 
-def drop_rows(ctx: EmbedContext, rows: list[dict[str, Any]]) -> None:
+def drop_rows(ctx: EmbedContext, rows: list[EmbeddingRecord]) -> None:
     """Delete the vector files of removed rows and take their ids out of the indices (in place)."""
     from zooscope.embed._kinds import EMBEDDINGS
 
     if not rows:
         return
-    ctx.store.delete([r["vector_key"] for r in rows])
-    for kind in sorted({r["kind"] for r in rows}):
+    ctx.store.delete([r.vector_key for r in rows])
+    for kind in sorted({r.kind for r in rows}):
         if kind in EMBEDDINGS:
             with ctx.catalog.lock(f"zooscope-index:{kind}"):
                 ctx.indices.sync(kind)
@@ -152,14 +150,14 @@ def remove_orphans(ctx: EmbedContext, kinds: Sequence[str], *, owner: str | None
     """
     listed = {kind: ctx.store.keys(kind) for kind in kinds}
     temps = ctx.store.stale_temp_files()
-    others = [c for c in ctx.catalog.claims(live_only=True) if c["owner"] != owner]
+    others = [c for c in ctx.catalog.claims(live_only=True) if c.owner != owner]
     if others:
         log.info("%d pairs are being embedded by another writer: orphan vector files are left for later",
                  len(others))
         return []
     orphans: list[str] = []
     for kind in kinds:
-        used = {r["vector_key"] for r in ctx.catalog.embeddings(kind=kind)}
+        used = {r.vector_key for r in ctx.catalog.embeddings(kind=kind)}
         orphans += [k for k in listed[kind] if k not in used]
     if orphans:
         log.info("removing %d orphan vector files from an interrupted run", len(orphans))
@@ -169,15 +167,11 @@ def remove_orphans(ctx: EmbedContext, kinds: Sequence[str], *, owner: str | None
     return orphans
 
 
-def _who(job: dict[str, Any]) -> dict[str, str]:
-    return {"model": job["name"]} if job["subject"] == "model" else {"dataset": job["name"]}
-
-
-def _done(ctx: EmbedContext, job: dict[str, Any]) -> bool:
+def _done(ctx: EmbedContext, job: EmbedJob) -> bool:
     """Whether a row of this exact request exists (e.g. written by another writer since we planned)."""
-    return any(r["params"].get("request_hash") == job["request_hash"]
-               for r in ctx.catalog.embeddings(kind=job["kind"], **_who(job))
-               if (r["model"] or r["dataset"]) == job["name"])
+    return any(r.params.get("request_hash") == job.request_hash
+               for r in ctx.catalog.embeddings(kind=job.kind, **job.who)
+               if (r.model or r.dataset) == job.name)
 
 
 def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models: Sequence[str] | None,
@@ -198,45 +192,45 @@ def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models
     model_recs = cat.models() if models is None else [cat.get_model(n) for n in models]
     data_recs = cat.datasets() if datasets is None else [cat.get_dataset(n) for n in datasets]
     report: list[dict[str, Any]] = []
-    jobs: list[dict[str, Any]] = []
+    jobs: list[EmbedJob] = []
     for kind, meta in metas.items():
         rows = cat.embeddings(kind=kind)
-        done = {(r["model"] or r["dataset"], r["params"].get("request_hash")) for r in rows}
+        done = {(r.model or r.dataset, r.params.get("request_hash")) for r in rows}
         subjects = model_recs if meta.subject == "model" else data_recs
         for s in subjects:
-            entry = {"kind": kind, "model": s["name"] if meta.subject == "model" else None,
-                     "dataset": s["name"] if meta.subject == "dataset" else None, "seconds": 0.0, "error": None}
-            if meta.subject == "dataset" and not s.get("num_classes"):
+            entry = {"kind": kind, "model": s.name if meta.subject == "model" else None,
+                     "dataset": s.name if meta.subject == "dataset" else None, "seconds": 0.0, "error": None}
+            if meta.subject == "dataset" and not s.num_classes:
                 report.append(entry | {"status": "skipped (no labels)"})
                 continue
             try:
-                probe = materialise(ctx.probes, s["input_shape"]) if meta.subject == "model" else None
+                probe = materialise(ctx.probes, s.input_shape) if meta.subject == "model" else None
                 job = plan_job(ctx, kind, s, probe=probe)
             except Exception as e:  # e.g. no probe set for its input shape: record, go on
                 _fail(ctx, entry, f"{type(e).__name__}: {e}")
                 report.append(entry)
                 continue
-            if (s["name"], job["request_hash"]) in done:
+            if (s.name, job.request_hash) in done:
                 report.append(entry | {"status": "skipped"})
-                stale = [r for r in rows if (r["model"] or r["dataset"]) == s["name"]
-                         and r["params"].get("request_hash") != job["request_hash"]]
+                stale = [r for r in rows if (r.model or r.dataset) == s.name
+                         and r.params.get("request_hash") != job.request_hash]
                 if stale:  # a run killed between writing a new row and retiring the old one
-                    cat.remove_embeddings([r["id"] for r in stale])
-                    ctx.store.delete([r["vector_key"] for r in stale])
+                    cat.remove_embeddings([r.id for r in stale])
+                    ctx.store.delete([r.vector_key for r in stale])
             else:
                 jobs.append(job)
     remove_orphans(ctx, kinds, owner=owner)
 
-    def claimed() -> Iterator[dict[str, Any]]:
+    def claimed() -> Iterator[EmbedJob]:
         """Each job, claimed just before it is handed to a worker; pairs another writer holds or finished are
         reported as skipped."""
         for job in jobs:
-            if not cat.claim(kind=job["kind"], owner=owner, lease_s=lease_s, **_who(job)):
+            if not cat.claim(kind=job.kind, owner=owner, lease_s=lease_s, **job.who):
                 report.append(_entry(job) | {"status": "skipped (another writer)"})
                 bar.skip()
                 continue
             if _done(ctx, job):
-                cat.release_claims(owner, kind=job["kind"], **_who(job))
+                cat.release_claims(owner, kind=job.kind, **job.who)
                 report.append(_entry(job) | {"status": "skipped (another writer)"})
                 bar.skip()
                 continue
@@ -248,16 +242,16 @@ def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models
             results = parallel.run_jobs(claimed(), backend=backend, address=address, workers=workers,
                                         max_retries=retries, total=len(jobs))
             for job, res, error in results:
-                entry = _entry(job) | {"seconds": 0.0 if res is None else float(res["seconds"])}
+                entry = _entry(job) | {"seconds": 0.0 if res is None else float(res.seconds)}
                 if error is None:
                     try:
-                        entry["status"] = "embedded" if _write(ctx, job, res, metas[job["kind"]]) \
+                        entry["status"] = "embedded" if _write(ctx, job, res, metas[job.kind]) \
                             else "skipped (another writer)"
                     except Exception as e:  # a bad vector (NaN) must not stop the run
                         error = f"{type(e).__name__}: {e}"
                 if error is not None:
                     _fail(ctx, entry, error)
-                cat.release_claims(owner, kind=job["kind"], **_who(job))
+                cat.release_claims(owner, kind=job.kind, **job.who)
                 cat.renew_claims(owner, lease_s)
                 bar.advance(failed=error is not None)
                 report.append(entry)
@@ -269,9 +263,9 @@ def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models
     return pd.DataFrame(report, columns=REPORT_COLUMNS)
 
 
-def _entry(job: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": job["kind"], "model": job["name"] if job["subject"] == "model" else None,
-            "dataset": job["name"] if job["subject"] == "dataset" else None, "seconds": 0.0, "error": None}
+def _entry(job: EmbedJob) -> dict[str, Any]:
+    return {"kind": job.kind, "model": job.name if job.subject == "model" else None,
+            "dataset": job.name if job.subject == "dataset" else None, "seconds": 0.0, "error": None}
 
 
 class _Bar:
@@ -318,21 +312,20 @@ def _fail(ctx: EmbedContext, entry: dict[str, Any], error: str) -> None:
     ctx.catalog.record_failure(kind=entry["kind"], model=entry["model"], dataset=entry["dataset"], error=error)
 
 
-def _write(ctx: EmbedContext, job: dict[str, Any], res: dict[str, Any], meta: Any) -> bool:
+def _write(ctx: EmbedContext, job: EmbedJob, res: JobResult, meta: Any) -> bool:
     """Vector file first (atomic), then the one catalog row; then retire older rows of the same pair.
 
     Returns False (and keeps nothing) when another writer recorded this request first.
     """
-    kind, name = job["kind"], job["name"]
-    who = _who(job)
-    old = [r for r in ctx.catalog.embeddings(kind=kind, **who) if (r["model"] or r["dataset"]) == name]
-    if any(r["params"].get("request_hash") == job["request_hash"] for r in old):
+    kind, name, who = job.kind, job.name, job.who
+    old = [r for r in ctx.catalog.embeddings(kind=kind, **who) if (r.model or r.dataset) == name]
+    if any(r.params.get("request_hash") == job.request_hash for r in old):
         return False
-    key, sha = ctx.store.put_hashed(res["vectors"], kind=kind)  # the sha256 is verified on every read
-    params = {"request_hash": job["request_hash"], "request": json.loads(json.dumps(job["request"], default=str)),
-              "layers": res["layers"], "penultimate": res["penultimate"]}
+    key, sha = ctx.store.put_hashed(res.vectors, kind=kind)  # the sha256 is verified on every read
+    params = {"request_hash": job.request_hash, "request": json.loads(json.dumps(job.request, default=str)),
+              "layers": res.layers, "penultimate": res.penultimate}
     try:
-        ctx.catalog.add_embedding(kind=kind, params=params, vector_key=key, dim=int(res["vectors"].shape[-1]),
+        ctx.catalog.add_embedding(kind=kind, params=params, vector_key=key, dim=int(res.vectors.shape[-1]),
                                   code_version=str(meta.version), sha256=sha, **who)
     except Exception:
         ctx.store.delete([key])  # never leave our file behind
@@ -340,7 +333,7 @@ def _write(ctx: EmbedContext, job: dict[str, Any], res: dict[str, Any], meta: An
             return False
         raise
     if old:  # e.g. the checkpoint changed: the new vector replaces the stale one
-        ctx.catalog.remove_embeddings([r["id"] for r in old])
-        ctx.store.delete([r["vector_key"] for r in old])
+        ctx.catalog.remove_embeddings([r.id for r in old])
+        ctx.store.delete([r.vector_key for r in old])
     ctx.catalog.clear_failure(kind=kind, **who)
     return True

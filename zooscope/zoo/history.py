@@ -23,8 +23,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.zoo._catalog_schema import results_table
-from zooscope.zoo.catalog import Catalog, _now
+from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.catalog.engine import _now
+from zooscope.zoo.catalog.schema import results_table
 
 __all__ = ["COLUMNS", "history_prior", "record_result", "remove_result", "results"]
 

@@ -16,7 +16,7 @@ a writer saves the new file under its own name, then commits the catalog row nam
 deletes the old file. A reader loads the file its row names; if a concurrent writer deleted it in between, the
 reader reads the row again. So no reader sees a row whose file is missing or has another checksum.
 
-Incremental. Embedding adds rows to the indices of their keys and retiring removes them (`IndexWriter.apply`);
+Incremental. Embedding adds rows to the indices of their keys and retiring removes them (`IndexWriter.sync`);
 flat indices change in place, HNSW/IVF are rebuilt by `zooscope.index.VectorIndex.remove` from their own
 vectors. `IndexWriter.rebuild` builds everything from the vector store (``check --fix``).
 """
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from zooscope._io import cached_array
-from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.catalog import Catalog, EmbeddingRecord, IndexRecord
 from zooscope.zoo.settings import ZooPaths, ZooSettings
 from zooscope.zoo.vectors import VectorRepo, comparability_group, layer_position
 
@@ -68,9 +68,9 @@ class IndexKey:
         return f"{self.policy}@{self.group}"
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> IndexKey:
-        policy, _, group = rec["policy"].partition("@")
-        return cls(rec["kind"], policy, group)
+    def from_record(cls, rec: IndexRecord) -> IndexKey:
+        policy, _, group = rec.policy.partition("@")
+        return cls(rec.kind, policy, group)
 
     def file_name(self, sha256: str) -> str:
         """ASCII, at most ~120 bytes whatever the group's (dataset) names hold: names are data, never paths."""
@@ -105,13 +105,13 @@ class IndexReader:
 
         return jl_project(arr, self.settings.jl_dim, self.settings.jl_seed, kind=JL_KIND).astype(np.float32)
 
-    def view(self, row: dict[str, Any]) -> np.ndarray:
+    def view(self, row: EmbeddingRecord) -> np.ndarray:
         """The vectors of ``row`` as they enter the index: (n_layers, d) or (1, d), float32."""
-        arr = self._transform(row["kind"], np.asarray(self.vectors.read(row)))
+        arr = self._transform(row.kind, np.asarray(self.vectors.read(row)))
         if arr.shape[1] <= JL_MAX_DIM:
             return arr.astype(np.float32)
         s = self.settings
-        cache = self.paths.cache / "jl" / f"{row['vector_key']}_{JL_KIND}_{s.jl_dim}_{s.jl_seed}.npy"
+        cache = self.paths.cache / "jl" / f"{row.vector_key}_{JL_KIND}_{s.jl_dim}_{s.jl_seed}.npy"
         return cached_array(cache, lambda: self._project(arr))
 
     def query_view(self, kind: str, vectors: np.ndarray) -> np.ndarray:
@@ -120,7 +120,7 @@ class IndexReader:
         return arr.astype(np.float32) if arr.shape[1] <= JL_MAX_DIM else self._project(arr)
 
     # -- contents -------------------------------------------------------------------------------------------
-    def expected(self, key: IndexKey, rows: Sequence[dict] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def expected(self, key: IndexKey, rows: Sequence[EmbeddingRecord] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(vectors, ids) the index ``key`` should hold, from the current rows of its group."""
         if rows is None:
             rows = [r for r in self.vectors.current_rows(key.kind) if comparability_group(r) == key.group]
@@ -134,37 +134,37 @@ class IndexReader:
             return np.zeros((0, 1), dtype=np.float32), np.zeros(0, dtype=np.int64)
         return np.concatenate(vecs).astype(np.float32), np.asarray(ids, dtype=np.int64)
 
-    def _entries(self, policy: str, row: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
+    def _entries(self, policy: str, row: EmbeddingRecord) -> tuple[np.ndarray, list[int]]:
         view = self.view(row)
         if policy == "layers":
-            return view, [row["id"] * LAYER_STRIDE + i for i in range(view.shape[0])]
+            return view, [row.id * LAYER_STRIDE + i for i in range(view.shape[0])]
         if policy == "penultimate":
             i = layer_position(row)
-            return view[i:i + 1], [row["id"]]
-        return view[:1], [row["id"]]
+            return view[i:i + 1], [row.id]
+        return view[:1], [row.id]
 
     def keys(self, kind: str | None = None) -> list[IndexKey]:
         """The recorded index keys (of one kind, or all)."""
-        return sorted(IndexKey.from_record(r) for r in self.catalog.indices() if kind is None or r["kind"] == kind)
+        return sorted(IndexKey.from_record(r) for r in self.catalog.indices() if kind is None or r.kind == kind)
 
     def expected_keys(self, kind: str) -> list[IndexKey]:
         """The keys the current rows of ``kind`` call for."""
         groups = sorted({comparability_group(r) for r in self.vectors.current_rows(kind)})
         return [IndexKey(kind, p, g) for g in groups for p in policies(_kind_meta(kind).meta.subject)]
 
-    def record(self, key: IndexKey) -> dict[str, Any] | None:
+    def record(self, key: IndexKey) -> IndexRecord | None:
         return self.catalog.get_index(key.kind, key.column)
 
     def load(self, key: IndexKey) -> Any:
         """The recorded index of ``key`` (sha256-checked), or None when none is recorded."""
-        from zooscope.index.faiss_index import VectorIndex
+        from zooscope.index import VectorIndex
 
         for attempt in range(3):
             rec = self.record(key)
             if rec is None:
                 return None
             try:
-                return VectorIndex.load(self.paths.root / rec["path"], sha256=rec["sha256"])
+                return VectorIndex.load(self.paths.root / rec.path, sha256=rec.sha256)
             except FileNotFoundError:  # a writer replaced it between our read of the row and of the file
                 if attempt == 2:
                     raise
@@ -196,28 +196,27 @@ class IndexWriter(IndexReader):
         tmp.replace(final)
         self.catalog.record_index(kind=key.kind, policy=key.column, path=str(final.relative_to(self.paths.root)),
                                   sha256=sha, n=index.ntotal, factory=index.factory)
-        if old is not None and old["path"] != str(final.relative_to(self.paths.root)):
-            (self.paths.root / old["path"]).unlink(missing_ok=True)
+        if old is not None and old.path != str(final.relative_to(self.paths.root)):
+            (self.paths.root / old.path).unlink(missing_ok=True)
 
     def drop(self, key: IndexKey) -> None:
         """Forget the index of ``key`` and delete its file."""
         old = self.record(key)
         self.catalog.remove_index(key.kind, key.column)
         if old is not None:
-            (self.paths.root / old["path"]).unlink(missing_ok=True)
+            (self.paths.root / old.path).unlink(missing_ok=True)
 
     def build(self, key: IndexKey) -> None:
         """Build ``key``'s index from the vector store (or drop it when its group is empty)."""
-        from zooscope.index.faiss_index import VectorIndex
+        from zooscope.index import VectorIndex
 
         vecs, ids = self.expected(key)
         if not len(ids):
             self.drop(key)
             return
         meta = _kind_meta(key.kind).meta
-        factory = None if meta.index_factory == "IDMap2,Flat" else meta.index_factory
         self._save(key, VectorIndex.build(vecs, ids, metric=meta.metric, normalized=meta.normalized,
-                                          factory=factory))
+                                          factory=meta.index_factory))
 
     def rebuild(self, kinds: Iterable[str]) -> None:
         """Rebuild every index of ``kinds`` from the vector store; drop indices of groups with no rows."""
@@ -250,7 +249,7 @@ class IndexWriter(IndexReader):
                 continue
             have = set(index.ids().tolist())
             extra = sorted(have - set(want_ids))
-            missing = {r["id"]: r for i, r in want_ids.items() if i not in have}
+            missing = {r.id: r for i, r in want_ids.items() if i not in have}
             if not extra and not missing:
                 continue
             if extra:
@@ -264,8 +263,8 @@ class IndexWriter(IndexReader):
             else:
                 self._save(key, index)
 
-    def _ids_of(self, policy: str, row: dict[str, Any]) -> list[int]:
+    def _ids_of(self, policy: str, row: EmbeddingRecord) -> list[int]:
         if policy == "layers":
-            n = len(row["params"].get("layers") or [None])
-            return [row["id"] * LAYER_STRIDE + i for i in range(n)]
-        return [row["id"]]
+            n = len(row.params.get("layers") or [None])
+            return [row.id * LAYER_STRIDE + i for i in range(n)]
+        return [row.id]

@@ -23,10 +23,13 @@ import os
 import struct
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zooscope._io import file_sha256
 from zooscope._validation import MAX_NAME_BYTES, ZooscopeInputError, validate_name
+
+if TYPE_CHECKING:  # the catalog imports this module (names): records only for annotations
+    from zooscope.zoo.catalog.records import EmbeddingRecord, ModelRecord
 
 __all__ = ["MARKER", "MAX_NAME_BYTES", "CorruptFileError", "check_catalog_file", "check_folder", "file_sha256",
            "model_problem", "read_marker", "validate_name", "verified_bytes", "write_marker"]
@@ -70,15 +73,15 @@ def verify_file(path: str | os.PathLike[str], sha256: str | None, what: str) -> 
             f"({sha256[:12]}…). Run `zooscope check --fix` (then `zooscope embed`) to drop and recompute it.", path)
 
 
-def model_problem(rec: dict[str, Any]) -> str | None:
+def model_problem(rec: ModelRecord) -> str | None:
     """Why a model cannot be trusted for a query (its checkpoint is missing or changed since add_model), or None."""
-    ckpt = rec.get("checkpoint")
+    ckpt = rec.checkpoint
     if not ckpt:
         return None
     path = Path(ckpt)
     if not path.is_file():
         return f"checkpoint missing ({path})"
-    want = rec.get("checkpoint_sha256")
+    want = rec.checkpoint_sha256
     if want and file_sha256(path, memo=True) != want:
         return f"checkpoint changed since add_model ({path}: sha256 differs; re-add it with `add-model --replace`)"
     return None
@@ -128,7 +131,7 @@ def read_marker(root: str | os.PathLike[str]) -> dict[str, Any] | None:
 def write_marker(root: str | os.PathLike[str], zoo_id: str | None = None, **extra: Any) -> dict[str, Any]:
     """Write ``<root>/zoo.json`` (atomically) and return it: format, zoo_id, schema_version, created."""
     from zooscope._io import atomic_write
-    from zooscope.zoo._catalog_schema import SCHEMA_VERSION
+    from zooscope.zoo.catalog.schema import SCHEMA_VERSION
 
     data = {"format": MARKER_FORMAT, "zoo_id": zoo_id or uuid.uuid4().hex, "schema_version": SCHEMA_VERSION,
             "created": dt.datetime.now(dt.UTC).isoformat(), **extra}
@@ -175,8 +178,8 @@ def check_catalog_matches(root: Path, marker: dict[str, Any] | None, catalog: An
 
 
 # -- queries: one bad model never blocks a query ----------------------------------------------------------------
-def screen_rows(catalog: Any, vectors: Any, rows: dict[int, dict[str, Any]]
-                ) -> tuple[dict[int, dict[str, Any]], list[tuple[str, str]]]:
+def screen_rows(catalog: Any, vectors: Any, rows: dict[int, EmbeddingRecord]
+                ) -> tuple[dict[int, EmbeddingRecord], list[tuple[str, str]]]:
     """Split candidate embedding rows into (usable rows, skipped [(model, reason)]).
 
     A row is skipped when its model's checkpoint is missing or changed (`model_problem`) or its vector file is
@@ -184,10 +187,10 @@ def screen_rows(catalog: Any, vectors: Any, rows: dict[int, dict[str, Any]]
     """
     keep: dict[int, dict[str, Any]] = {}
     skipped: list[tuple[str, str]] = []
-    recs = {m["name"]: m for m in catalog.models()}
+    recs = {m.name: m for m in catalog.models()}
     for rid, row in rows.items():
-        name = row["model"] or row["dataset"]
-        reason = model_problem(recs[row["model"]]) if row["model"] in recs else None
+        name = row.model or row.dataset
+        reason = model_problem(recs[row.model]) if row.model in recs else None
         reason = reason or vectors.problem(row)
         if reason:
             skipped.append((name, reason))

@@ -1,6 +1,6 @@
 """Run embedding jobs: in this process (``backend="local"``) or as Ray tasks (``backend="ray"``).
 
-A job is a plain, picklable dict planned by the driver (`zooscope.zoo.Zoo.embed`): what to build, which probe file
+A job is a picklable `EmbedJob` planned by the driver (`zooscope.zoo.Zoo.embed`): what to build, which probe file
 or dataset to read, and the embedding kind with its parameters. `compute_job` turns one job into vectors and
 touches no catalog; the driver is the only catalog writer, so workers on other machines need only read access to
 the checkpoints, the dataset sources and the zoo's ``probes/`` folder (shared storage).
@@ -16,16 +16,60 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
 from zooscope._validation import ZooscopeInputError
 from zooscope.nets.models import ModelSpec, penultimate_layer
 
-__all__ = ["compute_job", "penultimate_layer", "run_jobs"]
+__all__ = ["EmbedJob", "JobResult", "compute_job", "penultimate_layer", "run_jobs"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """One planned (kind, model | dataset) pair: all a worker needs to compute its vectors (no catalog access).
+
+    ``request`` is what the stored row remembers (and `request_hash` its hash): a changed request re-embeds.
+    Model kinds fill ``arch``, ``kwargs``, ``checkpoint`` and ``probe_file`` (the zoo's probe inputs); dataset kinds
+    fill ``source``, ``split``, ``seed``, ``max_samples`` and ``probe_net`` (``{"arch", "kwargs", "checkpoint"}``).
+    """
+
+    kind: str
+    subject: Literal["model", "dataset"]
+    name: str
+    kind_params: dict[str, Any] = field(default_factory=dict)
+    request: dict[str, Any] = field(default_factory=dict)
+    request_hash: str = ""
+    arch: str | None = None
+    kwargs: dict[str, Any] | None = None
+    checkpoint: str | None = None
+    probe_file: str | None = None
+    source: str | None = None
+    split: str = "train"
+    seed: int = 0
+    max_samples: int | None = None
+    probe_net: dict[str, Any] | None = None
+
+    @property
+    def who(self) -> dict[str, str]:
+        """The catalog's key of the pair's subject: ``{"model": name}`` or ``{"dataset": name}``."""
+        return {self.subject: self.name}
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """The vectors of one job: shape (n_layers, dim) for model kinds (``layers`` names the rows, ``penultimate``
+    is the one the penultimate index takes), (dim,) for dataset kinds; ``seconds`` of compute."""
+
+    vectors: np.ndarray
+    layers: list[str] | None
+    penultimate: str | None
+    seconds: float
+
 
 def _load_probe(path: str) -> Any:
     from safetensors.torch import load_file
@@ -33,51 +77,38 @@ def _load_probe(path: str) -> Any:
     return load_file(path)["x"]
 
 
-def compute_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Compute the vectors of one planned job (no catalog access).
-
-    Parameters
-    ----------
-    job : dict
-        Keys ``kind``, ``subject`` ("model" or "dataset"), ``name``, ``kind_params`` and, for model kinds,
-        ``net`` (a `zooscope.nets.models.ModelSpec`) and ``probe_file``; for dataset kinds ``source``, ``split``, ``seed``,
-        ``max_samples`` and ``probe_net`` (``{"arch", "kwargs", "checkpoint"}``).
-
-    Returns
-    -------
-    dict
-        ``vectors``: float32 array of shape (n_layers, dim) for model kinds or (dim,) for dataset kinds;
-        ``layers`` and ``penultimate`` (model kinds); ``seconds``.
-    """
+def compute_job(job: EmbedJob) -> JobResult:
+    """Compute the vectors of one planned job (no catalog access): every layer the kind captures for model kinds
+    (the catalog keeps them all, for the ``layers`` index policy), one vector for dataset kinds."""
     from zooscope.embed._kinds import EMBEDDINGS
-    
+    from zooscope.nets.models import build_model
+
     t0 = time.perf_counter()
-    fn = EMBEDDINGS.get(job["kind"]).fn
-    params = dict(job.get("kind_params") or {})
-    if job["subject"] == "model":
-        model = job["net"].build().eval()
-        out = fn(model, _load_probe(job["probe_file"]), layers=job.get("layers"), **params)
+    fn = EMBEDDINGS.get(job.kind).fn
+    params = dict(job.kind_params)
+    if job.subject == "model":
+        model = build_model(job.arch, job.kwargs, job.checkpoint).eval()
+        out = fn(model, _load_probe(job.probe_file), layers=None, **params)
         layers = list(out)
         dims = {np.asarray(v).shape for v in out.values()}
         if len(dims) != 1:
-            raise ZooscopeInputError(f"Kind {job['kind']!r} returned vectors of different shapes {sorted(dims)}.")
-        return {"vectors": np.stack([np.asarray(v, dtype=np.float32) for v in out.values()]),
-                "layers": layers, "penultimate": penultimate_layer(model, layers),
-                "seconds": time.perf_counter() - t0}
+            raise ZooscopeInputError(f"Kind {job.kind!r} returned vectors of different shapes {sorted(dims)}.")
+        return JobResult(np.stack([np.asarray(v, dtype=np.float32) for v in out.values()]), layers,
+                         penultimate_layer(model, layers), time.perf_counter() - t0)
     from zooscope.nets.datasets import load_dataset, probe_subset
 
-    ds = load_dataset(job["source"], split=job.get("split", "train"), seed=int(job.get("seed", 0)))
+    ds = load_dataset(job.source, split=job.split, seed=int(job.seed))
     if ds.y is None:
-        raise ZooscopeInputError(f"Dataset {job['name']!r} has no labels; kind {job['kind']!r} needs labels.")
-    if job.get("max_samples") and len(ds.x) > int(job["max_samples"]):
-        ds = probe_subset(ds, int(job["max_samples"]), seed=int(job.get("seed", 0)))
-    net = job["probe_net"]
-    probe = ModelSpec.from_dict(net).build()
+        raise ZooscopeInputError(f"Dataset {job.name!r} has no labels; kind {job.kind!r} needs labels.")
+    if job.max_samples and len(ds.x) > int(job.max_samples):
+        ds = probe_subset(ds, int(job.max_samples), seed=int(job.seed))
+    net = job.probe_net or {}
+    probe = build_model(net["arch"], net.get("kwargs"), net.get("checkpoint"))
     vec = np.asarray(fn(ds.x, ds.y, probe=probe, **params), dtype=np.float32).reshape(-1)
-    return {"vectors": vec, "layers": None, "penultimate": None, "seconds": time.perf_counter() - t0}
+    return JobResult(vec, None, None, time.perf_counter() - t0)
 
 
-def _safe(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
+def _safe(job: EmbedJob) -> tuple[EmbedJob, JobResult | None, str | None]:
     """Run one job; an exception becomes its message (with the last frames) instead of stopping the run."""
     try:
         return job, compute_job(job), None
@@ -86,7 +117,7 @@ def _safe(job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, s
         return job, None, f"{type(e).__name__}: {e}\n{tb}"
 
 
-def _ray_task(job: dict[str, Any]) -> dict[str, Any]:
+def _ray_task(job: EmbedJob) -> JobResult:
     """One Ray task: one pair, one torch thread; an exception propagates so Ray can retry it."""
     import torch
 
@@ -109,15 +140,15 @@ def _ray_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def run_jobs(jobs: Iterable[dict[str, Any]], *, backend: str = "local", address: str | None = None,
+def run_jobs(jobs: Iterable[EmbedJob], *, backend: str = "local", address: str | None = None,
              max_in_flight: int = 256, max_retries: int = 2, workers: int | None = None,
              progress: Callable[[int, int, int], None] | None = None, total: int | None = None,
-             ) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None, str | None]]:
+             ) -> Iterator[tuple[EmbedJob, JobResult | None, str | None]]:
     """Yield ``(job, result, error)`` as jobs finish (``result`` None and ``error`` set on failure).
 
     Parameters
     ----------
-    jobs : iterable of dict
+    jobs : iterable of EmbedJob
         Planned jobs (see `compute_job`). Read lazily, one job as a slot frees: a generator may claim each job
         just before it runs (what `zooscope.zoo.embedrun` does for concurrent writers).
     backend : {"local", "ray"}, default="local"
@@ -143,7 +174,7 @@ def run_jobs(jobs: Iterable[dict[str, Any]], *, backend: str = "local", address:
         total = len(jobs) if hasattr(jobs, "__len__") else 0
     n_done, n_failed = 0, 0
 
-    def tick(item: tuple[dict[str, Any], dict[str, Any] | None, str | None]):
+    def tick(item: tuple[EmbedJob, JobResult | None, str | None]) -> tuple[EmbedJob, JobResult | None, str | None]:
         nonlocal n_done, n_failed
         n_done += 1
         n_failed += item[2] is not None
@@ -182,7 +213,7 @@ def run_jobs(jobs: Iterable[dict[str, Any]], *, backend: str = "local", address:
             ) from None
     limit = max_in_flight if workers is None else min(max_in_flight, int(workers))
     task = ray.remote(num_cpus=1, max_retries=int(max_retries), retry_exceptions=True)(_ray_task)
-    owner: dict[Any, dict[str, Any]] = {}
+    owner: dict[Any, EmbedJob] = {}
     queue = iter(jobs)
 
     def submit() -> bool:

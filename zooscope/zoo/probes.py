@@ -24,7 +24,7 @@ from typing import Any
 
 from zooscope._io import atomic_write, write_cache
 from zooscope._validation import ZooscopeInputError
-from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.catalog import Catalog, DatasetRecord
 from zooscope.zoo.integrity import CorruptFileError, verified_bytes, verify_file
 from zooscope.zoo.settings import ZooPaths, ZooSettings, shape_key
 
@@ -98,15 +98,15 @@ def _compute(ctx: ProbeContext, shape: tuple[int, ...]) -> tuple[dict[str, Any],
     key = shape_key(shape)
     name = ctx.settings.probe_datasets.get(key)
     if name is None:
-        fits = [d for d in sorted(ctx.catalog.datasets(), key=lambda d: d["id"])
-                if d["input_shape"] and tuple(d["input_shape"]) == tuple(shape)]
+        fits = [d for d in sorted(ctx.catalog.datasets(), key=lambda d: d.id)
+                if d.input_shape and tuple(d.input_shape) == tuple(shape)]
         if not fits:
             raise ZooscopeInputError(
                 f"No registered dataset has inputs of shape {tuple(shape)}, so models of that shape have no probe "
                 "set. Add one (zoo.add_dataset(name, source=…)) or configure(probe_dataset=…).")
-        name = fits[0]["name"]
+        name = fits[0].name
     d = ctx.catalog.get_dataset(name)
-    ds = load_dataset(d["source"], split=d["meta"].get("split", "train"), seed=int(d["meta"].get("seed", 0)))
+    ds = load_dataset(d.source, split=d.meta.get("split", "train"), seed=int(d.meta.get("seed", 0)))
     n, seed = ctx.settings.probe_n, ctx.settings.probe_seed
     sub = probe_subset(ds, min(n, len(ds)), seed=seed, stratified=ds.y is not None)
     sha = tensors_sha256(sub.x, sub.y)
@@ -156,15 +156,15 @@ def probe_inputs(ctx: ProbeContext, shape: Sequence[int]) -> tuple[dict[str, Any
     return rec, tensors["x"]
 
 
-def shape_candidates(datasets: list[dict[str, Any]], explicit: Sequence[int] | None, trained_on: str | None,
+def shape_candidates(datasets: list[DatasetRecord], explicit: Sequence[int] | None, trained_on: str | None,
                      kwargs: dict | None, model: Any) -> list[tuple[int, ...]]:
     """Input shapes to try for a model, in order: explicit; its ``trained_on`` dataset's; the kwargs'
     (``in_features``, ``in_chans`` × ``img_size``²); every registered dataset's; timm's default."""
     if explicit is not None:
         return [tuple(int(s) for s in explicit)]
     out: list[tuple[int, ...]] = []
-    datasets = sorted(datasets, key=lambda d: d["id"])
-    out += [tuple(d["input_shape"]) for d in datasets if d["name"] == trained_on and d["input_shape"]]
+    datasets = sorted(datasets, key=lambda d: d.id)
+    out += [tuple(d.input_shape) for d in datasets if d.name == trained_on and d.input_shape]
     kw = dict(kwargs or {})
     if "in_features" in kw:
         out.append((int(kw["in_features"]),))
@@ -172,7 +172,7 @@ def shape_candidates(datasets: list[dict[str, Any]], explicit: Sequence[int] | N
         side = kw["img_size"]
         hw = tuple(side) if isinstance(side, list | tuple) else (side, side)
         out.append((int(kw["in_chans"]), *map(int, hw)))
-    out += [tuple(d["input_shape"]) for d in datasets if d["input_shape"]]
+    out += [tuple(d.input_shape) for d in datasets if d.input_shape]
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     if cfg.get("input_size"):
         out.append((int(kw.get("in_chans", cfg["input_size"][0])), *map(int, cfg["input_size"][1:])))

@@ -150,7 +150,7 @@ def configure(catalog: Catalog, *, probe_n: int | None = None, probe_seed: int |
         probe["seed"] = int(probe_seed)
     if probe_dataset is not None:
         rec = cat.get_dataset(probe_dataset)
-        key = shape_key(rec["input_shape"])
+        key = shape_key(rec.input_shape)
         probe.setdefault("datasets", {})[key] = probe_dataset
         sets = dict(cat.get_setting("probe_sets", {}) or {})
         sets.pop(key, None)

@@ -22,7 +22,7 @@ def firm_shapes(datasets: list[dict[str, Any]], explicit: Sequence[int] | None, 
     cands = shape_candidates(datasets, explicit, trained_on, kwargs, model)
     if explicit is not None:
         return cands
-    known = {tuple(d["input_shape"]) for d in datasets if d["input_shape"]}
+    known = {tuple(d.input_shape) for d in datasets if d.input_shape}
     known |= set(shape_candidates([], None, None, kwargs, None))  # the kwargs' in_features / in_chans × img_size²
     return [c for c in cands if c in known]
 
@@ -30,30 +30,30 @@ def firm_shapes(datasets: list[dict[str, Any]], explicit: Sequence[int] | None, 
 def settle_input_shapes(catalog: Catalog, names: Sequence[str] | None) -> None:
     """Give models added without a usable input shape (no dataset fitted yet) the first registered dataset
     shape a dry forward pass accepts; says the guess in one line per shape."""
-    from zooscope.nets.models import build_model
+    from zooscope.nets.models import ModelSpec
 
     wanted = None if names is None else set(names)
-    todo = [m for m in catalog.models() if not m["input_shape"] and (wanted is None or m["name"] in wanted)]
+    todo = [m for m in catalog.models() if not m.input_shape and (wanted is None or m.name in wanted)]
     if not todo:
         return
     datasets = catalog.datasets()
     guessed: dict[tuple[int, ...], list[str]] = {}
     for m in todo:
-        net = build_model(m["spec"], m["kwargs"], m["checkpoint"])
-        firm = firm_shapes(datasets, None, m["trained_on"], m["kwargs"], net)
+        net = ModelSpec.from_row(m).build()
+        firm = firm_shapes(datasets, None, m.trained_on, m.kwargs, net)
         try:
             shape = find_input_shape(net, firm) if firm else None
         except ZooscopeInputError:
             shape = None
         if shape is None:
             log.warning("model %r: no registered dataset has an input shape it accepts; add one, or set it "
-                        "with add-model %s --replace --input-shape C,H,W", m["name"], m["name"])
+                        "with add-model %s --replace --input-shape C,H,W", m.name, m.name)
             continue
-        catalog.update_model(m["name"], input_shape=shape)
-        guessed.setdefault(shape, []).append(m["name"])
+        catalog.update_model(m.name, input_shape=shape)
+        guessed.setdefault(shape, []).append(m.name)
     for shape, who in guessed.items():
-        src = next((d["name"] for d in sorted(datasets, key=lambda d: d["id"])
-                    if d["input_shape"] and tuple(d["input_shape"]) == shape), None)
+        src = next((d.name for d in sorted(datasets, key=lambda d: d.id)
+                    if d.input_shape and tuple(d.input_shape) == shape), None)
         names_txt = ", ".join(who[:5]) + (f" and {len(who) - 5} more" if len(who) > 5 else "")
         log.warning("input shape %s guessed for %d model%s (%s) from the registered dataset %r; set it with "
                     "add-model NAME --replace --input-shape C,H,W", "×".join(map(str, shape)), len(who),

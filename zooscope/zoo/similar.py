@@ -30,12 +30,12 @@ import pandas as pd
 
 from zooscope._io import file_sha256
 from zooscope._validation import ZooscopeInputError, check_choice, unknown_name_error
-from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.catalog import Catalog, EmbeddingRecord, ModelRecord
 from zooscope.zoo.indices import IndexKey, IndexReader
 from zooscope.zoo.integrity import model_problem, screen_rows, skipped_note
 from zooscope.zoo.probes import ProbeContext, find_input_shape, probe_inputs, shape_candidates
 from zooscope.zoo.settings import ZooSettings
-from zooscope.zoo.vectors import VectorRepo, comparability_group
+from zooscope.zoo.vectors import VectorRepo, comparability_group, request_group
 
 __all__ = ["COLUMNS", "SimilarContext", "similar"]
 
@@ -85,7 +85,7 @@ def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkp
         if not _current(rows[-1], rec):
             raise ZooscopeInputError(f"Model {model!r}: its {by!r} vector was computed from an earlier checkpoint; "
                                      "run `zooscope embed` (zoo.embed()) to re-embed it.")
-        p = rows[-1]["params"]
+        p = rows[-1].params
         return _Query(ctx.vectors.read64(rows[-1]), p["layers"], p["penultimate"], comparability_group(rows[-1]),
                       model)
     if ctx.catalog.has_model(model):
@@ -96,7 +96,7 @@ def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkp
     net = build_model(arch, kwargs, None if checkpoint is None else os.fspath(checkpoint)).eval()
     # first the shapes zoo models of the same spec were embedded on, then those with a probe set, then the rest:
     # in a zoo with several probe shapes the query lands where its peers are
-    same = [tuple(m["input_shape"]) for m in ctx.catalog.models() if m["spec"] == arch and m["input_shape"]]
+    same = [tuple(m.input_shape) for m in ctx.catalog.models() if m.spec == arch and m.input_shape]
     probed = [tuple(r["input_shape"]) for r in ctx.settings.probe_sets.values() if r.get("input_shape")]
     cands = list(dict.fromkeys([*same, *probed, *shape_candidates(ctx.catalog.datasets(), None, None, kwargs, net)]))
     shape = find_input_shape(net, cands)
@@ -106,31 +106,29 @@ def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkp
     out = entry.fn(net, x, layers=None, **params)
     layers = list(out)
     stack = np.stack([np.asarray(v, dtype=np.float64) for v in out.values()])
-    group = comparability_group({"params": {"request": {"probe_set": probe["id"], "params": params}}})
+    group = request_group({"probe_set": probe["id"], "params": params})
     return _Query(stack, layers, penultimate_layer(net, layers), group, None)
 
 
-def _refuse_if_changed(rec: dict[str, Any]) -> None:
+def _refuse_if_changed(rec: ModelRecord) -> None:
     """A query about a model whose checkpoint is missing or changed since it was added: its stored vectors
     describe other weights, so refuse, with the fix."""
-    if not rec.get("checkpoint"):
+    if not rec.checkpoint:
         return
-    path = Path(rec["checkpoint"])
+    path = Path(rec.checkpoint)
     if not path.is_file():
-        raise ZooscopeInputError(f"Model {rec['name']!r}: its checkpoint {str(path)!r} is missing, so its stored "
+        raise ZooscopeInputError(f"Model {rec.name!r}: its checkpoint {str(path)!r} is missing, so its stored "
                                  "vectors cannot be trusted. Restore the file, or remove the model "
-                                 f"(zooscope remove model {rec['name']}).")
-    if rec.get("checkpoint_sha256") and file_sha256(path, memo=True) != rec["checkpoint_sha256"]:
-        raise ZooscopeInputError(f"Model {rec['name']!r}: its checkpoint {str(path)!r} changed since it was "
+                                 f"(zooscope remove model {rec.name}).")
+    if rec.checkpoint_sha256 and file_sha256(path, memo=True) != rec.checkpoint_sha256:
+        raise ZooscopeInputError(f"Model {rec.name!r}: its checkpoint {str(path)!r} changed since it was "
                                  "embedded (sha256 differs from the recorded one), so its stored vectors are stale. "
                                  "Run `zooscope check --fix` then `zooscope embed` (zoo.check(fix=True); zoo.embed()).")
 
 
-def _current(row: dict[str, Any], rec: dict[str, Any] | None) -> bool:
+def _current(row: EmbeddingRecord, rec: ModelRecord | None) -> bool:
     """Whether a model's vector row was computed from the checkpoint the catalog records now."""
-    req = (row.get("params") or {}).get("request") or {}
-    return rec is not None and req.get("checkpoint_sha256", rec.get("checkpoint_sha256")) == rec.get(
-        "checkpoint_sha256")
+    return rec is not None and row.request.get("checkpoint_sha256", rec.checkpoint_sha256) == rec.checkpoint_sha256
 
 
 def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,
@@ -183,9 +181,9 @@ def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, ar
         rows = ctx.vectors.current_rows(by)
     else:
         rows = ctx.catalog.embeddings(kind=by, ids=ids.tolist())
-    shas = {n: ctx.catalog.get_model(n) for n in {r["model"] for r in rows if r["model"]}}
-    rows = {r["id"]: r for r in rows if r["model"] != q.exclude and comparability_group(r) == q.group
-            and _current(r, shas.get(r["model"]))}  # vectors of an earlier checkpoint are skipped
+    shas = {n: ctx.catalog.get_model(n) for n in {r.model for r in rows if r.model}}
+    rows = {r.id: r for r in rows if r.model != q.exclude and comparability_group(r) == q.group
+            and _current(r, shas.get(r.model))}  # vectors of an earlier checkpoint are skipped
     rows, skipped = screen_rows(ctx.catalog, ctx.vectors, rows)  # a bad model is skipped, never fatal
     if not rows and skipped:
         raise ZooscopeInputError(f"Every comparable zoo model was skipped: {'; '.join(skipped_note(skipped))}.")
@@ -194,19 +192,19 @@ def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, ar
             f"No other zoo model has a {by!r} embedding comparable to {model!r} (same probe set and parameters). "
             "Add models of that input shape and run zoo.embed().")
     ranked = _rerank(ctx, rows, queries, rule, int(k))
-    recs = {name: ctx.catalog.get_model(name) for name in {rows[i]["model"] for i, _ in ranked}}
-    out = [{"rank": i + 1, "model": rows[rid]["model"], "score": s, "arch": recs[rows[rid]["model"]]["spec"],
-            "trained_on": recs[rows[rid]["model"]]["trained_on"], "layer": qname if rule == "layer" else "all",
+    recs = {name: ctx.catalog.get_model(name) for name in {rows[i].model for i, _ in ranked}}
+    out = [{"rank": i + 1, "model": rows[rid].model, "score": s, "arch": recs[rows[rid].model].spec,
+            "trained_on": recs[rows[rid].model].trained_on, "layer": qname if rule == "layer" else "all",
             "rule": rule} for i, (rid, s) in enumerate(ranked)]
     table = pd.DataFrame(out, columns=COLUMNS)
     table.attrs["skipped"] = skipped
     return table
 
 
-def _rerank(ctx: SimilarContext, rows: dict[int, dict], queries: np.ndarray, rule: str,
+def _rerank(ctx: SimilarContext, rows: dict[int, EmbeddingRecord], queries: np.ndarray, rule: str,
             k: int) -> list[tuple[int, float]]:
     """Exact scores of the candidate rows, best first (`zooscope.index.rerank`)."""
-    from zooscope.index.faiss_index import rerank
+    from zooscope.index import rerank
 
     if rule == "layer":
         def fetch(ids: list[int]) -> np.ndarray:
@@ -236,9 +234,9 @@ def _by_task(ctx: SimilarContext, model: str, k: int, arch: str | None, oversamp
         raise ZooscopeInputError("by='task2vec' compares the tasks zoo models were trained on; a new spec has "
                                  "none recorded. Use by='cka' for a new checkpoint.")
     from zooscope.embed.task2vec import task_distance
-    from zooscope.index.faiss_index import rerank
+    from zooscope.index import rerank
 
-    src = ctx.catalog.get_model(model)["trained_on"]
+    src = ctx.catalog.get_model(model).trained_on
     if src is None:
         raise ZooscopeInputError(f"Model {model!r} has no trained_on dataset, so by='task2vec' cannot place it. "
                                  "Record it (add_model(..., trained_on=…, replace=True)) or use by='cka'.")
@@ -249,22 +247,22 @@ def _by_task(ctx: SimilarContext, model: str, k: int, arch: str | None, oversamp
     qrow = src_rows[-1]
     qvec = ctx.vectors.read64(qrow)
     group = comparability_group(qrow)
-    models = [m for m in ctx.catalog.models() if m["name"] != model and m["trained_on"]]
-    skipped = [(m["name"], r) for m in models if (r := model_problem(m))]
-    models = [m for m in models if m["name"] not in dict(skipped)]
+    models = [m for m in ctx.catalog.models() if m.name != model and m.trained_on]
+    skipped = [(m.name, r) for m in models if (r := model_problem(m))]
+    models = [m for m in models if m.name not in dict(skipped)]
     ids = None
     if not exact:
         ids = ctx.indices.search(IndexKey("task2vec", "all", group), qvec[None], k * max(1, oversample) + 1)
     rows = ctx.vectors.current_rows("task2vec") if ids is None else ctx.catalog.embeddings(kind="task2vec",
                                                                                            ids=ids.tolist())
-    by_data = {r["dataset"]: r for r in rows if comparability_group(r) == group}
-    cands = {i: m for i, m in enumerate(models) if m["trained_on"] in by_data}
+    by_data = {r.dataset: r for r in rows if comparability_group(r) == group}
+    cands = {i: m for i, m in enumerate(models) if m.trained_on in by_data}
     ranked = rerank(qvec, sorted(cands),
-                    lambda ids: np.stack([ctx.vectors.read64(by_data[cands[i]["trained_on"]]) for i in ids]),
+                    lambda ids: np.stack([ctx.vectors.read64(by_data[cands[i].trained_on]) for i in ids]),
                     lambda q, C: np.array([1.0 - float(task_distance(q, c, kind="sym")) for c in C]))
-    ranked = sorted(ranked, key=lambda t: (-t[1], cands[t[0]]["name"]))[:k]
-    out = [{"rank": j + 1, "model": cands[i]["name"], "score": s, "arch": cands[i]["spec"],
-            "trained_on": cands[i]["trained_on"], "layer": None, "rule": "task_distance"}
+    ranked = sorted(ranked, key=lambda t: (-t[1], cands[t[0]].name))[:k]
+    out = [{"rank": j + 1, "model": cands[i].name, "score": s, "arch": cands[i].spec,
+            "trained_on": cands[i].trained_on, "layer": None, "rule": "task_distance"}
            for j, (i, s) in enumerate(ranked)]
     table = pd.DataFrame(out, columns=COLUMNS)
     table.attrs["skipped"] = skipped

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from zooscope._io import atomic_write
 from zooscope._validation import ZooscopeInputError
-from zooscope.zoo import _catalog_schema as schema
+from zooscope.zoo.catalog import schema
 from zooscope.zoo.integrity import CorruptFileError, file_sha256, read_marker, verify_file
 
 __all__ = ["FORMAT", "export_zoo", "import_zoo"]

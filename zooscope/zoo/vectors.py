@@ -7,6 +7,7 @@ rows and ``params["penultimate"]`` the default layer; dataset kinds store one ve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,20 +15,22 @@ import numpy as np
 
 from zooscope._validation import unknown_name_error
 from zooscope.index.store import VectorStore
-from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.catalog import Catalog, EmbeddingRecord, params_hash
 from zooscope.zoo.integrity import CorruptFileError, verify_file
 
-__all__ = ["VectorRepo", "comparability_group"]
+__all__ = ["VectorRepo", "comparability_group", "request_group"]
 
 
-def comparability_group(row: dict[str, Any]) -> str:
+def comparability_group(row: EmbeddingRecord) -> str:
     """Rows of one kind are comparable iff they share this: the probe set (model kinds) or the probe network
     (dataset kinds), plus the kind's parameters. It is part of every index key."""
-    from zooscope.zoo.catalog import params_hash
+    return request_group(row.request)
 
-    req = row["params"].get("request") or {}
-    base = req.get("probe_set") or params_hash(req.get("probe_net"))[:12]
-    return f"{base}.{params_hash(req.get('params'))[:8]}"
+
+def request_group(request: Mapping[str, Any]) -> str:
+    """The comparability group of a row computed for ``request`` (see `comparability_group`)."""
+    base = request.get("probe_set") or params_hash(request.get("probe_net"))[:12]
+    return f"{base}.{params_hash(request.get('params'))[:8]}"
 
 
 @dataclass(frozen=True)
@@ -37,14 +40,15 @@ class VectorRepo:
     catalog: Catalog
     store: VectorStore
 
-    def current_rows(self, kind: str, *, model: str | None = None, dataset: str | None = None) -> list[dict]:
+    def current_rows(self, kind: str, *, model: str | None = None,
+                     dataset: str | None = None) -> list[EmbeddingRecord]:
         """The embedding rows of ``kind`` (one per subject: the newest when several exist), in id order."""
-        best: dict[tuple[str | None, str | None], dict] = {}
+        best: dict[tuple[str | None, str | None], EmbeddingRecord] = {}
         for r in self.catalog.embeddings(kind=kind, model=model, dataset=dataset):
-            best[(r["model"], r["dataset"])] = r  # rows come in id order: the newest wins
-        return sorted(best.values(), key=lambda r: r["id"])
+            best[(r.model, r.dataset)] = r  # rows come in id order: the newest wins
+        return sorted(best.values(), key=lambda r: r.id)
 
-    def read(self, row: dict[str, Any]) -> np.ndarray:
+    def read(self, row: EmbeddingRecord) -> np.ndarray:
         """The stored array of a row, memory-mapped (read-only): (n_layers, dim) or (dim,).
 
         The file is checked against the sha256 the catalog recorded (rows written before schema v2 have none),
@@ -58,33 +62,33 @@ class VectorRepo:
         KeyError
             The file is missing.
         """
-        path = self.store.path(row["vector_key"])
-        verify_file(path, row.get("sha256"), f"{row['kind']} vector")
+        path = self.store.path(row.vector_key)
+        verify_file(path, row.sha256, f"{row.kind} vector")
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as e:
-            raise CorruptFileError(f"The {row['kind']} vector file {path} cannot be read ({e}). Run `zooscope "
+            raise CorruptFileError(f"The {row.kind} vector file {path} cannot be read ({e}). Run `zooscope "
                                    "check --fix` (then `zooscope embed`) to drop and recompute it.", path) from None
         if not np.isfinite(arr).all():
-            raise CorruptFileError(f"The {row['kind']} vector file {path} holds NaN or Inf. Run `zooscope check "
+            raise CorruptFileError(f"The {row.kind} vector file {path} holds NaN or Inf. Run `zooscope check "
                                    "--fix` (then `zooscope embed`) to drop and recompute it.", path)
         return arr
 
-    def problem(self, row: dict[str, Any]) -> str | None:
+    def problem(self, row: EmbeddingRecord) -> str | None:
         """Why a row's vector cannot be used (missing, corrupt, non-finite), or None when it reads fine."""
         try:
             self.read(row)
         except KeyError:
-            return f"{row['kind']} vector file {row['vector_key']}.npy is missing (run `zooscope check --fix`)"
+            return f"{row.kind} vector file {row.vector_key}.npy is missing (run `zooscope check --fix`)"
         except CorruptFileError as e:
             return str(e)
         return None
 
-    def read64(self, row: dict[str, Any]) -> np.ndarray:
+    def read64(self, row: EmbeddingRecord) -> np.ndarray:
         """The stored array of a row as float64 (in memory)."""
         return np.asarray(self.read(row), dtype=np.float64)
 
-    def layer_vector(self, row: dict[str, Any], layer: str | None = None) -> np.ndarray:
+    def layer_vector(self, row: EmbeddingRecord, layer: str | None = None) -> np.ndarray:
         """One layer's stored vector (default: the penultimate layer) as float64."""
         arr = self.read(row)
         if arr.ndim == 1:
@@ -92,10 +96,10 @@ class VectorRepo:
         return np.asarray(arr[layer_position(row, layer)], dtype=np.float64)
 
 
-def layer_position(row: dict[str, Any], layer: str | None = None) -> int:
+def layer_position(row: EmbeddingRecord, layer: str | None = None) -> int:
     """Row index of ``layer`` (None or "penultimate": the penultimate layer) in a model row's stack."""
-    layers = row["params"]["layers"]
-    name = row["params"]["penultimate"] if layer in (None, "penultimate") else layer
+    layers = row.params["layers"]
+    name = row.params["penultimate"] if layer in (None, "penultimate") else layer
     if name not in layers:
-        raise unknown_name_error(f"layer of model {row['model']!r}", str(name), layers)
+        raise unknown_name_error(f"layer of model {row.model!r}", str(name), layers)
     return layers.index(name)

@@ -85,6 +85,34 @@ def _open_catalog(root: Path, open_: Any) -> Catalog:
             "changed. Restore it from a backup, or rebuild the zoo from an export (`zooscope import`).") from None
 
 
+def _storage_of_url(url: str, storage: str | os.PathLike[str] | None, create: bool) -> Path:
+    """The storage folder of a zoo whose catalog is at ``url``; it must exist unless the zoo is being created."""
+    if storage is None:
+        raise ZooscopeInputError(
+            f"--zoo {url.split('://')[0]}://…: a catalog URL needs the zoo's storage folder (vectors, indices, "
+            "probes): add --storage DIR or set $ZOOSCOPE_STORAGE (Zoo.open(url, storage=DIR) in Python).")
+    root = Path(storage).expanduser().resolve()
+    if not create and not root.is_dir():
+        raise ZooscopeInputError(f"--storage {str(storage)!r}: no such folder. Create the zoo with `zooscope init "
+                                 f"--zoo URL --storage {storage}` (Zoo.create(url, storage=…)) first.")
+    return root
+
+
+def _folder_of_zoo(path: str, storage: str | os.PathLike[str] | None, create: bool) -> Path:
+    """The folder of a zoo at ``path``: not a file, its own storage, and never a catalog that lost its bytes."""
+    root = Path(path).expanduser().resolve()
+    if storage is not None and Path(storage).expanduser().resolve() != root:
+        raise ZooscopeInputError(f"--storage {str(storage)!r} goes with a catalog URL in --zoo; a zoo folder "
+                                 f"({path!r}) is its own storage. Drop --storage (or unset $ZOOSCOPE_STORAGE).")
+    if root.exists() and not root.is_dir():
+        raise ZooscopeInputError(f"{root} is a file; a zoo is a folder. Choose another path.")
+    catalog = root / "catalog.sqlite"
+    if catalog.is_file() and catalog.stat().st_size == 0:  # never taken for a new zoo: that would wipe it
+        raise ZooscopeInputError(f"--zoo {path!r}: its catalog.sqlite is empty (0 bytes), so the zoo cannot be "
+                                 "read; restore the catalog from a backup. Nothing was changed.")
+    return root
+
+
 class Zoo:
     """A model zoo: models, datasets, their embeddings and indices (`Zoo.open` an existing one, `Zoo.create`
     a new one)."""
@@ -112,24 +140,16 @@ class Zoo:
         Raises
         ------
         ZooscopeInputError
-            No zoo at the path (without ``create``), naming the path; a file where the folder should be.
+            No zoo at the path (without ``create``), naming the path; a file where the folder should be; an
+            empty (0-byte) catalog; a URL without its storage folder; a storage folder other than the zoo folder.
         """
         text = str(path_or_url)
         if "://" in text:
-            if storage is None:
-                raise ZooscopeInputError(
-                    f"A catalog URL ({text.split('://')[0]}://…) needs a storage folder for vectors and indices: "
-                    "Zoo.open(url, storage='/shared/zoo').")
-            root = Path(storage).expanduser().resolve()
-            if not root.is_dir() and not create:
-                raise ZooscopeInputError(f"No zoo storage folder at {root}. Create the zoo first "
-                                         "(zooscope init, or Zoo.create(url, storage=…)).")
+            root = _storage_of_url(text, storage, create)
             writable = create or _writable(root)
             catalog = Catalog(text)
         else:
-            root = Path(text).expanduser().resolve()
-            if root.exists() and not root.is_dir():
-                raise ZooscopeInputError(f"{root} is a file; a zoo is a folder. Choose another path.")
+            root = _folder_of_zoo(text, storage, create)
             marker = integrity.check_folder(root, create=create)  # a damaged zoo is refused, never re-made
             if not (root / "catalog.sqlite").is_file() and not create:
                 what = "nothing" if not root.exists() else "a folder without a zoo catalog (catalog.sqlite)"
@@ -243,7 +263,7 @@ class Zoo:
         ckpt = None if checkpoint is None else Path(checkpoint).expanduser().resolve()
         model = build_model(arch, kwargs, ckpt)
         datasets = self.catalog.datasets()
-        if trained_on is not None and not any(d["name"] == trained_on for d in datasets):
+        if trained_on is not None and not any(d.name == trained_on for d in datasets):
             log.warning("trained_on %r: dataset not registered yet; register it (add-dataset %s --source …) so "
                         "that select and similar --by task2vec can use it", trained_on, trained_on)
         firm = shapes.firm_shapes(datasets, input_shape, trained_on, kwargs, model)
@@ -253,7 +273,7 @@ class Zoo:
             find_input_shape(model, shape_candidates(datasets, None, None, kwargs, model))
             shape = None
         if replace:
-            old = [m for m in self.catalog.models() if m["name"] == name]
+            old = [m for m in self.catalog.models() if m.name == name]
             if old:
                 self.remove_model(name)
         return self.catalog.add_model(
@@ -280,7 +300,7 @@ class Zoo:
         integrity.validate_name(name, "dataset")
         source = absolute_source(source)  # stored absolute: embed from any folder reads the same files
         ds = load_dataset(source, split=split, seed=seed)
-        if replace and any(d["name"] == name for d in self.catalog.datasets()):
+        if replace and any(d.name == name for d in self.catalog.datasets()):
             self.remove_dataset(name)
         return self.catalog.add_dataset(
             name, source=source, size=len(ds.x), num_classes=ds.num_classes, input_shape=ds.input_shape,

@@ -161,7 +161,7 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     if "task2vec" in chosen or len(fits) > STAGE1_ALL:
         dist, fits = _stage1(ctx, dataset, fits, chosen, alpha, int(pool or max(3 * k, 10)))
     table, ds = score_table(ctx, rec, fits, score_cols, max_examples, seed, progress, skipped)
-    fits = [m for m in fits if m["name"] not in dict(skipped)]
+    fits = [m for m in fits if m.name not in dict(skipped)]
     table = table[~table["model"].isin(dict(skipped))].reset_index(drop=True)
     if not fits:
         raise ZooscopeInputError(f"Every candidate model was skipped: {'; '.join(skipped_note(skipped))}.")
@@ -186,8 +186,8 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     else:
         table["score"] = pd.concat([base, hr], axis=1).mean(axis=1, skipna=True) \
             if default or "history" in chosen else base
-    table["arch"] = [m["spec"] for m in fits]
-    table["trained_on"] = [m["trained_on"] for m in fits]
+    table["arch"] = [m.spec for m in fits]
+    table["trained_on"] = [m.trained_on for m in fits]
     table = table.sort_values(["score", "model"], ascending=[False, True], na_position="last")
     if finetune_top:
         from zooscope.zoo.select.refine import refine
@@ -204,12 +204,12 @@ def _candidates(ctx: SelectContext, dataset: str, candidates: Sequence[str] | No
         raise ZooscopeInputError("The zoo has no models. Add some (zoo.add_model) before selecting.")
     rec = ctx.catalog.get_dataset(dataset)
     models = all_models if candidates is None else [ctx.catalog.get_model(n) for n in candidates]
-    skipped = [(m["name"], r) for m in models if (r := model_problem(m))]  # one bad model never blocks select
-    models = [m for m in models if m["name"] not in dict(skipped)]
-    shape = tuple(rec["input_shape"] or ())
-    fits = [m for m in models if m["input_shape"] and tuple(m["input_shape"]) == shape]
+    skipped = [(m.name, r) for m in models if (r := model_problem(m))]  # one bad model never blocks select
+    models = [m for m in models if m.name not in dict(skipped)]
+    shape = tuple(rec.input_shape or ())
+    fits = [m for m in models if m.input_shape and tuple(m.input_shape) == shape]
     if not fits:
-        shapes = sorted({tuple(m["input_shape"] or ()) for m in models})
+        shapes = sorted({tuple(m.input_shape or ()) for m in models})
         raise ZooscopeInputError(f"No candidate model takes inputs of shape {shape} (dataset {dataset!r}); "
                                  f"the models take {shapes}. Resize the dataset (e.g. '?size=28') or add models.")
     return all_models, rec, fits, skipped
@@ -229,7 +229,7 @@ def _stage1(ctx: SelectContext, dataset: str, fits: list[dict[str, Any]], chosen
         return {}, fits
     if large:
         keep = set(sorted(dist, key=dist.get)[:pool])
-        fits = [m for m in fits if m["name"] in keep or m["name"] in unknown]
+        fits = [m for m in fits if m.name in keep or m.name in unknown]
     return dist, fits
 
 
@@ -238,7 +238,7 @@ def _shown(ctx: SelectContext, table: pd.DataFrame, k: int, cols: list[str], sco
            skipped: list[tuple[str, str]]) -> pd.DataFrame:
     """The top ``k`` rows with their ``why``, ranked, in the documented column order."""
     shown = [c for c in cols if c not in ("history",)]
-    registered = {d["name"] for d in ctx.catalog.datasets()}
+    registered = {d.name for d in ctx.catalog.datasets()}
     table["why"] = [why(table, name, shown, prior, weights, default, registered) for name in table.index]
     table = table.head(k).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))

@@ -17,7 +17,7 @@ from zooscope.zoo.indices import IndexKey
 from zooscope.zoo.probes import probe_inputs
 from zooscope.zoo.select.context import FISHER_EXAMPLES, SelectContext
 from zooscope.zoo.select.scores import load_labelled
-from zooscope.zoo.vectors import comparability_group
+from zooscope.zoo.vectors import comparability_group, request_group
 
 __all__ = ["fisher_distances", "pair_fisher", "task_distances"]
 
@@ -29,17 +29,17 @@ def task_distances(ctx: SelectContext, target: str, models: list[dict], alpha: f
     """(d_asym(source → target) of the models whose source task the index proposes (exact re-rank), names of
     the models whose source task is unknown: not registered, or its task vector cannot be computed)."""
     from zooscope.embed.task2vec import task_distance
-    from zooscope.index.faiss_index import rerank
+    from zooscope.index import rerank
 
-    tvec, trow = compute_missing(ctx.embedding, "task2vec", target)
-    group = comparability_group(trow)
-    registered = {d["name"] for d in ctx.catalog.datasets()}
-    sources = sorted({m["trained_on"] for m in models if m["trained_on"] in registered})
+    tvec, treq = compute_missing(ctx.embedding, "task2vec", target)
+    group = request_group(treq)
+    registered = {d.name for d in ctx.catalog.datasets()}
+    sources = sorted({m.trained_on for m in models if m.trained_on in registered})
     ids = ctx.indices.search(IndexKey("task2vec", "all", group), tvec[None], 2 * pool + 1)
     rows = ctx.vectors.current_rows("task2vec") if ids is None else ctx.catalog.embeddings(kind="task2vec",
                                                                                           ids=ids.tolist())
-    near = {r["dataset"] for r in rows if comparability_group(r) == group}
-    stored = {r["dataset"] for r in ctx.vectors.current_rows("task2vec") if comparability_group(r) == group}
+    near = {r.dataset for r in rows if comparability_group(r) == group}
+    stored = {r.dataset for r in ctx.vectors.current_rows("task2vec") if comparability_group(r) == group}
     vecs: dict[str, np.ndarray] = {}
     failed: set[str] = set()
     for name in sources:
@@ -49,19 +49,18 @@ def task_distances(ctx: SelectContext, target: str, models: list[dict], alpha: f
             except ZooscopeInputError as e:
                 log.warning("no task vector for source %r: %s", name, e)
                 failed.add(name)
-    trivial = _trivial(ctx, target, trow)
-    cands = {i: m for i, m in enumerate(models) if m["trained_on"] in vecs}
+    trivial = _trivial(ctx, target, treq)
+    cands = {i: m for i, m in enumerate(models) if m.trained_on in vecs}
     ranked = rerank(tvec, sorted(cands), lambda ids: np.stack([vecs[cands[i]["trained_on"]] for i in ids]),
                     lambda t, C: np.array([task_distance(c, t, kind="asym", alpha=alpha, trivial=trivial)
                                            for c in C]), larger_is_better=False)
-    unknown = {m["name"] for m in models if m["trained_on"] not in registered or m["trained_on"] in failed}
-    return {cands[i]["name"]: float(d) for i, d in ranked}, unknown
+    unknown = {m.name for m in models if m.trained_on not in registered or m.trained_on in failed}
+    return {cands[i].name: float(d) for i, d in ranked}, unknown
 
 
-def _trivial(ctx: SelectContext, target: str, row: dict[str, Any]) -> np.ndarray:
+def _trivial(ctx: SelectContext, target: str, req: dict[str, Any]) -> np.ndarray:
     """The trivial task's vector for the target's probe network (kept in ``<cache>/task2vec_trivial``)."""
-    req = row["params"]["request"]
-    shape = tuple(ctx.catalog.get_dataset(target)["input_shape"])
+    shape = tuple(ctx.catalog.get_dataset(target).input_shape)
     probe, x = probe_inputs(ctx.probes, shape)
     path = ctx.probes.paths.cache / "task2vec_trivial" / f"fisher-{params_hash({**req, 'probe': probe['id']})[:24]}.npy"
 
@@ -84,9 +83,9 @@ def pair_fisher(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], seed
     stratified subset of `FISHER_EXAMPLES`; cached in ``cache/select_fisher`` per (model, dataset)."""
     params = {"max_samples": FISHER_EXAMPLES, "n_samples": FISHER_EXAMPLES, "head_epochs": 3, "head_draws": 2000,
               "seed": seed}
-    h = params_hash({**params, "model": m["name"], "spec": m["spec"], "kwargs": m["kwargs"],
-                     "checkpoint": m["checkpoint"], "sha": m.get("checkpoint_sha256"), "dataset": rec["name"],
-                     "source": rec["source"], "meta": rec["meta"], "kind": "fisher"})
+    h = params_hash({**params, "model": m.name, "spec": m.spec, "kwargs": m.kwargs,
+                     "checkpoint": m.checkpoint, "sha": m.checkpoint_sha256, "dataset": rec.name,
+                     "source": rec.source, "meta": rec.meta, "kind": "fisher"})
 
     def compute() -> np.ndarray:
         from zooscope.embed.task2vec import Task2Vec
@@ -106,13 +105,13 @@ def fisher_distances(ctx: SelectContext, rec: dict[str, Any], models: list[dict[
     """d_sym(F_m(source), F_m(target)) per model whose training dataset is registered (NaN otherwise)."""
     from zooscope.embed.task2vec import task_distance
 
-    registered = {d["name"]: d for d in ctx.catalog.datasets()}
+    registered = {d.name: d for d in ctx.catalog.datasets()}
     out = {}
     for m in models:
-        src = registered.get(m["trained_on"] or "")
+        src = registered.get(m.trained_on or "")
         if src is None:
-            out[m["name"]] = np.nan
+            out[m.name] = np.nan
             continue
-        out[m["name"]] = float(task_distance(pair_fisher(ctx, m, src, seed), pair_fisher(ctx, m, rec, seed),
+        out[m.name] = float(task_distance(pair_fisher(ctx, m, src, seed), pair_fisher(ctx, m, rec, seed),
                                              kind="sym"))
     return out

@@ -29,7 +29,7 @@ def prior(ctx: SelectContext, rec: dict[str, Any], index: pd.Index, fits: list[d
     ``base`` is the default ranker's target-side score (None: computed here when a prior is needed); ``use``
     False skips the prior (no history asked for); results on the target itself are returned apart, never used.
     """
-    dataset = rec["name"]
+    dataset = rec.name
     recorded = hist.results(ctx.catalog)
     recorded = recorded[recorded["metric"] == metric]
     own = recorded[recorded["dataset"] == dataset].set_index("model")["value"]
@@ -54,8 +54,8 @@ def _similarities(ctx: SelectContext, target_score: pd.Series, past: Sequence[st
     for p in past:
         try:
             rec = ctx.catalog.get_dataset(p)
-            fit = [m for m in models if rec["input_shape"] and tuple(m["input_shape"] or ()) ==
-                   tuple(rec["input_shape"])]
+            fit = [m for m in models if rec.input_shape and tuple(m.input_shape or ()) ==
+                   tuple(rec.input_shape)]
             t, _ = score_table(ctx, rec, fit, DEFAULT_COLUMNS, max_examples, seed)
             other = pd.Series(combine_ranks(t, DEFAULT_COLUMNS), index=t["model"])
             both = pd.concat([target_score, other], axis=1, join="inner").dropna()

@@ -24,7 +24,7 @@ def refine(table: pd.DataFrame, fits: list[dict[str, Any]], ds: Any, n: int, epo
     n_val = max(round(0.2 * len(y)), 2 * int(y.max() + 1))
     val = np.asarray(stratified_sample(y, n_val, seed=seed))
     tr = np.setdiff1d(np.arange(len(y)), val)
-    by_name = {m["name"]: m for m in fits}
+    by_name = {m.name: m for m in fits}
     top = list(table.index[:n])
     acc = {}
     for name in top:

@@ -29,16 +29,16 @@ def load_labelled(rec: dict[str, Any]) -> Any:
     """The registered dataset ``rec``'s labelled examples (at least two classes)."""
     from zooscope.nets.datasets import check_labelled, load_dataset
 
-    return check_labelled(load_dataset(rec["source"], split=rec["meta"].get("split", "train"),
-                                       seed=int(rec["meta"].get("seed", 0))))
+    return check_labelled(load_dataset(rec.source, split=rec.meta.get("split", "train"),
+                                       seed=int(rec.meta.get("seed", 0))))
 
 
 def _cache_path(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], key: dict[str, Any]) -> Path:
     """``cache/select_features/<hash>.npz`` for (model, dataset, subset); its scores sit next to it in
     ``<hash>.scores-<zooscope version>.json``."""
-    h = params_hash({**key, "model": m["name"], "spec": m["spec"], "kwargs": m["kwargs"],
-                     "checkpoint": m["checkpoint"], "sha": m.get("checkpoint_sha256"),
-                     "dataset": rec["name"], "source": rec["source"], "meta": rec["meta"], "rule": "prelogits"})
+    h = params_hash({**key, "model": m.name, "spec": m.spec, "kwargs": m.kwargs,
+                     "checkpoint": m.checkpoint, "sha": m.checkpoint_sha256,
+                     "dataset": rec.name, "source": rec.source, "meta": rec.meta, "rule": "prelogits"})
     return ctx.probes.paths.cache / "select_features" / f"{h[:32]}.npz"
 
 
@@ -76,7 +76,7 @@ def score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str, 
     rows = []
     for m in track(models, description=f"features and scores of {len(models)} candidates", enabled=show_progress,
                    transient=True):
-        row: dict[str, Any] = {"model": m["name"]}
+        row: dict[str, Any] = {"model": m.name}
         if columns:
             path = _cache_path(ctx, m, rec, key)
             spath = path.with_name(f"{path.stem}.scores-{__version__}.json")
@@ -89,10 +89,10 @@ def score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str, 
                 feats, probs = features(m, sub, path)
                 if not np.isfinite(feats).all():  # NaN weights or activations: skipped, never fatal for the zoo
                     if skipped is not None:
-                        skipped.append((m["name"], "non-finite features (NaN or Inf weights or activations)"))
+                        skipped.append((m.name, "non-finite features (NaN or Inf weights or activations)"))
                     continue
                 for c in todo:
-                    cached[c] = _one_score(c, feats, probs, y, m["name"], rec["name"])
+                    cached[c] = _one_score(c, feats, probs, y, m.name, rec.name)
                 write_cache(spath, json.dumps(cached).encode())
             row.update({c: float(cached[c]) for c in columns})
         rows.append(row)

@@ -71,7 +71,7 @@ embeddings_table = sa.Table(
     "embeddings", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # = the vector id in FAISS
     sa.Column("kind", _Name, nullable=False),
-    sa.Column("model", _Name, nullable=False),  # "" when absent (see module docstring)
+    sa.Column("model", _Name, nullable=False),  # "" when absent (see `zooscope.zoo.catalog.rows`)
     sa.Column("dataset", _Name, nullable=False),
     sa.Column("layer", _Name, nullable=False),
     sa.Column("params", sa.JSON, nullable=False),

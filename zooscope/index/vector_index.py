@@ -1,17 +1,10 @@
-"""FAISS indices whose ids are catalog ids: build, add, remove, search, save, checked load, exact re-rank.
-
-An index is one faiss factory string (``"IDMap2,Flat"``, ``"IDMap2,HNSW32"``, ``"IDMap2,IVF256,Flat"``): to scale,
-change the string, not code. ``IDMap2`` makes the ids the catalog's embedding ids.
+"""`VectorIndex`: a FAISS index whose ids are catalog ids -- build, add, remove, search, save, checked load.
 
 Scores. ``metric="ip"`` returns inner products (cosine when ``normalized``: vectors and queries are
 `faiss.normalize_L2`-ed), larger is nearer; ``metric="l2"`` returns *squared* Euclidean distances, smaller is
 nearer. A missing hit (k larger than the index) has id -1 and score -inf (ip) or +inf (l2).
 
-Files. `VectorIndex.save` writes a small zooscope container -- a magic line, a JSON header (dim, metric,
-normalized, factory) and the faiss serialisation -- to a temp name, fsyncs it and renames it into place; it
-returns the file's sha256. `VectorIndex.load` reads the file into memory, checks that sha256 and only then hands
-the same bytes to faiss (``read_index`` on a crafted file can run code, so nothing unverified reaches it, and the
-file cannot change between the check and the read).
+Which factory string for which size: `zooscope.index.factory`; the checked file: `zooscope.index.file_format`.
 
 Removal. Flat indices remove ids in place. HNSW cannot remove, and IVF under ``IDMap2`` would mis-map ids
 after ``remove_ids``; for both, `VectorIndex.remove` rebuilds from the index's own exact vectors minus the
@@ -21,14 +14,10 @@ with `VectorIndex.build` from the vector store.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import re
 import tempfile
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -36,113 +25,19 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from zooscope._io import atomic_write
 from zooscope._validation import ZooscopeInputError, _to_numpy, check_choice
+from zooscope.index.factory import ADD_CHUNK, METRICS, choose_factory, estimate_memory, is_lossy, ram_budget
+from zooscope.index.file_format import index_files, read_index, write_index
 
-__all__ = ["FLAT_MAX", "VectorIndex", "choose_factory", "estimate_memory", "rerank"]
+__all__ = ["VectorIndex"]
 
 log = logging.getLogger(__name__)
 
-FLAT_MAX = 50_000  # exact search stays < 1 ms/query (batched) below this on 2 cores (env_probe §4)
 QUERY_BATCH = 4096
-ADD_CHUNK = 65_536  # rows validated, normalised and added at a time (bounds the build's extra memory)
 LARGE_BUILD = 200_000  # builds from this size on announce their memory estimate
 OVERSAMPLE = 10  # exact re-rank of k × this candidates (IVF-SQ8 alone: recall@10 0.96-0.98 at 1M)
 NPROBE = 8  # 1M bench: recall@10 0.999-1.0 at nprobe 8 (0.9935-0.9954 at 4); raise it for harder data
 RERANK_BLOCK = 32  # queries re-ranked together: 32 × 100 candidates × 256 dims = 3 MB, stays in cache
-_MAGIC = b"ZOOSCOPE-FAISS\n"
-_FORMAT = 1
-_METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
-_EXACT_SUFFIX = ".exact.npy"
-_EXACT_NAME = re.compile(r"\.[0-9a-f]{16}\.exact\.npy")
-
-
-def ivf_lists(n: int) -> int:
-    """IVF lists for ``n`` vectors: the power of two nearest sqrt(n), within [64, 65536] (1,024 at a million)."""
-    return int(min(65536, max(64, 2 ** round(np.log2(max(1.0, np.sqrt(n)))))))
-
-
-def choose_factory(n: int, dim: int, metric: str = "ip") -> str:
-    """The factory string for ``n`` vectors of ``dim``, from `benchmarks/bench_index.py` (RESULTS.md).
-
-    * ``n < FLAT_MAX`` (50,000): ``"IDMap2,Flat"``, exact; a batched query costs well under a millisecond.
-    * above: ``"IDMap2,IVF{nlist},SQ8"`` with ``nlist`` ≈ sqrt(n) (`ivf_lists`), probed 8 lists deep (`NPROBE`), and
-      `VectorIndex.build` keeps the exact float vectors beside it (in RAM, or memory-mapped from disk when they
-      would not fit) to re-rank k × 10 candidates exactly. Measured at a million 256-d clustered signatures on
-      one thread (RESULTS.md): recall@10 ≥ 0.999, ~15 s of CPU to build, ≤ 0.5 ms of CPU a query batched and
-      under 1 ms single, 1.4 GB of RAM with the exact vectors in RAM (0.4 GB memory-mapped). The alternatives
-      measured there lose: exact Flat costs ~10× more a query; IVF-SQ8 without re-rank has recall 0.96-0.98;
-      HNSW32-SQ8 took ~20× longer to build with recall 0.86 and cannot remove vectors; IVF-PQ32 trains
-      slowly and its coarse codes keep only 0.59 of the true neighbours among 100 candidates.
-    """
-    check_choice(metric, _METRICS, "metric", "choose_factory")
-    if n < 0 or dim < 1:
-        raise ZooscopeInputError(f"choose_factory needs n >= 0 and dim >= 1; got n={n}, dim={dim}.")
-    return "IDMap2,Flat" if n < FLAT_MAX else f"IDMap2,IVF{ivf_lists(n)},SQ8"
-
-
-def _is_lossy(factory: str) -> bool:
-    """Whether the factory stores vectors approximately (scalar / product / residual quantisation, LSH)."""
-    return re.search(r"SQ|PQ|LSH|RQ", factory) is not None
-
-
-def estimate_memory(n: int, dim: int, factory: str, *, exact: bool | None = None) -> int:
-    """Bytes of RAM an index of ``n`` × ``dim`` vectors built from ``factory`` needs (faiss part + exact copy).
-
-    ``exact`` (default: whether the factory stores vectors lossily) adds the float32 vectors kept for the
-    exact re-rank; they can be memory-mapped from disk instead (`VectorIndex.build`'s ``memory_budget``).
-    The estimate counts codes, ids, IVF centroids and HNSW links, plus one build chunk; faiss's own slack
-    (list growth) is within ~20 %.
-    """
-    parts = [p.strip() for p in factory.split(",") if p.strip()]
-    exact = _is_lossy(factory) if exact is None else exact
-    per = 0.0
-    fixed = ADD_CHUNK * dim * 4 * 2  # one validated chunk + its normalised copy
-    for p in parts:
-        if p.startswith("IDMap"):
-            per += 8 + (16 if p == "IDMap2" else 0)  # id array (+ reverse map)
-        elif p.startswith("IVF"):
-            nlist = int("".join(ch for ch in p[3:].split("_")[0] if ch.isdigit()) or 1)
-            per += 8  # stored id per list entry
-            fixed += nlist * dim * 4
-        elif p.startswith("HNSW"):
-            m = int("".join(ch for ch in p[4:].split("_")[0] if ch.isdigit()) or 32)
-            per += m * 2 * 4 * 1.05  # level-0 links + upper levels
-            code = p.split("_", 1)[1] if "_" in p else "Flat"
-            per += _code_bytes(code, dim)
-        else:
-            per += _code_bytes(p, dim)
-    if exact:
-        per += dim * 4
-    return int(n * per + fixed)
-
-
-def _code_bytes(code: str, dim: int) -> float:
-    if code.startswith("SQ"):
-        bits = {"SQ8": 8, "SQ6": 6, "SQ4": 4, "SQfp16": 16, "SQbf16": 16}.get(code.split("x")[0], 8)
-        return dim * bits / 8
-    if code.startswith("PQ"):
-        digits = code[2:].split("x")
-        m = int("".join(ch for ch in digits[0] if ch.isdigit()) or 8)
-        nbits = int("".join(ch for ch in digits[1] if ch.isdigit()) or 8) if len(digits) > 1 else 8
-        return m * nbits / 8
-    return dim * 4.0  # Flat and anything unknown: float32
-
-
-def ram_budget() -> int:
-    """Bytes an index may hold in RAM: ``ZOOSCOPE_INDEX_RAM_BUDGET`` (bytes; suffix K/M/G allowed), else half
-    of MemAvailable."""
-    env = os.environ.get("ZOOSCOPE_INDEX_RAM_BUDGET")
-    if env:
-        mult = {"K": 2**10, "M": 2**20, "G": 2**30}.get(env.strip()[-1:].upper(), 1)
-        return int(float(env.strip().rstrip("KMGkmg")) * mult)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 // 2
-    except OSError:
-        pass
-    return 4 * 2**30
 
 
 def _as_vectors(x: npt.ArrayLike, dim: int | None, name: str) -> np.ndarray:
@@ -178,9 +73,6 @@ def _as_ids(ids: npt.ArrayLike, n: int) -> np.ndarray:
         raise ZooscopeInputError("ids must be unique; the same id appears twice.")
     return arr
 
-
-def _sha256_bytes(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class VectorIndex:
@@ -263,7 +155,7 @@ class VectorIndex:
         ZooscopeInputError
             Bad shapes, NaN, duplicate ids, an unknown factory, or too few vectors to train an IVF/PQ index.
         """
-        check_choice(metric, _METRICS, "metric", "VectorIndex.build")
+        check_choice(metric, METRICS, "metric", "VectorIndex.build")
         arr = _to_numpy(vectors)
         if arr.ndim == 1:
             arr = arr[None, :]
@@ -277,13 +169,13 @@ class VectorIndex:
         if not factory.startswith("IDMap"):
             factory = "IDMap2," + factory
         try:
-            index = faiss.index_factory(dim, factory, _METRICS[metric])
+            index = faiss.index_factory(dim, factory, METRICS[metric])
         except RuntimeError as e:
             raise ZooscopeInputError(
                 f"faiss cannot build factory {factory!r} ({str(e).splitlines()[-1]}). Examples of valid "
                 "strings: 'IDMap2,Flat', 'IDMap2,HNSW32', 'IDMap2,IVF256,Flat', 'IDMap2,IVF1024,SQ8'."
             ) from None
-        exact = _is_lossy(factory) if exact is None else bool(exact)
+        exact = is_lossy(factory) if exact is None else bool(exact)
         budget = ram_budget() if memory_budget is None else int(memory_budget)
         need = estimate_memory(n, dim, factory, exact=exact)
         to_disk = exact and need > budget
@@ -520,31 +412,14 @@ class VectorIndex:
         Exact vectors go first to ``<name>.exact.npy`` (also atomic); its sha256 is in the index file's header,
         which the returned checksum covers.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"format": _FORMAT, "dim": self.dim, "metric": self.metric, "normalized": self.normalized,
-                "factory": self.factory, "ntotal": self.ntotal}
-        if self.exact is not None:
-            side, digest = _write_exact(path, self.exact)
-            meta["exact"] = {"file": side.name, "sha256": digest,
-                             "rows": int(self.exact.shape[0])}
-        header = json.dumps(meta).encode()
-        payload = faiss.serialize_index(self.index)
-        parts = (_MAGIC, len(header).to_bytes(8, "little"), header, payload.tobytes())
-        digest = atomic_write(path, lambda f: [f.write(part) for part in parts])
-        if self.exact is not None:  # older exact files of this index (content-addressed names)
-            for old in path.parent.glob(path.name + ".*" + _EXACT_SUFFIX):
-                if old.name != meta["exact"]["file"] and _EXACT_NAME.fullmatch(old.name[len(path.name):]):
-                    old.unlink(missing_ok=True)
-        return digest
+        meta = {"dim": self.dim, "metric": self.metric, "normalized": self.normalized, "factory": self.factory,
+                "ntotal": self.ntotal}
+        return write_index(Path(path), self.index, meta, self.exact)
 
     @staticmethod
     def files(path: str | Path) -> list[Path]:
         """The files an index saved at ``path`` occupies: ``path`` and its exact-vector files, if any."""
-        path = Path(path)
-        side = [p for p in path.parent.glob(path.name + ".*" + _EXACT_SUFFIX)
-                if _EXACT_NAME.fullmatch(p.name[len(path.name):])]
-        return ([path] if path.exists() else []) + sorted(side)
+        return index_files(Path(path))
 
     @classmethod
     def load(cls, path: str | Path, sha256: str | None = None, *, allow_unverified: bool = False,
@@ -578,25 +453,7 @@ class VectorIndex:
                 f"Refusing to read {path} without its sha256: faiss deserialisation of a crafted file can run "
                 "code. Pass the checksum recorded in the catalog (Catalog.get_index)."
             )
-        data = path.read_bytes()
-        if sha256 is not None and _sha256_bytes(data) != str(sha256).lower():
-            raise ZooscopeInputError(
-                f"The index file {path} does not match its recorded sha256 (it was changed or truncated after "
-                "it was saved); it was not read. Delete it and rebuild the index from the vector store."
-            )
-        if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 8:
-            raise ZooscopeInputError(f"{path} is not a zooscope index file (written by VectorIndex.save).")
-        start = len(_MAGIC) + 8
-        hlen = int.from_bytes(data[len(_MAGIC):start], "little")
-        meta = json.loads(data[start:start + hlen])
-        if meta.get("format") != _FORMAT:
-            raise ZooscopeInputError(f"{path} has index format {meta.get('format')}; this zooscope reads {_FORMAT}.")
-        exact = _load_exact(path, meta, mmap) if meta.get("exact") else None
-        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8, offset=start + hlen))
-        del data
-        if exact is not None and exact.shape != (int(index.ntotal), int(index.d)):
-            raise ZooscopeInputError(f"{path}: the exact vectors have shape {exact.shape}, the index "
-                                     f"({index.ntotal}, {index.d}); rebuild the index.")
+        index, meta, exact = read_index(Path(path), sha256, allow_unverified=allow_unverified, mmap=mmap)
         return cls(index, metric=meta["metric"], normalized=meta["normalized"], factory=meta["factory"],
                    exact=exact)
 
@@ -605,102 +462,3 @@ def _remove_tree(folder: Path) -> None:
     for p in folder.glob("*"):
         p.unlink(missing_ok=True)
     folder.rmdir()
-
-
-def _write_exact(index_path: Path, arr: np.ndarray) -> tuple[Path, str]:
-    """Write ``arr`` as .npy beside the index under a content-addressed name (``<index>.<sha[:16]>.exact.npy``):
-    written through `zooscope._io.atomic_write` in chunks. A reader of the previous index file still finds its own
-    exact file until the next save removes it. Returns (path, sha256)."""
-    header = _npy_header(arr.shape, arr.dtype)
-
-    def chunks():
-        yield header
-        for s in range(0, arr.shape[0], ADD_CHUNK):
-            yield np.ascontiguousarray(arr[s:s + ADD_CHUNK]).tobytes()
-
-    h = hashlib.sha256()  # the name carries the content hash, so hash first, then write under that name
-    for block in chunks():
-        h.update(block)
-    digest = h.hexdigest()
-    path = index_path.with_name(f"{index_path.name}.{digest[:16]}{_EXACT_SUFFIX}")
-    atomic_write(path, lambda f: [f.write(block) for block in chunks()])
-    return path, digest
-
-
-def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                                              "fortran_order": False, "shape": tuple(int(s) for s in shape)})
-    return buf.getvalue()  # magic string included
-
-
-def _load_exact(path: Path, meta: dict, mmap: bool | None) -> np.ndarray:
-    info = meta["exact"]
-    name = str(info.get("file", ""))
-    if not (name.startswith(path.name) and _EXACT_NAME.fullmatch(name[len(path.name):])):  # data, never a path
-        raise ZooscopeInputError(f"{path}: unexpected exact-vector file name {name!r}; rebuild the index.")
-    side = path.with_name(name)
-    if not side.is_file():
-        raise ZooscopeInputError(f"{path}: its exact vectors {side.name} are missing; rebuild the index.")
-    h = hashlib.sha256()
-    with open(side, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    if h.hexdigest() != info.get("sha256"):
-        raise ZooscopeInputError(f"{side} does not match the sha256 recorded in {path.name}; it was changed "
-                                 "after it was saved. Rebuild the index from the vector store.")
-    if mmap is None:
-        mmap = side.stat().st_size > ram_budget() // 4
-    arr = np.load(side, mmap_mode="r" if mmap else None, allow_pickle=False)
-    if arr.dtype != np.float32 or arr.ndim != 2:
-        raise ZooscopeInputError(f"{side} holds {arr.dtype} {arr.shape}, not float32 vectors; rebuild the index.")
-    return arr
-
-
-def rerank(
-    query: npt.ArrayLike, candidate_ids: Iterable[int] | npt.ArrayLike,
-    fetch: Callable[[list[int]], npt.ArrayLike], score: Callable[[np.ndarray, np.ndarray], npt.ArrayLike],
-    *, k: int | None = None, larger_is_better: bool = True,
-) -> list[tuple[int, float]]:
-    """Re-score ANN candidates exactly and sort them.
-
-    Parameters
-    ----------
-    query : array-like
-        Whatever ``score`` takes as its first argument (e.g. a full-size vector of shape (dim,)).
-    candidate_ids : iterable of int
-        Ids from `VectorIndex.search`; -1 and repeats are dropped.
-    fetch : callable
-        ``fetch(ids) -> array of shape (m, ...)``: the exact vectors of ``ids`` in that order (e.g. from the
-        vector store).
-    score : callable
-        ``score(query, candidates) -> array of shape (m,)``: the exact score of each candidate.
-    k : int, optional
-        Keep the best ``k``.
-    larger_is_better : bool, default=True
-        False for distances.
-
-    Returns
-    -------
-    list of (int, float)
-        (id, exact score), best first; ties by id.
-    """
-    seen: dict[int, None] = {}
-    for i in np.asarray(_to_numpy(candidate_ids)).reshape(-1).tolist():
-        if int(i) >= 0:
-            seen.setdefault(int(i), None)
-    ids: Sequence[int] = list(seen)
-    if not ids:
-        return []
-    cands = np.asarray(_to_numpy(fetch(list(ids))))
-    if cands.shape[0] != len(ids):
-        raise ZooscopeInputError(f"fetch returned {cands.shape[0]} rows for {len(ids)} ids; return one per id.")
-    scores = np.asarray(_to_numpy(score(np.asarray(_to_numpy(query)), cands)), dtype=np.float64).reshape(-1)
-    if scores.shape[0] != len(ids):
-        raise ZooscopeInputError(f"score returned {scores.shape[0]} values for {len(ids)} candidates.")
-    sign = -1.0 if larger_is_better else 1.0
-    order = sorted(range(len(ids)), key=lambda j: (sign * scores[j], ids[j]))
-    out = [(int(ids[j]), float(scores[j])) for j in order]
-    return out if k is None else out[: int(k)]
