@@ -51,7 +51,7 @@ def task_distances(ctx: SelectContext, target: str, models: list[dict], alpha: f
                 failed.add(name)
     trivial = _trivial(ctx, target, treq)
     cands = {i: m for i, m in enumerate(models) if m.trained_on in vecs}
-    ranked = rerank(tvec, sorted(cands), lambda ids: np.stack([vecs[cands[i]["trained_on"]] for i in ids]),
+    ranked = rerank(tvec, sorted(cands), lambda ids: np.stack([vecs[cands[i].trained_on] for i in ids]),
                     lambda t, C: np.array([task_distance(c, t, kind="asym", alpha=alpha, trivial=trivial)
                                            for c in C]), larger_is_better=False)
     unknown = {m.name for m in models if m.trained_on not in registered or m.trained_on in failed}
