@@ -73,7 +73,7 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
         path = Path(m.checkpoint)
         if not path.is_file():
             add("missing checkpoint", m.name, str(path), "restore the file, or remove_model and re-add it")
-        elif m.checkpoint_sha256 and filefile_sha256(path, memo=True) != m.checkpoint_sha256:
+        elif m.checkpoint_sha256 and file_sha256(path) != m.checkpoint_sha256:
             add("checkpoint changed", m.name, f"{path}: sha256 differs from the recorded "
                 f"{m.checkpoint_sha256[:12]}…", "check --fix re-queues it (check(fix=True)), then embed")
             changed.append((m.name, path))
