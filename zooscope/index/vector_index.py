@@ -445,14 +445,6 @@ class VectorIndex:
         ZooscopeInputError
             Missing checksum, checksum mismatch, or not a zooscope index file.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"No index file at {path}. Rebuild the index (zooscope embed rebuilds it).")
-        if sha256 is None and not allow_unverified:
-            raise ZooscopeInputError(
-                f"Refusing to read {path} without its sha256: faiss deserialisation of a crafted file can run "
-                "code. Pass the checksum recorded in the catalog (Catalog.get_index)."
-            )
         index, meta, exact = read_index(Path(path), sha256, allow_unverified=allow_unverified, mmap=mmap)
         return cls(index, metric=meta["metric"], normalized=meta["normalized"], factory=meta["factory"],
                    exact=exact)
