@@ -94,7 +94,7 @@ def _arg_in(value: Any, name: str, differentiable: bool) -> Any:
 
 
 def _scalar(value: Any) -> float | None:
-    """The number a measure returned (float, numpy or 0-d torch scalar, or an estimate's ``.value``)."""
+    """Return the number a measure returned (float, numpy or 0-d torch scalar, or an estimate's ``.value``)."""
     v = getattr(value, "value", value)  # MCEstimate(value, se)
     if _is_torch(v):
         return float(v.detach().cpu()) if v.numel() == 1 else None
@@ -170,7 +170,7 @@ class MeasureRegistry(Registry[MeasureMeta]):
         return add
 
     def transfer_scores(self) -> list[Entry[MeasureMeta]]:
-        """The registered transferability scores (``meta.transfer`` set), in their ``order``."""
+        """Return the registered transferability scores (``meta.transfer`` set), in their ``order``."""
         entries = [self.get(n) for n in self.available()]
         return sorted((e for e in entries if e.meta.transfer is not None), key=lambda e: e.meta.transfer.order)
 
@@ -184,5 +184,5 @@ def available(pattern: str = "*") -> list[str]:
 
 
 def get(name: str):
-    """The registered measure ``name``: callable, with metadata as attributes."""
+    """Return the registered measure ``name``: callable, with metadata as attributes."""
     return MEASURES.get(name)

@@ -40,7 +40,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _user_stacklevel() -> int:
-    """stacklevel for warnings.warn (called by our caller) that points at the first frame outside zooscope."""
+    """Stacklevel for warnings.warn (called by our caller) that points at the first frame outside zooscope."""
     frame, level = sys._getframe(1), 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
         frame, level = frame.f_back, level + 1

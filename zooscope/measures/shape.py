@@ -24,8 +24,10 @@ _shape_meta = partial(MeasureMeta, symmetric=True, invariances=_SHAPE_INV, not_i
 
 
 def _unit_shape(X: np.ndarray) -> np.ndarray:
-    """Centre the columns, scale to unit Frobenius norm, and (if wider than tall) rotate the columns
-    onto at most n of them (``U S`` from the SVD): an orthogonal map, so every distance is unchanged."""
+    """Centre the columns, scale to unit Frobenius norm, and rotate wide data onto at most n columns.
+
+    The rotation (``U S`` from the SVD, when wider than tall) is an orthogonal map, so every distance is unchanged.
+    """
     X = X - X.mean(axis=0)
     X = X / np.linalg.norm(X)
     if X.shape[1] > X.shape[0]:
@@ -113,7 +115,7 @@ def _nbs_clean(K: np.ndarray, L: np.ndarray) -> float:
 @MEASURES.register(_shape_meta(larger_is_more_similar=True, inputs="gram", bounds=(0.0, 1.0),
                                reference="Tang et al. 2020 (amzn/xfer SimIndex.nbs); fidelity of Bures"))
 def nbs(K: npt.ArrayLike, L: npt.ArrayLike) -> float:
-    """Normalized Bures similarity of two Gram matrices over the same examples.
+    """Return normalized Bures similarity of two Gram matrices over the same examples.
 
     ``NBS = tr((K̄^½ L̄ K̄^½)^½) / sqrt(tr K̄ · tr L̄)`` with K̄ = H K H (``K − colmean − rowmean + mean``):
     equal to xfer's ``Σ sqrt(max(0, Re λ(K̄ L̄))) / sqrt(tr K̄ tr L̄)``. Computed with two symmetric

@@ -1,6 +1,7 @@
-"""Transferability scores built on discriminant analysis and class-conditional Gaussians: SFDA (and its PCA variant),
-NCTI, GBC. Notation, input rules and the table of every score: `zooscope.measures.transfer`, whose helpers
-(input checks, metadata) these share.
+"""Transferability scores built on discriminant analysis and class-conditional Gaussians.
+
+SFDA (and its PCA variant), NCTI, GBC. Notation, input rules and the table of every score:
+`zooscope.measures.transfer`, whose helpers (input checks, metadata) these share.
 """
 
 from __future__ import annotations
@@ -233,8 +234,10 @@ def ncti_terms(features: npt.ArrayLike, labels: npt.ArrayLike, *, n_components: 
 
 
 def ncti_combine(terms: Sequence[NCTITerms]) -> np.ndarray:
-    """The paper's NCTI of each candidate model: min–max normalise each term across the candidates, then
-    ``ncc + seli − vc`` (BUserName/NCTI ``evaluate_metric``).
+    """Return the paper's NCTI of each candidate model.
+
+    Min–max normalise each term across the candidates, then ``ncc + seli − vc`` (BUserName/NCTI
+    ``evaluate_metric``).
 
     Parameters
     ----------

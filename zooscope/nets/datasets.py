@@ -90,6 +90,7 @@ class DatasetTensors:
         return int(self.y.max()) + 1 if len(self.y) else 0
 
     def __len__(self) -> int:
+        """Return the number of examples."""
         return int(self.x.shape[0])
 
 
@@ -204,8 +205,10 @@ def _parse(source: str) -> tuple[str, dict[str, str]]:
 
 
 def absolute_source(source: str) -> str:
-    """``source`` with a local path made absolute (options kept): what the catalog stores, so that `embed` and
-    queries run from any folder find the same files. ``builtin:`` sources are returned unchanged.
+    """``source`` with a local path made absolute (options kept).
+
+    What the catalog stores, so that `embed` and queries run from any folder find the same files. ``builtin:``
+    sources are returned unchanged.
 
     >>> absolute_source("builtin:digits?classes=0,1")
     'builtin:digits?classes=0,1'
@@ -326,7 +329,7 @@ def load_dataset(source: str, *, split: str = "train", seed: int = 0) -> Dataset
 
 
 def probe_subset(ds: DatasetTensors, n: int, *, seed: int = 0, stratified: bool = True) -> DatasetTensors:
-    """A deterministic subset of ``n`` examples: stratified by class and seeded.
+    """Return a deterministic subset of ``n`` examples: stratified by class and seeded.
 
     `zooscope._sampling.stratified_sample` (scikit-learn): each class gets a share proportional to its
     frequency (largest-remainder rounding); within a class the examples are a seeded random choice; the result
