@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from zooscope._io import atomic_write, user_cache_dir
+from zooscope._io import cached_array, user_cache_dir
 from zooscope._sampling import stratified_sample, stratified_split
 from zooscope._validation import ZooscopeInputError, _to_numpy, check_choice, unknown_name_error
 from zooscope.nets import _sources
@@ -100,20 +100,8 @@ def cache_dir() -> Path:
 
 
 def _cached_npz(name: str, make: Any) -> dict[str, np.ndarray]:
-    """Load ``<cache>/<name>.npz`` or build it with ``make()`` and write it atomically."""
-    path = cache_dir() / f"{name}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
-        except (OSError, ValueError) as e:  # a damaged cache file is rebuilt, not trusted
-            log.warning("rebuilding damaged cache file %s (%s)", path, e)
-    arrays = make()
-    try:
-        atomic_write(path, lambda f: np.savez(f, **arrays))
-    except OSError as e:  # a read-only cache only costs time
-        log.warning("could not cache %s (%s)", path, e)
-    return arrays
+    """Load ``<cache>/<name>.npz`` or build it with ``make()`` and write it atomically (`cached_array`)."""
+    return cached_array(cache_dir() / f"{name}.npz", make)
 
 
 def _fixed_split(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
