@@ -507,3 +507,10 @@ class Zoo:
 
         return zoo_map(self.curate_context(), by, path, **options)
 
+
+    # -- the report (reads only; writes the one page) ------------------------------------------------------
+    def report(self, path: str | os.PathLike[str] = "zoo.html", by: str = "cka") -> Path:
+        """Write the zoo as one self-contained HTML page; see `zooscope.report` (returns the path)."""
+        from zooscope.report import write_report
+
+        return write_report(self, path, by=by)
