@@ -101,7 +101,7 @@ def _sort_key(v: Any) -> str:
 
 
 def table(df: pd.DataFrame, *, tid: str, caption: str | None = None, index: bool = False,
-          sortable: bool = True, cell: Callable[[str, Any], str] | None = None) -> str:
+          sortable: bool = True, tall: int = 30) -> str:
     """An escaped HTML table (``class="sortable"``: the inline script sorts it on a header click)."""
     if df is None or df.empty:
         return '<p class="note">(none)</p>'
@@ -112,13 +112,14 @@ def table(df: pd.DataFrame, *, tid: str, caption: str | None = None, index: bool
     rows = []
     for rec in d.itertuples(index=False, name=None):
         cells = []
-        for col, v in zip(d.columns, rec, strict=True):
-            text = cell(str(col), v) if cell is not None else esc(_fmt(v))
+        for v in rec:
+            text = esc(_fmt(v))
             key = _sort_key(v)
             cells.append(f'<td data-sort="{key}">{text}</td>' if key else f"<td>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
-    return (f'<div class="scroll"><table id="{tid}"{cls}>{cap}<thead><tr>{head}</tr></thead>'
+    box = "scroll tall" if len(d) > tall else "scroll"  # a long table scrolls in its own box (header stays)
+    return (f'<div class="{box}"><table id="{tid}"{cls}>{cap}<thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
@@ -163,8 +164,8 @@ def matrix_figure(df: pd.DataFrame, *, title: str, label: str, axis: str, larger
         ax.set_xlabel(axis)
         ax.set_ylabel(axis)
     else:  # too many to name: positions in name order (the tables list them)
-        ax.set_xlabel(f"{axis} (position in name order)")
-        ax.set_ylabel(f"{axis} (position in name order)")
+        ax.set_xlabel(f"{axis} (position in the order of the caption)")
+        ax.set_ylabel(f"{axis} (position in the order of the caption)")
     if n <= 12:
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
@@ -176,6 +177,20 @@ def matrix_figure(df: pd.DataFrame, *, title: str, label: str, axis: str, larger
     bar.set_label(label)
     ax.set_title(title, fontsize=10)
     return fig
+
+
+def _cluster_order(S: pd.DataFrame) -> pd.DataFrame:
+    """``S`` with rows and columns in the leaf order of average-linkage clustering on 1 − S (NaN = unrelated)."""
+    if len(S) < 3:
+        return S
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    D = 1.0 - np.clip(np.nan_to_num(S.to_numpy(dtype=np.float64), nan=0.0), 0.0, 1.0)
+    D = (D + D.T) / 2
+    np.fill_diagonal(D, 0.0)
+    order = leaves_list(linkage(squareform(D, checks=False), method="average"))
+    return S.iloc[order, order]
 
 
 def map_svg(coords: pd.DataFrame, *, title: str, max_labels: int = 25) -> str:
@@ -301,12 +316,14 @@ def _map_section(zoo: Any, by: str) -> str:
                    f"Zoo map: metric MDS (scikit-learn, seed 0) of the distance 1 − similarity, where similarity is "
                    f"{what}. Nearer points = more similar models; colour = training set. {n} {subjects}; hover a "
                    f"point for its name (at most 25 are labelled on the figure).")
+    S = _cluster_order(S)
     fig = matrix_figure(S, title=f"model × model similarity by {by} (brighter = more similar)",
                         label=f"{by} similarity (higher = more similar)", axis="model", larger_is_more_similar=True,
                         vmin=0.0 if by != "task2vec" else None, vmax=1.0)
     body += _figure(_img(fig, f"model by model {by} similarity heat map"),
                     f"Model × model similarity: {what}; 1 on the diagonal, higher = more similar; blank where two "
-                    f"models have no common probe set. {n} {subjects}, in name order"
+                    f"models have no common probe set. {n} {subjects}, ordered by average-linkage clustering of "
+                    "1 − similarity (scipy), so groups show as bright blocks"
                     + ("." if n <= _TICKS_MAX else " (too many to name on the axes: see the models table)."))
     return _section("map", "Zoo map and similarity", body)
 
@@ -384,12 +401,13 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:
 padding:0 16px 40px;color:#1b1b1b;background:#fff}
 h1{font-size:22px;margin:18px 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 nav a{margin-right:12px}
-.scroll{overflow-x:auto;max-width:100%}
+.scroll{overflow-x:auto;max-width:100%}.scroll.tall{max-height:560px;overflow-y:auto}
+.scroll.tall thead th{position:sticky;top:0;z-index:1}
 table{border-collapse:collapse;margin:6px 0 14px;font-size:13px}
 caption{caption-side:top;text-align:left;color:#555;padding:2px 0}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 td[data-sort]{text-align:right;font-variant-numeric:tabular-nums}
-table.sortable th{cursor:pointer;background:#f4f4f4;user-select:none}
+th{background:#f4f4f4}table.sortable th{cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
 figure{margin:10px 0 18px}figure img,figure svg{max-width:100%;height:auto;display:block}
 figcaption{color:#444;font-size:13px;max-width:900px}
