@@ -1,7 +1,7 @@
 """`zooscope report`: the whole zoo as ONE self-contained, static HTML page.
 
 The page is built from the zoo's public, read-only queries (``models``, ``datasets``, ``failures``, ``check``,
-``settings``, ``results``, `zooscope.zoo.curate`, the kept `zooscope.bench.selection.last_selection`) and
+``settings``, ``results``, `zooscope.zoo.curate`, the kept `zooscope.bench.kept.last_selection`) and
 matplotlib figures: the zoo map is inline SVG (every point carries a ``<title>`` with the model's name), the
 heat maps are SVG data URIs. A 30-line inline script sorts the tables on a header click. Nothing is fetched:
 no CDN, no font, no network; a Content-Security-Policy (``default-src 'none'``, the script allowed by its
@@ -278,7 +278,7 @@ def _models_table(zoo: Any, embeddings: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _summary(zoo: Any, embeddings: list[dict[str, Any]], problems: pd.DataFrame | None, check_note: str | None,
              failures: pd.DataFrame) -> str:
-    from zooscope import __version__
+    from zooscope._version import __version__
 
     per_kind = pd.Series([r["kind"] for r in embeddings], dtype=object).value_counts().sort_index()
     facts = [("zoo", str(getattr(zoo, "root", ""))), ("models", f"{len(zoo.models()):,}"),
@@ -379,7 +379,7 @@ def _results_section(zoo: Any) -> str:
 
 
 def _bench_section(zoo: Any) -> str:
-    from zooscope.bench.selection import last_selection
+    from zooscope.bench.kept import last_selection
 
     last = last_selection(zoo)
     if last is None:

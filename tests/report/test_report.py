@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import itertools
 import re
 import stat
 from pathlib import Path
@@ -97,6 +98,7 @@ def test_an_empty_zoo_reports_what_is_missing(tmp_path):
     assert "Models (0)" in text
     assert "No cka similarity" in text  # the map section says why there is no map
     assert "No fine-tuning results recorded" in text
+    assert "No selection benchmark kept" in text
 
 
 def test_cli_writes_the_page_by_task2vec(report_zoo, tmp_path):
@@ -118,3 +120,36 @@ def test_cli_refuses_bad_options_in_one_line(report_zoo, tmp_path, args, expecte
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0]
     assert not (tmp_path / "zoo.csv").exists()
+
+
+def test_task_distances_is_the_pairwise_d_sym(report_zoo):
+    from zooscope.embed.task2vec import task_distance
+    from zooscope.zoo import curate
+
+    D = curate.task_distances(report_zoo)
+    assert list(D.index) == list(D.columns) == ["digits", "digits-0to4"]
+    ctx = report_zoo.curate_context()
+    v = {r["dataset"]: ctx.vectors.read64(r) for r in ctx.vectors.current_rows("task2vec")}
+    assert D.loc["digits", "digits-0to4"] == pytest.approx(task_distance(v["digits"], v["digits-0to4"]), abs=1e-12)
+    assert D.loc["digits-0to4", "digits"] == pytest.approx(D.loc["digits", "digits-0to4"], abs=1e-12)
+    assert D.loc["digits", "digits"] == 0.0 and D.loc["digits", "digits-0to4"] > 0
+
+
+def test_cluster_order_makes_planted_groups_contiguous(rng):
+    import numpy as np
+    import pandas as pd
+
+    from zooscope.report import _cluster_order
+
+    groups = np.repeat([0, 1, 2], 5)
+    S = np.where(groups[:, None] == groups[None], 0.9, 0.1) + 0.01 * rng.random((15, 15))
+    S = (S + S.T) / 2
+    np.fill_diagonal(S, 1.0)
+    perm = rng.permutation(15)
+    names = [f"g{g}-{i}" for i, g in enumerate(groups)]
+    shuffled = pd.DataFrame(S[np.ix_(perm, perm)], index=[names[i] for i in perm], columns=[names[i] for i in perm])
+    ordered = _cluster_order(shuffled)
+    assert list(ordered.index) == list(ordered.columns)
+    labels = [n.split("-")[0] for n in ordered.index]
+    assert sum(a != b for a, b in itertools.pairwise(labels)) == 2  # three blocks, two boundaries
+    assert ordered.loc[names[0], names[1]] == shuffled.loc[names[0], names[1]]  # values move with their names

@@ -32,12 +32,12 @@ import numpy as np
 import pandas as pd
 
 from zooscope._validation import ZooscopeInputError
+from zooscope.bench.kept import save_last
 
 if TYPE_CHECKING:
     from zooscope.zoo.zoo import Zoo
 
-__all__ = ["DEFAULT", "LOTO", "SelectionBench", "evaluate_selection", "last_selection", "ranking_metrics",
-           "read_truth"]
+__all__ = ["DEFAULT", "LOTO", "SelectionBench", "evaluate_selection", "ranking_metrics", "read_truth"]
 
 log = logging.getLogger(__name__)
 
@@ -251,54 +251,8 @@ def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequ
     per_target = pd.DataFrame(rows, columns=["method", "dataset", "tau_w", "regret@1", "regret@3", "best", "picked",
                                              "models", "seconds"])
     bench = SelectionBench(per_target, summarize(per_target), pd.DataFrame(score_rows), notes)
-    _save_last(zoo, bench, truth, metric)
+    save_last(zoo, bench.summary, bench.per_target, truth, metric)
     return bench
-
-
-LAST_FILE = "bench_selection/last.json"  # under the zoo's cache folder (re-computable, never the zoo itself)
-
-
-def _save_last(zoo: Any, bench: SelectionBench, truth: str | Path | pd.DataFrame, metric: str) -> None:
-    """Keep the last run's tables in the zoo's cache (``zooscope report`` shows them); a query writes only there."""
-    import datetime as dt
-    import json
-
-    from zooscope._io import atomic_write
-
-    paths = getattr(zoo, "paths", None)
-    if paths is None or bench.per_target.empty:
-        return
-    doc = {"created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "metric": metric,
-           "truth": Path(truth).name if isinstance(truth, str | Path) else "(a DataFrame)",
-           "summary": json.loads(bench.summary.to_json(orient="records")),
-           "per_target": json.loads(bench.per_target.to_json(orient="records"))}
-    try:
-        atomic_write(Path(paths.cache) / LAST_FILE, json.dumps(doc, indent=1).encode())
-    except OSError as e:  # a full or unwritable cache never fails the benchmark itself
-        log.warning("could not keep the selection results for `zooscope report` (%s)", e)
-
-
-def last_selection(zoo: Any) -> dict[str, Any] | None:
-    """The last `evaluate_selection` run on this zoo (as kept in its cache), or None.
-
-    Returns
-    -------
-    dict or None
-        ``created`` (UTC, ISO), ``metric``, ``truth`` (file name), ``summary`` and ``per_target`` (DataFrames).
-    """
-    import json
-
-    paths = getattr(zoo, "paths", None)
-    f = None if paths is None else Path(paths.cache) / LAST_FILE
-    if f is None or not f.is_file():
-        return None
-    try:
-        doc = json.loads(f.read_text())
-        doc["summary"], doc["per_target"] = pd.DataFrame(doc["summary"]), pd.DataFrame(doc["per_target"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        log.warning("ignoring the unreadable kept selection results %s (%s)", f, e)
-        return None
-    return doc
 
 
 def _remove_recorded(zoo: Any, recorded: set[tuple[str, str]], metric: str) -> None:
