@@ -75,6 +75,12 @@ def _mpl_text(value: Any) -> str:
     return str(value).replace("$", r"\$")
 
 
+def _short(value: Any, n: int = 28) -> str:
+    """A tick label: at most ``n`` characters (the tables give the full name), mathtext-safe."""
+    text = str(value)
+    return _mpl_text(text if len(text) <= n else text[:n - 1] + "…")
+
+
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "—"
@@ -158,9 +164,9 @@ def matrix_figure(df: pd.DataFrame, *, title: str, label: str, axis: str, larger
                    aspect="auto", interpolation="nearest")
     if n <= _TICKS_MAX:
         font = 8 if n <= 25 else 6
-        ax.set_xticks(range(values.shape[1]), [_mpl_text(c) for c in df.columns], rotation=60, ha="right",
+        ax.set_xticks(range(values.shape[1]), [_short(c) for c in df.columns], rotation=60, ha="right",
                       rotation_mode="anchor", fontsize=font)
-        ax.set_yticks(range(values.shape[0]), [_mpl_text(r) for r in df.index], fontsize=font)
+        ax.set_yticks(range(values.shape[0]), [_short(r) for r in df.index], fontsize=font)
         ax.set_xlabel(axis)
         ax.set_ylabel(axis)
     else:  # too many to name: positions in name order (the tables list them)
@@ -175,7 +181,7 @@ def matrix_figure(df: pd.DataFrame, *, title: str, label: str, axis: str, larger
                 ax.text(j, i, f"{v:.2f}" if np.isfinite(v) else "–", ha="center", va="center", fontsize=7, color=ink)
     bar = fig.colorbar(im, ax=ax, shrink=0.85)
     bar.set_label(label)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9)
     return fig
 
 
