@@ -5,6 +5,7 @@
    in ``demo_out/checkpoints`` so a second run trains nothing), embed it (Task2Vec + CKA signatures), build the
    FAISS indices, and print a "most similar" table and a "select for this new task" table.
 3. Write the zoo map (MDS of CKA distances) and a layer × layer heat-map of two zoo models.
+4. Write the whole zoo as one HTML page, ``demo_out/report.html`` (`zooscope report`).
 
 Run: ``python -m zooscope.demo [out_dir]`` (``make demo``).
 """
@@ -166,6 +167,7 @@ def main(out_dir: str | os.PathLike[str] = "demo_out") -> None:
     curate.zoo_map(zoo, by="cka", path=out / "zoo_map.png")
     curate.pair_heatmap(zoo, "cnn-mnist-a", "cnn-wide-mnist", out / "heatmap_zoo_pair.png")
     console.print(f"wrote {out / 'compare_heatmap.png'}, {out / 'zoo_map.png'}, {out / 'heatmap_zoo_pair.png'}")
+    console.print(f"wrote {zoo.report(out / 'report.html')} (the whole zoo on one page: open it in a browser)")
     console.print(f"demo finished in {time.perf_counter() - t_start:.1f} s")
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from zooscope._validation import ZooscopeInputError
+from zooscope.bench.kept import save_last
 
 if TYPE_CHECKING:
     from zooscope.zoo.zoo import Zoo
@@ -252,7 +253,9 @@ def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequ
         _remove_recorded(zoo, recorded, metric)
     per_target = pd.DataFrame(rows, columns=["method", "dataset", "tau_w", "regret@1", "regret@3", "best", "picked",
                                              "models", "seconds"])
-    return SelectionBench(per_target, summarize(per_target), pd.DataFrame(score_rows), notes)
+    bench = SelectionBench(per_target, summarize(per_target), pd.DataFrame(score_rows), notes)
+    save_last(zoo, bench.summary, bench.per_target, truth, metric)
+    return bench
 
 
 def _remove_recorded(zoo: Any, recorded: set[tuple[str, str]], metric: str) -> None:

@@ -74,6 +74,7 @@ VERBS: list[tuple[str, str | None]] = [
     ("check", None),
     ("export", None),  # export and import
     ("results", None),
+    ("report", None),
     ("curate", "curate"),
     ("bench", "bench"),
 ]

@@ -23,7 +23,8 @@ from zooscope.zoo.catalog import Catalog
 from zooscope.zoo.probes import ProbeContext, probe_inputs
 from zooscope.zoo.vectors import VectorRepo, comparability_group
 
-__all__ = ["CurateContext", "clusters", "duplicates", "pair_heatmap", "similarity_matrix", "zoo_map"]
+__all__ = ["CurateContext", "clusters", "duplicates", "pair_heatmap", "similarity_matrix", "task_distances",
+           "zoo_map"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,23 @@ def similarity_matrix(zoo: Any, by: str = "cka", *, progress: bool = False) -> p
         raise ZooscopeInputError(f"Curation needs at least two models with a {by!r} embedding; found {len(names)}. "
                                  f"Run zoo.embed(kinds=('{by}',)) first.")
     return pd.DataFrame(S, index=names, columns=names)
+
+
+def task_distances(zoo: Any) -> pd.DataFrame:
+    """Dataset × dataset Task2Vec distance d_sym (smaller = more similar tasks; 0 on the diagonal).
+
+    Returns
+    -------
+    pandas.DataFrame of shape (n_datasets, n_datasets)
+        Index and columns are the names of the datasets with a task vector (sorted); empty when none has one.
+    """
+    from zooscope.embed.task2vec import task_distance
+
+    ctx = _ctx(zoo)
+    vecs = {r["dataset"]: ctx.vectors.read64(r) for r in ctx.vectors.current_rows("task2vec")}
+    names = sorted(vecs)
+    D = np.array([[0.0 if a == b else task_distance(vecs[a], vecs[b]) for b in names] for a in names])
+    return pd.DataFrame(D.reshape(len(names), len(names)), index=names, columns=names)
 
 
 def duplicates(zoo: Any, threshold: float = 0.995, by: str = "cka", *, progress: bool = False) -> pd.DataFrame:

@@ -17,8 +17,8 @@ Folder layout (``Zoo.create(path)`` or ``zooscope init`` makes it; ``Zoo.open`` 
                                            queries (a read-only zoo uses $ZOOSCOPE_CACHE or ~/.cache/zooscope)
 
 Writes. Only ``add_*``, ``remove_*``, ``configure``, ``embed`` and ``check(fix=True)`` write the catalog, vectors,
-probes or indices; ``similar``, ``select``, ``check``, the curation functions and listings only read (a zoo
-whose folder is not writable opens read-only and answers them).
+probes or indices; ``similar``, ``select``, ``check``, the curation functions and listings only read, and
+``report`` writes only its HTML page (a zoo whose folder is not writable opens read-only and answers them).
 
 Probe sets. Model embeddings (``cka``) are computed on one fixed probe set per input shape, so their vectors are
 comparable. Default: a stratified, seeded subset of ``probe_n`` = 512 examples of the first registered dataset
@@ -490,3 +490,10 @@ class Zoo:
 
         return zoo_map(self.curate_context(), by, path, **options)
 
+
+    # -- the report (reads only; writes the one page) ------------------------------------------------------
+    def report(self, path: str | os.PathLike[str] = "zoo.html", by: str = "cka") -> Path:
+        """Write the zoo as one self-contained HTML page; see `zooscope.report` (returns the path)."""
+        from zooscope.report import write_report
+
+        return write_report(self, path, by=by)
