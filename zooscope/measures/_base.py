@@ -71,6 +71,10 @@ class MeasureMeta:
     layerwise: bool = True
     stochastic: bool = False
     differentiable: bool = False
+    #: the value on ``gramform.orthogonal_factor(X)`` equals the value on X (to round-off): invariant to translation
+    #: and orthogonal maps, and continuous in the data (not rank-counting like CCA) -- compare may factor wide
+    #: layers once and score every pair on the n × r factors (issue 22 item 2)
+    factorable: bool = False
     #: ((option, value, bounds), ...): an option that changes the range, e.g. (("debiased", True, (-1.0, 1.0)),)
     bounds_by_option: tuple[tuple[str, Any, tuple[float, float]], ...] = ()
     #: ((option, value, invariances), ...): invariances an option gives up, e.g. (("normalize", False,
@@ -93,6 +97,23 @@ def _arg_in(value: Any, name: str, differentiable: bool) -> Any:
 SAFE_EXP = 32
 
 
+def pow2_shift(value: Any) -> int:
+    """The exponent k such that ``value · 2**k`` has its largest magnitude in [0.5, 1), or 0 when that magnitude
+    already lies in [2⁻³², 2³²] (or the data is empty, non-finite, all zero, or not a float array or tensor)."""
+    if _is_torch(value):
+        if not value.is_floating_point() or value.numel() == 0:
+            return 0
+        lo, hi = (float(t) for t in value.detach().aminmax())
+    else:
+        if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.size == 0:
+            return 0
+        lo, hi = float(value.min()), float(value.max())
+    big = max(abs(lo), abs(hi))
+    if not (math.isfinite(big) and big > 0.0) or 2.0**-SAFE_EXP <= big <= 2.0**SAFE_EXP:
+        return 0
+    return -math.frexp(big)[1]
+
+
 def _rescale(value: Any) -> Any:
     """``value`` times the power of two that brings its largest magnitude into [0.5, 1), when it lies outside
     [2⁻³², 2³²] (float arrays and tensors only; empty, non-finite or all-zero data is left to the measure's checks).
@@ -100,18 +121,9 @@ def _rescale(value: Any) -> Any:
     Multiplying by a power of two is exact, so a scale-invariant measure gives the same value, bit for bit
     away from subnormals. Torch tensors stay tensors (``torch.ldexp``: differentiable, same device).
     """
-    if _is_torch(value):
-        if not value.is_floating_point() or value.numel() == 0:
-            return value
-        lo, hi = (float(t) for t in value.detach().aminmax())
-    else:
-        if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.size == 0:
-            return value
-        lo, hi = float(value.min()), float(value.max())
-    big = max(abs(lo), abs(hi))
-    if not (math.isfinite(big) and big > 0.0) or 2.0**-SAFE_EXP <= big <= 2.0**SAFE_EXP:
+    shift = pow2_shift(value)
+    if shift == 0:
         return value
-    shift = -math.frexp(big)[1]
     if _is_torch(value):  # two exact multiplications by powers of two (each factor fits the tensor's dtype);
         half = shift // 2  # torch.ldexp's backward underflows the gradient's 2**shift in float32
         return value * 2.0**half * 2.0 ** (shift - half)
