@@ -107,3 +107,11 @@ def test_public_names():
     assert zs.measures.orthogonal_factor is orthogonal_factor
     with pytest.raises(ZooscopeInputError, match="form"):
         procrustes(np.eye(3), np.eye(3), form="svd")
+
+
+def test_prepare_layer_factors_only_wide_layers_of_factorable_measures(rng):
+    X, Y = _wide_pair(rng, n=50, p=400, q=30)
+    A, B = (zs.measures.prepare_layer("procrustes", Z) for Z in (X, Y))
+    assert A.shape == (50, 49) and B is Y  # Y is narrow: passed as given
+    assert procrustes(A, B) == pytest.approx(procrustes(X, Y), abs=ACCEPT)
+    assert zs.measures.prepare_layer("cca", X) is X  # rank-counting: never factored

@@ -14,10 +14,10 @@ factorable (``MeasureMeta.factorable`` is False): F could drop a direction they 
 
 API for ``compare`` (and anyone scoring many layer pairs)::
 
-    entry = zs.measures.get(name)
-    if entry.factorable and use_gram_form(n, p):      # per layer
-        X = orthogonal_factor(X)                      # once per layer; then entry(F_a, F_b) for every pair
-    est = estimate_seconds(name, n, widths_a, widths_b)  # before any pair: warn above a minute
+    est = estimate_seconds(name, n, widths_a, widths_b)  # before any work: warn above a minute
+    A = [prepare_layer(name, X) for X in layers_a]       # once per layer: the n × r factor, or X unchanged
+    B = [prepare_layer(name, Y) for Y in layers_b]
+    table = [[entry(a, b) for b in B] for a in A]        # every pair on the prepared layers
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from scipy import linalg
 from zooscope._validation import ZooscopeInputError, as_matrix, check_alloc
 from zooscope.measures._base import MEASURES, pow2_shift
 
-__all__ = ["estimate_flops", "estimate_seconds", "measured_gflops", "orthogonal_factor", "use_gram_form"]
+__all__ = ["estimate_flops", "estimate_seconds", "measured_gflops", "orthogonal_factor", "prepare_layer",
+           "use_gram_form"]
 
 
 def use_gram_form(n: int, p: int) -> bool:
@@ -87,6 +88,25 @@ def orthogonal_factor(X: npt.ArrayLike, *, center: bool = True) -> np.ndarray:
     w, U = linalg.eigh(X @ X.T)  # numpy dispatches X @ X.T to syrk
     keep = w > _round_off_floor(w)
     return (U[:, keep] * np.sqrt(w[keep]))[:, ::-1]
+
+
+def prepare_layer(measure: str, X: npt.ArrayLike) -> npt.ArrayLike:
+    """What to pass ``measure`` for layer X when X is scored against several layers: built once per layer.
+
+    The Gram-form factor :func:`orthogonal_factor` when the measure is ``factorable`` and X has more features
+    than examples (the measure's value is unchanged, each pair then costs O(n³) instead of an n × p SVD);
+    X itself otherwise (returned as given: numpy or torch).
+
+    Examples
+    --------
+    >>> X = np.random.default_rng(0).normal(size=(10, 300))
+    >>> prepare_layer("procrustes", X).shape, prepare_layer("linear_cka", X) is X
+    ((10, 9), True)
+    """
+    shape = getattr(X, "shape", None) or np.shape(X)
+    if MEASURES.get(measure).factorable and len(shape) == 2 and use_gram_form(int(shape[0]), int(shape[1])):
+        return orthogonal_factor(X)
+    return X
 
 
 # ------------------------------------------------------------------------------------------------- cost estimate
