@@ -185,9 +185,14 @@ def measured_gflops() -> float:
     return 2.0 * 384**3 / max(best, 1e-9) / 1e9
 
 
+#: Measured ÷ estimated seconds at the raw GEMM rate was 4.4 (linear_cka) and 7.5 (procrustes, factored once) in
+#: benchmarks/bench_gramform.py on 2 loaded cores (float32 → float64 copies, eigh and SVD run below GEMM speed).
+EFFICIENCY = 1.0 / 6.0
+
+
 def estimate_seconds(measure: str, n: int, widths_a: Sequence[int], widths_b: Sequence[int],
                      gflops: float | None = None) -> float:
-    """Seconds :func:`estimate_flops` takes at ``gflops`` (default: :func:`measured_gflops`, halved since
-    factorisations run below GEMM speed). ``compare`` should warn when this exceeds 60."""
-    rate = gflops if gflops is not None else measured_gflops() / 2.0
+    """Seconds :func:`estimate_flops` takes at ``gflops`` (default: :func:`measured_gflops` × :data:`EFFICIENCY`,
+    calibrated in benchmarks/bench_gramform.py). ``compare`` should warn when this exceeds 60."""
+    rate = gflops if gflops is not None else measured_gflops() * EFFICIENCY
     return estimate_flops(measure, n, widths_a, widths_b) / (rate * 1e9)
