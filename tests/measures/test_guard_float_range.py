@@ -116,3 +116,12 @@ def test_infinite_value_is_refused():
 
     with pytest.raises(ZooscopeInputError, match=r"^toy overflowed to inf"):
         _toy_registry(inf)(np.ones((3, 2)), np.ones((3, 2)))
+
+
+def test_memory_error_is_a_one_line_input_error_naming_the_measure():
+    def too_big(X, Y):
+        """toy"""
+        raise MemoryError("Unable to allocate 7.28 TiB for an array with shape (1000000, 1000000)")
+
+    with pytest.raises(ZooscopeInputError, match=r"^toy needs more memory .* \(minibatch_cka\)\.$"):
+        _toy_registry(too_big)(np.ones((3, 2)), np.ones((3, 2)))

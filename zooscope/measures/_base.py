@@ -19,7 +19,8 @@ every measure module without each repeating them:
 * errors get the measure's name as context: a :class:`~zooscope.ZooscopeInputError` that does not name the
   measure is re-raised with ``"<name>: "`` in front; numerical failures inside it (``LinAlgError``, ``ValueError``
   from numpy/scipy/sklearn, ``FloatingPointError``, ``OverflowError``) become a one-line
-  :class:`~zooscope.ZooscopeInputError` naming the measure; anything else keeps its type with a note naming it.
+  :class:`~zooscope.ZooscopeInputError` naming the measure, and so does a ``MemoryError`` (an impossible size,
+  issue 19 F12); anything else keeps its type with a note naming it.
 """
 
 from __future__ import annotations
@@ -151,6 +152,10 @@ def _with_context(name: str, e: Exception) -> Exception | None:
     """The error to raise instead of ``e`` (raised inside measure ``name``), or None to re-raise ``e`` itself."""
     if isinstance(e, ZooscopeInputError):
         return None if name in str(e) else ZooscopeInputError(f"{name}: {e}")
+    if isinstance(e, MemoryError):  # issue 19 F12: an impossible size is an input error, not exit 3
+        return ZooscopeInputError(
+            f"{name} needs more memory than this machine has for these inputs ({_one_line(e)[:120]}). Use fewer "
+            "examples, PCA-reduce the features, or a streaming measure (minibatch_cka).")
     if isinstance(e, _NUMERICAL):
         return ZooscopeInputError(
             f"{name} failed on these inputs ({type(e).__name__}: {_one_line(e)[:200]}): they are numerically "
