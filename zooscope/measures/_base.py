@@ -120,7 +120,8 @@ def _rescale(value: Any) -> Any:
     [2⁻³², 2³²] (float arrays and tensors only; empty, non-finite or all-zero data is left to the measure's checks).
 
     Multiplying by a power of two is exact, so a scale-invariant measure gives the same value, bit for bit
-    away from subnormals. Torch tensors stay tensors (``torch.ldexp``: differentiable, same device).
+    away from subnormals. Torch tensors stay tensors (two multiplications by powers of two: differentiable, same
+    device, exact in float32 too).
     """
     shift = pow2_shift(value)
     if shift == 0:
