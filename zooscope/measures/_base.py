@@ -157,7 +157,7 @@ def _rescale(value: Any) -> Any:
 
 
 def _scale_free_params(fn: Any, meta: MeasureMeta) -> tuple[str, ...]:
-    """Return the data arguments a scale-invariant measure may have rescaled: parameters without a default, not labels."""
+    """Return the data arguments a scale-invariant measure may have rescaled (no default, not labels)."""
     if Inv.ISOTROPIC_SCALE not in meta.invariances:
         return ()
     return tuple(name for name, p in inspect.signature(fn).parameters.items()

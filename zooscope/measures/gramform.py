@@ -48,7 +48,7 @@ def _round_off_floor(w: np.ndarray) -> float:
 
 
 def orthogonal_factor(X: npt.ArrayLike, *, center: bool = True) -> np.ndarray:
-    """Return an (n, r) matrix F with ``F Fᵀ = X̄ X̄ᵀ`` (X̄ = X column-centred when ``center``), columns by decreasing norm.
+    """Return an (n, r) matrix F with ``F Fᵀ = X̄ X̄ᵀ``, columns by decreasing norm (X̄ = X centred if ``center``).
 
     ``F = X̄ V`` for an orthonormal V, so any measure invariant to orthogonal maps of the features (and, when
     ``center``, to translation) has the same value on F as on X. When p > n, F comes from the n × n Gram
