@@ -110,7 +110,10 @@ def parse_shape(text: str | None, option: str = "--input-shape") -> tuple[int, .
 
 
 def check_name(name: str, what: str) -> str:
-    """Return a zoo name, by the library's one rule (`zooscope._validation.validate_name`); names are data, never paths."""
+    """Return a zoo name, checked by the library's one rule (`zooscope._validation.validate_name`).
+
+    Names are data, never paths.
+    """
     try:
         return validate_name(name, what)
     except ZooscopeInputError as e:

@@ -154,6 +154,7 @@ def _covs(X: npt.ArrayLike, Y: npt.ArrayLike, b: float, normalize: bool, owner: 
 _closed_meta = dict(
     larger_is_more_similar=False, symmetric=True,
     invariances=Inv.ORTHOGONAL | Inv.ISOTROPIC_SCALE | Inv.PERMUTATION,
+    invariances_lost_by_option=(("normalize", False, Inv.ISOTROPIC_SCALE),),  # b is then an absolute ridge
     not_invariant=Inv.TRANSLATION | Inv.INVERTIBLE_LINEAR,
 )
 _ref = "Schütt et al. 2024 (BayesCompare distances.py)"

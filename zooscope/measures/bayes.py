@@ -208,6 +208,7 @@ def _finish(est: MCEstimate, return_se: bool):
 _mc_meta = dict(
     larger_is_more_similar=False, symmetric=True, stochastic=True, bounds=(0.0, 1.0), differentiable=True,
     invariances=Inv.ORTHOGONAL | Inv.ISOTROPIC_SCALE | Inv.PERMUTATION,
+    invariances_lost_by_option=(("normalize", False, Inv.ISOTROPIC_SCALE),),  # b is then an absolute ridge
     not_invariant=Inv.TRANSLATION | Inv.INVERTIBLE_LINEAR,
 )
 
