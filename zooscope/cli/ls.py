@@ -8,7 +8,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo
+from zooscope.cli._common import FormatOpt, ZooOpt, emit, open_zoo, say
 
 app = typer.Typer()
 
@@ -43,3 +43,5 @@ def ls_cmd(
     if not isinstance(table, pd.DataFrame):
         table = pd.DataFrame(table)
     emit(table, fmt, out, title=("failures" if failed else what))
+    if (note := z.task2vec_probe_note()):
+        say(note)

@@ -73,7 +73,7 @@ def compute_job(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("max_samples") and len(ds.x) > int(job["max_samples"]):
         ds = probe_subset(ds, int(job["max_samples"]), seed=int(job.get("seed", 0)))
     net = job["probe_net"]
-    probe = build_model(net["arch"], net.get("kwargs"), net.get("checkpoint"))
+    probe = build_model(net["arch"], net.get("kwargs"), net.get("checkpoint"), pretrained=bool(net.get("pretrained")))
     vec = np.asarray(fn(ds.x, ds.y, probe=probe, **params), dtype=np.float32).reshape(-1)
     return {"vectors": vec, "layers": None, "penultimate": None, "seconds": time.perf_counter() - t0}
 

@@ -84,7 +84,7 @@ from zooscope.zoo.catalog import Catalog, params_hash
 from zooscope.zoo.embedrun import EmbedContext, compute_missing
 from zooscope.zoo.indices import IndexKey, IndexReader
 from zooscope.zoo.integrity import model_problem, skipped_note
-from zooscope.zoo.probes import ProbeContext, probe_inputs
+from zooscope.zoo.probes import ProbeContext, loadable_net, probe_inputs, untrained_note
 from zooscope.zoo.vectors import VectorRepo, comparability_group
 
 __all__ = ["DEFAULT_COLUMNS", "METHODS", "STAGE1_ALL", "SelectContext", "combine_ranks", "select"]
@@ -162,6 +162,8 @@ def _task_distances(ctx: SelectContext, target: str, models: list[dict], alpha: 
     from zooscope.index.faiss_index import rerank
 
     tvec, trow = compute_missing(ctx.embedding, "task2vec", target)
+    if note := untrained_note([trow["params"]["request"].get("probe_net")]):
+        log.warning("%s", note)
     group = comparability_group(trow)
     registered = {d["name"] for d in ctx.catalog.datasets()}
     sources = sorted({m["trained_on"] for m in models if m["trained_on"] in registered})
@@ -200,9 +202,10 @@ def _trivial(ctx: SelectContext, target: str, row: dict[str, Any]) -> np.ndarray
     path = ctx.probes.paths.cache / "task2vec_trivial" / f"fisher-{params_hash({**req, 'probe': probe['id']})[:24]}.npy"
     if path.is_file():
         return np.load(path, allow_pickle=False)
-    net = req["probe_net"]
+    net = loadable_net(ctx.probes, req["probe_net"])
     params = {k: v for k, v in req["params"].items() if k not in ("progress",)}
-    t2v = Task2Vec(build_model(net["arch"], net.get("kwargs"), net.get("checkpoint")), **params)
+    t2v = Task2Vec(build_model(net["arch"], net.get("kwargs"), net.get("checkpoint"),
+                               pretrained=bool(net.get("pretrained"))), **params)
     # the raw Fisher: task_distance needs its absolute scale (index_vector is only for the FAISS index)
     vec = np.asarray(t2v.embed_trivial(x).hessian, dtype=np.float32)
     try:
