@@ -222,8 +222,9 @@ def untrained_note(nets: Sequence[dict[str, Any] | None]) -> str | None:
     if not bad:
         return None
     return (f"task vectors come from an UNTRAINED probe network ({', '.join(bad)}): task distances are not "
-            "meaningful; run `zooscope embed` (it trains one on the registered data) or "
-            "`zooscope configure --task2vec-probe SPEC --task2vec-probe-checkpoint F --input-shape C,H,W`")
+            "meaningful; train one on the registered data (`zooscope configure --task2vec-probe trained`, or the next "
+            "`zooscope embed` when none was configured) or name one (`zooscope configure --task2vec-probe SPEC "
+            "--task2vec-probe-checkpoint F --input-shape C,H,W`)")
 
 
 def task2vec_net(ctx: ProbeContext, shape: Sequence[int], num_classes: int) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -441,7 +441,8 @@ class Zoo:
                                lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s)
 
     def _train_task2vec_probes(self, kinds: Sequence[str] | str, datasets: Sequence[str] | None) -> None:
-        """Train the Task2Vec probe network of each input shape about to get task vectors that has none (once)."""
+        """Train the Task2Vec probe network of each input shape about to get task vectors that has none (once;
+        a network named with `configure` is kept)."""
         from zooscope.zoo import probes
 
         if "task2vec" not in ([kinds] if isinstance(kinds, str) else list(kinds)):
@@ -449,8 +450,8 @@ class Zoo:
         ctx = self.probe_context()
         wanted = {tuple(d["input_shape"]) for d in self.catalog.datasets()
                   if d["input_shape"] and (datasets is None or d["name"] in set(datasets))}
-        for shape in probes.untrained_shapes(ctx):
-            if shape in wanted:
+        for shape in probes.untrained_shapes(ctx):  # a network the user named (even untrained) is kept
+            if shape in wanted and shape_key(shape) not in ctx.settings.task2vec_probes:
                 probes.train_task2vec_probe(ctx, shape)
 
     def _settle_input_shapes(self, names: Sequence[str] | None) -> None:
