@@ -138,3 +138,15 @@ def test_named_untrained_probe_is_kept_and_said(tmp_path):
     zoo.embed(kinds=("task2vec",), datasets=["sub"])
     assert zoo.settings()["task2vec_probes"]["1x8x8"] == net and _t2v_files(tmp_path / "zoo") == []
     assert "UNTRAINED" in zoo.task2vec_probe_note()
+
+
+def test_export_import_carries_the_trained_probe(embedded, tmp_path):
+    from zooscope.zoo.transfer_io import export_zoo, import_zoo
+
+    old = Zoo.open(embedded)
+    export_zoo(old, tmp_path / "backup")
+    new = import_zoo(tmp_path / "backup", tmp_path / "restored", Zoo)
+    rec = old.settings()["task2vec_probes"]["1x8x8"]
+    assert new.settings()["task2vec_probes"]["1x8x8"] == rec
+    assert (tmp_path / "restored" / rec["checkpoint"]).read_bytes() == (embedded / rec["checkpoint"]).read_bytes()
+    assert new.check().empty and new.task2vec_probe_note() is None
