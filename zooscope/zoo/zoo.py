@@ -355,6 +355,9 @@ class Zoo:
             shapes = [tuple(input_shape)] if input_shape is not None else list(dict.fromkeys(
                 tuple(d["input_shape"]) for d in self.catalog.datasets()
                 if d["input_shape"] and int(d["num_classes"] or 0) >= 2))
+            if not shapes:
+                raise ZooscopeInputError("configure(task2vec_probe='trained') needs a registered labelled dataset "
+                                         "to train on; add one first (zoo.add_dataset).")
             for shape in shapes:
                 probes.train_task2vec_probe(self.probe_context(), shape)
         elif task2vec_probe is not None:
