@@ -150,3 +150,15 @@ def test_export_import_carries_the_trained_probe(embedded, tmp_path):
     assert new.settings()["task2vec_probes"]["1x8x8"] == rec
     assert (tmp_path / "restored" / rec["checkpoint"]).read_bytes() == (embedded / rec["checkpoint"]).read_bytes()
     assert new.check().empty and new.task2vec_probe_note() is None
+
+
+def test_a_shape_without_default_network_does_not_break_ls_or_embed(tmp_path):
+    import numpy as np
+
+    x = np.random.default_rng(0).random((40, 1, 6, 10), dtype=np.float32)
+    np.savez(tmp_path / "odd.npz", x=x, y=np.arange(40) % 2)
+    zoo = Zoo.create(tmp_path / "zoo")
+    zoo.add_dataset("odd", str(tmp_path / "odd.npz"))
+    assert zoo.task2vec_probe_note() is None  # no default network to be untrained
+    report = zoo.embed(kinds=("task2vec",))
+    assert list(report["status"]) == ["failed"] and "No default Task2Vec probe" in report["error"].iloc[0]

@@ -455,7 +455,10 @@ class Zoo:
                   if d["input_shape"] and (datasets is None or d["name"] in set(datasets))}
         for shape in probes.untrained_shapes(ctx):  # a network the user named (even untrained) is kept
             if shape in wanted and shape_key(shape) not in ctx.settings.task2vec_probes:
-                probes.train_task2vec_probe(ctx, shape)
+                try:
+                    probes.train_task2vec_probe(ctx, shape)
+                except ZooscopeInputError as e:  # e.g. a dataset that no longer loads: embed the rest anyway
+                    log.warning("could not train the Task2Vec probe network of %s: %s", shape_key(shape), e)
 
     def _settle_input_shapes(self, names: Sequence[str] | None) -> None:
         """Give models added without a usable input shape (no dataset fitted yet) the first registered dataset
