@@ -157,12 +157,13 @@ def test_training_and_demo_stay_off_the_cli_import_path():
     reach = set().union(*(nx.descendants(g, m) for m in cli))
     assert "zooscope.demo" not in reach
     assert not any(d.startswith("zooscope.cli") for d in nx.descendants(g, "zooscope.demo"))
-    # the one training loop is reached only by select's opt-in refinement (finetune_top), never on import
+    # the one training loop is reached only by select's opt-in refinement (finetune_top) and the Task2Vec probe
+    # network's training (a writer: embed / configure), never on import
     loaded = import_graph(top_level_only=True)
     reach = set().union(*(nx.descendants(loaded, m) for m in cli))
     assert "zooscope.nets.training" not in reach
     assert {a for a, b in g.edges if b == "zooscope.nets.training" and a.startswith("zooscope.")} <= {
-        "zooscope.zoo.select.refine", "zooscope._demo_compare", "zooscope.demo"}
+        "zooscope.zoo.select.refine", "zooscope.zoo.probes", "zooscope._demo_compare", "zooscope.demo"}
 
 
 def test_a_registry_plugin_module_that_fails_to_import_raises():

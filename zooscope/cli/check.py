@@ -32,6 +32,8 @@ def check_cmd(
     Example: zooscope check --zoo ./zoo ; zooscope check --fix && zooscope embed
     """
     z = open_zoo(zoo)
+    if (note := z.task2vec_probe_note()):
+        say(note)
     if fix:
         with status("checking the zoo"):
             before = z.check()

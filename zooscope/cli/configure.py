@@ -34,11 +34,17 @@ def configure_cmd(
     kind_params: Annotated[str | None, typer.Option(help="JSON per-kind parameters, e.g. "
                                                     "'{\"cka\": {\"debiased\": true}}' (re-embeds that kind).")] = None,
     task2vec_probe: Annotated[str | None, typer.Option(help="Spec of the Task2Vec probe network for "
-                                                       "--input-shape, e.g. timm:resnet18.")] = None,
+                                                       "--input-shape, e.g. timm:resnet18; or 'trained': (re)train "
+                                                       "it now on the registered data of --input-shape (default: "
+                                                       "every shape). Without it, the first `embed` trains one.")
+                              ] = None,
     task2vec_probe_kwargs: Annotated[str | None, typer.Option(help="JSON kwargs of the Task2Vec probe "
                                                               "network.")] = None,
     task2vec_probe_checkpoint: Annotated[Path | None, typer.Option(help="Trained weights of the Task2Vec probe "
                                                                    "network (.safetensors).")] = None,
+    task2vec_probe_pretrained: Annotated[bool, typer.Option(
+        "--task2vec-probe-pretrained", help="timm only: the published weights of --task2vec-probe (downloads them; "
+        "fails where there is no network).")] = False,
     input_shape: Annotated[str | None, typer.Option(help="C,H,W the --task2vec-probe applies to, e.g. "
                                                     "3,224,224.")] = None,
     fmt: FormatOpt = "table",
@@ -60,17 +66,24 @@ def configure_cmd(
                                      f"{parsed[bad[0]]!r}.")
         changes["kind_params"] = parsed
     shape = parse_shape(input_shape)
-    if task2vec_probe is not None:
+    if task2vec_probe == "trained":
+        if task2vec_probe_kwargs is not None or task2vec_probe_checkpoint is not None or task2vec_probe_pretrained:
+            raise ZooscopeInputError("--task2vec-probe trained takes no kwargs, checkpoint or --pretrained.")
+        changes.update(task2vec_probe="trained", input_shape=shape)
+    elif task2vec_probe is not None:
         if shape is None:
             raise ZooscopeInputError("--task2vec-probe needs --input-shape C,H,W (the inputs it is for).")
         probe: dict[str, Any] = {"arch": task2vec_probe,
                                  "kwargs": parse_json_object(task2vec_probe_kwargs, "--task2vec-probe-kwargs")}
         if task2vec_probe_checkpoint is not None:
             probe["checkpoint"] = str(task2vec_probe_checkpoint.expanduser().resolve())
+        if task2vec_probe_pretrained:
+            probe["pretrained"] = True
         changes.update(task2vec_probe=probe, input_shape=shape)
-    elif shape is not None or task2vec_probe_kwargs is not None or task2vec_probe_checkpoint is not None:
-        raise ZooscopeInputError("--input-shape, --task2vec-probe-kwargs and --task2vec-probe-checkpoint go with "
-                                 "--task2vec-probe.")
+    elif shape is not None or task2vec_probe_kwargs is not None or task2vec_probe_checkpoint is not None or \
+            task2vec_probe_pretrained:
+        raise ZooscopeInputError("--input-shape, --task2vec-probe-kwargs, --task2vec-probe-checkpoint and "
+                                 "--task2vec-probe-pretrained go with --task2vec-probe.")
     accepted = inspect.signature(Zoo.configure).parameters
     changes = {k: v for k, v in changes.items() if v is not None}
     unsupported = [k for k in changes if k not in accepted]

@@ -9,6 +9,7 @@ import pandas as pd
 import typer
 
 from zooscope.cli._common import open_zoo
+from zooscope.cli._errors import say
 from zooscope.cli._options import FormatOpt, ZooOpt
 from zooscope.cli._output import emit
 
@@ -45,3 +46,5 @@ def ls_cmd(
     if not isinstance(table, pd.DataFrame):
         table = pd.DataFrame(table)
     emit(table, fmt, out, title=("failures" if failed else what))
+    if (note := z.task2vec_probe_note()):
+        say(note)

@@ -22,7 +22,7 @@ import pandas as pd
 from zooscope.zoo.embedrun import EmbedContext
 from zooscope.zoo.indices import IndexKey, IndexWriter
 from zooscope.zoo.integrity import CorruptFileError
-from zooscope.zoo.probes import verified_probe
+from zooscope.zoo.probes import loadable_net, verified_probe
 
 __all__ = ["COLUMNS", "CheckContext", "check"]
 
@@ -48,7 +48,7 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
     cat, store, vectors = ctx.embedding.catalog, ctx.embedding.store, ctx.embedding.vectors
     out: list[dict[str, Any]] = []
     changed: list[tuple[str, Path]] = []
-    listed: dict[str, list[Any]] = {"rows": [], "orphans": [], "probes": []}  # what fix=True may act on
+    listed: dict[str, list[Any]] = {"rows": [], "orphans": [], "probes": [], "t2v": []}  # what fix=True may act on
 
     def add(problem: str, subject: str, detail: str, how: str) -> None:
         out.append({"problem": problem, "subject": subject, "detail": detail, "fix": how})
@@ -66,6 +66,13 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
             add("corrupt probe set", f"{rec.get('dataset')} ({shape})", str(e).splitlines()[0],
                 "check(fix=True) sets it aside; embed re-makes it from the dataset")
             listed["probes"].append(shape)
+    for shape, net in sorted(ctx.embedding.settings.task2vec_probes.items()):
+        try:
+            loadable_net(ctx.embedding.probes, net)
+        except (ValueError, OSError) as e:
+            add("bad Task2Vec probe network", shape, str(e).splitlines()[0],
+                "check(fix=True) sets it aside; embed trains a new one (or configure --task2vec-probe)")
+            listed["t2v"].append(shape)
 
     for m in cat.models():
         if not m.checkpoint:
@@ -194,6 +201,13 @@ def _fix(ctx: CheckContext, listed: dict[str, list[Any]], kinds: list[str]) -> N
                 if path.is_file():
                     path.replace(path.with_name(path.name + ".corrupt"))
         cat.set_setting("probe_sets", sets)
+    if listed["t2v"]:
+        nets = dict(cat.get_setting("task2vec_probes", {}) or {})
+        for shape in listed["t2v"]:
+            path = Path(ctx.embedding.paths.root) / (nets.pop(shape, None) or {}).get("checkpoint", "")
+            if path.is_file() and path.parent == Path(ctx.embedding.paths.probes):
+                path.replace(path.with_name(path.name + ".corrupt"))
+        cat.set_setting("task2vec_probes", nets)
     for p in store.stale_temp_files():
         p.unlink(missing_ok=True)
     ctx.indices.rebuild(kinds)

@@ -40,7 +40,7 @@ from zooscope.zoo.catalog import DEFAULT_LEASE_S, Catalog, DatasetRecord, Embedd
 from zooscope.zoo.catalog import params_hash as request_hash
 from zooscope.zoo.indices import IndexWriter
 from zooscope.zoo.parallel import EmbedJob, JobResult
-from zooscope.zoo.probes import ProbeContext, materialise
+from zooscope.zoo.probes import ProbeContext, materialise, task2vec_net
 from zooscope.zoo.settings import ZooPaths, ZooSettings
 from zooscope.zoo.vectors import VectorRepo
 
@@ -102,12 +102,12 @@ def plan_job(ctx: EmbedContext, kind: str, subject: ModelRecord | DatasetRecord,
                         probe_file=str(ctx.paths.root / probe["file"]))
     if not subject.num_classes:
         raise ZooscopeInputError(f"Dataset {subject.name!r} has no labels; kind {kind!r} needs them.")
-    net = ctx.settings.task2vec_probe(tuple(subject.input_shape), int(subject.num_classes))
+    net, loadable = task2vec_net(ctx.probes, subject.input_shape, int(subject.num_classes))
     request = {"kind": kind, "version": meta.version, "params": kind_params, "probe_net": net,
                "dataset_sha256": subject.probe_sha256, "max_samples": T2V_MAX_SAMPLES}
     return EmbedJob(kind, "dataset", subject.name, kind_params, request, request_hash(request),
                     source=subject.source, split=subject.meta.get("split", "train"),
-                    seed=int(subject.meta.get("seed", 0)), max_samples=T2V_MAX_SAMPLES, probe_net=net)
+                    seed=int(subject.meta.get("seed", 0)), max_samples=T2V_MAX_SAMPLES, probe_net=loadable)
 
 
 def compute_missing(ctx: EmbedContext, kind: str, dataset: str) -> tuple[np.ndarray, dict[str, Any]]:

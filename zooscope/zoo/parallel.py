@@ -103,7 +103,7 @@ def compute_job(job: EmbedJob) -> JobResult:
     if job.max_samples and len(ds.x) > int(job.max_samples):
         ds = probe_subset(ds, int(job.max_samples), seed=int(job.seed))
     net = job.probe_net or {}
-    probe = build_model(net["arch"], net.get("kwargs"), net.get("checkpoint"))
+    probe = build_model(net["arch"], net.get("kwargs"), net.get("checkpoint"), pretrained=bool(net.get("pretrained")))
     vec = np.asarray(fn(ds.x, ds.y, probe=probe, **params), dtype=np.float32).reshape(-1)
     return JobResult(vec, None, None, time.perf_counter() - t0)
 

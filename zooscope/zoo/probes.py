@@ -28,8 +28,9 @@ from zooscope.zoo.catalog import Catalog, DatasetRecord
 from zooscope.zoo.integrity import CorruptFileError, verified_bytes, verify_file
 from zooscope.zoo.settings import ZooPaths, ZooSettings, shape_key
 
-__all__ = ["ProbeContext", "find_input_shape", "materialise", "probe_file_name", "probe_inputs", "recorded",
-           "shape_candidates", "verified_probe"]
+__all__ = ["ProbeContext", "find_input_shape", "loadable_net", "materialise", "probe_file_name", "probe_inputs",
+           "probe_net_untrained", "recorded", "shape_candidates", "store_task2vec_probe", "task2vec_net",
+           "train_task2vec_probe", "untrained_note", "untrained_shapes", "verified_probe"]
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +201,148 @@ def find_input_shape(model: Any, candidates: list[tuple[int, ...]]) -> tuple[int
     raise ZooscopeInputError(
         f"Could not find an input shape this model accepts (tried {tried}). Pass input_shape=(C, H, W), "
         "register a dataset it fits first, or give trained_on.")
+
+
+# -- the Task2Vec probe network per input shape ------------------------------------------------------------------
+T2V_PROBE_PER_DATASET = 1000  # training examples per registered dataset (stratified, seeded subset of its train split)
+T2V_PROBE_EPOCHS = 3
+
+
+def probe_net_untrained(net: dict[str, Any] | None) -> bool:
+    """True for a Task2Vec probe network with random weights (no checkpoint, not ``pretrained``)."""
+    return bool(net) and not net.get("checkpoint") and not net.get("pretrained")
+
+
+def untrained_note(nets: Sequence[dict[str, Any] | None]) -> str | None:
+    """One line for answers built on task vectors of an untrained probe network, else None."""
+    bad = sorted({n["arch"] for n in nets if probe_net_untrained(n)})
+    if not bad:
+        return None
+    return (f"task vectors come from an UNTRAINED probe network ({', '.join(bad)}): task distances are not "
+            "meaningful; train one on the registered data (`zooscope configure --task2vec-probe trained`, or the next "
+            "`zooscope embed` when none was configured) or name one (`zooscope configure --task2vec-probe SPEC "
+            "--task2vec-probe-checkpoint F --input-shape C,H,W`)")
+
+
+def task2vec_net(ctx: ProbeContext, shape: Sequence[int], num_classes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(request form, loadable form) of ``shape``'s Task2Vec probe network (`ZooSettings.task2vec_probe`).
+
+    The request form is what identifies task vectors (arch, kwargs, the checkpoint's zoo-relative path and
+    sha256, pretrained); the loadable form has the checkpoint's absolute path, after checking its sha256.
+    """
+    net = ctx.settings.task2vec_probe(tuple(int(s) for s in shape), int(num_classes))
+    request = {k: net[k] for k in ("arch", "kwargs", "checkpoint", "checkpoint_sha256", "pretrained") if k in net}
+    return request, loadable_net(ctx, request)
+
+
+def loadable_net(ctx: ProbeContext, net: dict[str, Any]) -> dict[str, Any]:
+    """``net`` with its checkpoint as an absolute path (a zoo file is checked against its sha256 first)."""
+    out = dict(net)
+    ckpt = net.get("checkpoint")
+    if ckpt and not Path(ckpt).is_absolute():  # a file under <zoo>/probes/ (absolute: set before zoo files existed)
+        path = _inside(ctx, ckpt)
+        verify_file(path, net.get("checkpoint_sha256"), "Task2Vec probe network")
+        out["checkpoint"] = str(path)
+    return out
+
+
+def _labelled(ctx: ProbeContext, shape: tuple[int, ...]) -> list[dict[str, Any]]:
+    return [d for d in sorted(ctx.catalog.datasets(), key=lambda d: d.id)
+            if d.input_shape and tuple(d.input_shape) == shape and int(d.num_classes or 0) >= 2]
+
+
+def untrained_shapes(ctx: ProbeContext) -> list[tuple[int, ...]]:
+    """Input shapes of registered labelled datasets whose Task2Vec probe network would be untrained."""
+    shapes = dict.fromkeys(tuple(d.input_shape) for d in ctx.catalog.datasets()
+                           if d.input_shape and int(d.num_classes or 0) >= 2)
+    out = []
+    for shape in shapes:
+        try:
+            net = ctx.settings.task2vec_probe(shape, 2)
+        except ZooscopeInputError:  # no default network for this shape: its task2vec pairs fail with that message
+            continue
+        if probe_net_untrained(net):
+            out.append(shape)
+    return out
+
+
+def _record(ctx: ProbeContext, shape: tuple[int, ...], rec: dict[str, Any]) -> dict[str, Any]:
+    probes = dict(ctx.catalog.get_setting("task2vec_probes", {}) or {})
+    probes[shape_key(shape)] = rec
+    ctx.catalog.set_setting("task2vec_probes", probes)
+    return rec
+
+
+def store_task2vec_probe(ctx: ProbeContext, shape: Sequence[int], spec: dict[str, Any]) -> dict[str, Any]:
+    """Record a user-named Task2Vec probe network for ``shape`` (a write).
+
+    ``spec``: ``{"arch", "kwargs", "checkpoint"?, "pretrained"?}``. The network is built (and the checkpoint
+    loaded) first; a checkpoint is copied to ``<zoo>/probes/`` under its sha256, which the record keeps and every
+    use checks (`loadable_net`, ``check``).
+    """
+    from zooscope.nets.models import build_model
+
+    shape = tuple(int(s) for s in shape)
+    if "arch" not in spec:
+        raise ZooscopeInputError("A Task2Vec probe network needs an 'arch' (e.g. 'timm:resnet18').")
+    pretrained = bool(spec.get("pretrained"))
+    build_model(spec["arch"], spec.get("kwargs"), spec.get("checkpoint"), pretrained=pretrained)
+    rec: dict[str, Any] = {"arch": spec["arch"], "kwargs": dict(spec.get("kwargs") or {})}
+    if pretrained:
+        rec["pretrained"] = True
+    if spec.get("checkpoint"):
+        src = Path(spec["checkpoint"])
+        data = src.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        suffix = ".safetensors" if src.suffix == ".safetensors" else ".pt"  # the loader goes by the suffix
+        path = ctx.paths.probes / f"task2vec-{sha[:32]}{suffix}"
+        rec["checkpoint_sha256"] = atomic_write(path, data)
+        rec["checkpoint"] = str(path.relative_to(ctx.paths.root))
+    return _record(ctx, shape, rec)
+
+
+def train_task2vec_probe(ctx: ProbeContext, shape: Sequence[int], *, epochs: int = T2V_PROBE_EPOCHS,
+                         per_dataset: int = T2V_PROBE_PER_DATASET, seed: int = 0) -> dict[str, Any]:
+    """Train ``shape``'s Task2Vec probe network on the zoo's registered data, store and record it (a write).
+
+    The network is the shape's default architecture (`ZooSettings.default_task2vec_probe`: ``timm:resnet10t``
+    for images of side >= 32, ``small_cnn`` below, ``mlp`` for 1-D inputs). Its training set is the union of the
+    registered labelled datasets of that shape (registration order), each a stratified, seeded subset of at most
+    ``per_dataset`` examples of its train split, labelled by (dataset, class): one classifier over all their
+    classes. ``epochs`` of `zooscope.nets.training.train_classifier` (AdamW, seeded: the same data give the same
+    weights). The weights go to ``<zoo>/probes/task2vec-<sha256[:32]>.safetensors``; the record keeps the sha256.
+    """
+    import torch
+    from safetensors.torch import save
+
+    from zooscope.nets.training import train_classifier
+    from zooscope.nets.datasets import load_dataset, probe_subset
+    from zooscope.nets.models import build_model
+
+    shape = tuple(int(s) for s in shape)
+    fits = _labelled(ctx, shape)
+    if not fits:
+        raise ZooscopeInputError(f"No registered labelled dataset has inputs of shape {shape}, so there is nothing "
+                                 "to train a Task2Vec probe network on. Add one, or name a trained network with "
+                                 "configure(task2vec_probe={'arch': …, 'checkpoint': …}, input_shape=…).")
+    xs, ys, offset = [], [], 0
+    for d in fits:
+        ds = load_dataset(d.source, split=d.meta.get("split", "train"), seed=int(d.meta.get("seed", 0)))
+        sub = probe_subset(ds, min(per_dataset, len(ds)), seed=seed, stratified=True)
+        xs.append(sub.x.float())
+        ys.append(sub.y.long() + offset)
+        offset += int(d.num_classes)
+    x, y = torch.cat(xs), torch.cat(ys)
+    spec = ctx.settings.default_task2vec_probe(shape, offset)
+    log.info("training the Task2Vec probe network %s for %s on %d examples of %d datasets (%d epochs; once)",
+             spec["arch"], shape_key(shape), len(x), len(fits), epochs)
+    torch.manual_seed(seed)
+    net = build_model(spec["arch"], spec["kwargs"])
+    result = train_classifier(net, x, y, epochs=epochs, seed=seed)
+    data = save({k: v.detach().contiguous() for k, v in net.state_dict().items()})
+    path = ctx.paths.probes / f"task2vec-{hashlib.sha256(data).hexdigest()[:32]}.safetensors"
+    rec = {"arch": spec["arch"], "kwargs": spec["kwargs"], "checkpoint_sha256": atomic_write(path, data),
+           "checkpoint": str(path.relative_to(ctx.paths.root)),
+           "trained": {"datasets": [d.name for d in fits], "examples": len(x), "epochs": epochs, "seed": seed,
+                       "train_acc": round(result.train_acc, 4)}}
+    return _record(ctx, shape, rec)

@@ -78,7 +78,8 @@ class ZooSettings:
     probe_sets : dict
         shape key -> the materialised probe set's record (id, dataset, n, seed, sha256, file, input_shape).
     task2vec_probes : dict
-        shape key -> ``{"arch", "kwargs", "checkpoint"}`` of the Task2Vec probe network.
+        shape key -> ``{"arch", "kwargs", "checkpoint", "checkpoint_sha256", "pretrained"?, "trained"?}`` of the
+        Task2Vec probe network (checkpoint: a file under ``<zoo>/probes/``; "trained": what it was trained on).
     jl_dim, jl_seed : int
         JL projection of long vectors for the indices.
     kind_params : dict
@@ -119,10 +120,18 @@ class ZooSettings:
         return {**dict(defaults), **dict(self.kind_params.get(kind, {}))}
 
     def task2vec_probe(self, shape: Sequence[int], num_classes: int) -> dict[str, Any]:
-        """The configured Task2Vec probe network of ``shape``, else the documented default (see `Zoo`)."""
+        """The configured (or trained) Task2Vec probe network of ``shape``, else `default_task2vec_probe` (untrained:
+        `zooscope.zoo.probes.train_task2vec_probe` trains one at the first `embed`)."""
         shape = tuple(int(s) for s in shape)
         if shape_key(shape) in self.task2vec_probes:
             return dict(self.task2vec_probes[shape_key(shape)])
+        return self.default_task2vec_probe(shape, num_classes)
+
+    @staticmethod
+    def default_task2vec_probe(shape: Sequence[int], num_classes: int) -> dict[str, Any]:
+        """The architecture of ``shape``'s probe network: ``timm:resnet10t`` for images of side >= 32,
+        ``small_cnn`` for smaller square images, ``mlp`` for 1-D inputs (random weights)."""
+        shape = tuple(int(s) for s in shape)
         if len(shape) == 3 and min(shape[1:]) >= 32:
             return {"arch": "timm:resnet10t", "kwargs": {"in_chans": shape[0], "num_classes": num_classes}}
         if len(shape) == 3 and shape[1] == shape[2]:
@@ -136,10 +145,12 @@ class ZooSettings:
 
 
 def configure(catalog: Catalog, *, probe_n: int | None = None, probe_seed: int | None = None,
-              probe_dataset: str | None = None, task2vec_probe: dict | None = None,
-              input_shape: Sequence[int] | None = None, jl_dim: int | None = None, jl_seed: int | None = None,
+              probe_dataset: str | None = None, jl_dim: int | None = None, jl_seed: int | None = None,
               kind_params: dict[str, dict] | None = None) -> ZooSettings:
-    """Change the stored settings (see `Zoo.configure`); returns the new `ZooSettings`."""
+    """Change the stored settings (see `Zoo.configure`); returns the new `ZooSettings`.
+
+    The Task2Vec probe network (a file under ``<zoo>/probes/`` plus its record) is set by
+    `zooscope.zoo.probes.store_task2vec_probe` / `~zooscope.zoo.probes.train_task2vec_probe`."""
     cat = catalog
     probe = dict(cat.get_setting("probe", {}) or {})
     if probe_n is not None:
@@ -157,16 +168,6 @@ def configure(catalog: Catalog, *, probe_n: int | None = None, probe_seed: int |
         cat.set_setting("probe_sets", sets)
     if probe_n is not None or probe_seed is not None or probe_dataset is not None:
         cat.set_setting("probe", probe)
-    if task2vec_probe is not None:
-        if input_shape is None or "arch" not in task2vec_probe:
-            raise ZooscopeInputError("configure(task2vec_probe={'arch': …, 'kwargs': …, 'checkpoint': …}, "
-                                     "input_shape=(C, H, W)) needs both the spec and the input shape.")
-        from zooscope.nets.models import ModelSpec
-
-        ModelSpec.from_dict(task2vec_probe).build()
-        probes = dict(cat.get_setting("task2vec_probes", {}) or {})
-        probes[shape_key(input_shape)] = dict(task2vec_probe)
-        cat.set_setting("task2vec_probes", probes)
     if jl_dim is not None or jl_seed is not None:
         now = ZooSettings.load(cat)
         cat.set_setting("jl", {"dim": int(jl_dim if jl_dim is not None else now.jl_dim),

@@ -20,6 +20,7 @@ the zoo's cache folder, when the probe set is not materialised yet); nothing is 
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +34,15 @@ from zooscope._validation import ZooscopeInputError, check_choice, unknown_name_
 from zooscope.zoo.catalog import Catalog, EmbeddingRecord, ModelRecord
 from zooscope.zoo.indices import IndexKey, IndexReader
 from zooscope.zoo.integrity import model_problem, screen_rows, skipped_note
-from zooscope.zoo.probes import ProbeContext, find_input_shape, probe_inputs, shape_candidates
+from zooscope.zoo.probes import ProbeContext, find_input_shape, probe_inputs, shape_candidates, untrained_note
 from zooscope.zoo.settings import ZooSettings
 from zooscope.zoo.vectors import VectorRepo, comparability_group, request_group
 
 __all__ = ["COLUMNS", "SimilarContext", "similar"]
 
 COLUMNS = ["rank", "model", "score", "arch", "trained_on", "layer", "rule"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,8 @@ def _by_task(ctx: SimilarContext, model: str, k: int, arch: str | None, oversamp
         raise ZooscopeInputError(f"Dataset {src!r} (what {model!r} was trained on) has no task2vec vector. Register "
                                  "it (zoo.add_dataset) and run zoo.embed(kinds=('task2vec',)).")
     qrow = src_rows[-1]
+    if note := untrained_note([qrow["params"].get("request", {}).get("probe_net")]):
+        log.warning("%s", note)
     qvec = ctx.vectors.read64(qrow)
     group = comparability_group(qrow)
     models = [m for m in ctx.catalog.models() if m.name != model and m.trained_on]

@@ -7,6 +7,7 @@ Export layout (``zooscope export DIR`` / `export_zoo`)::
                                     JSON records (ids kept: an embedding's id is its FAISS id)
     DIR/vectors/<kind>/<key>.npy    every vector file the catalog names (verified against its sha256 first)
     DIR/probes/<hash>.safetensors   every materialised probe set (verified first)
+    DIR/probes/task2vec-<sha256>.*  the Task2Vec probe networks stored in the zoo (verified first)
 
 FAISS indices are not exported: `import_zoo` rebuilds them from the vectors (same ids, so the same answers).
 Nothing corrupt is exported: a vector or probe file that fails its sha256 stops the export with the file's name
@@ -86,7 +87,7 @@ def export_zoo(zoo: Any, dest: str | os.PathLike[str]) -> dict[str, Any]:
                                      "exporting.") from None
         verify_file(src, r.get("sha256"), f"{r['kind']} vector")
         files[str(src.relative_to(root))] = file_sha256(src)
-    from zooscope.zoo.probes import ProbeContext, verified_probe
+    from zooscope.zoo.probes import ProbeContext, loadable_net, verified_probe
 
     pctx = ProbeContext(cat, zoo.typed_settings(), zoo.paths)
     for rec in zoo.typed_settings().probe_sets.values():
@@ -94,6 +95,9 @@ def export_zoo(zoo: Any, dest: str | os.PathLike[str]) -> dict[str, Any]:
         if src.is_file():
             verified_probe(pctx, dict(rec))
             files[str(Path(rec["file"]))] = file_sha256(src)
+    for net in zoo.typed_settings().task2vec_probes.values():  # a Task2Vec probe network stored in the zoo
+        if net.get("checkpoint") and not Path(net["checkpoint"]).is_absolute():
+            files[str(Path(net["checkpoint"]))] = file_sha256(loadable_net(pctx, dict(net))["checkpoint"])
     dest.mkdir(parents=True, exist_ok=True)
     for rel, sha in files.items():
         data = (root / rel).read_bytes()

@@ -25,9 +25,13 @@ comparable. Default: a stratified, seeded subset of ``probe_n`` = 512 examples o
 (registration order) whose inputs have that shape; it is materialised once and then fixed (``configure`` can
 name another dataset, which re-embeds the models of that shape on the next ``embed``).
 
-Task2Vec probe network, per input shape: ``configure(task2vec_probe={"arch": …, "kwargs": …, "checkpoint": …})``;
-default ``timm:resnet10t`` (random init: no weights are downloaded) for images of side >= 32, zooscope's
-``small_cnn`` for smaller images and ``mlp`` for 1-D inputs. Configure a trained probe for meaningful task vectors.
+Task2Vec probe network, per input shape: trained once, by the first ``embed`` of task vectors (or by
+``configure(task2vec_probe="trained")``), on the registered labelled datasets of that shape
+(`zooscope.zoo.probes.train_task2vec_probe`: ``timm:resnet10t`` for images of side >= 32, ``small_cnn`` for
+smaller images, ``mlp`` for 1-D inputs; a few epochs on CPU), stored under ``probes/`` with its sha256; or named
+by the user: ``configure(task2vec_probe={"arch": …, "kwargs": …, "checkpoint": …|"pretrained": True})``. It then
+stays fixed, so task vectors stay comparable. Queries never train it: a zoo whose probe is still untrained says so
+(`task2vec_probe_note`) in ``ls``, ``check`` and every answer built on task vectors.
 """
 
 from __future__ import annotations
@@ -333,7 +337,7 @@ class Zoo:
 
     # -- settings -------------------------------------------------------------------------------------------
     def configure(self, *, probe_n: int | None = None, probe_seed: int | None = None,
-                  probe_dataset: str | None = None, task2vec_probe: dict | None = None,
+                  probe_dataset: str | None = None, task2vec_probe: dict | str | None = None,
                   input_shape: Sequence[int] | None = None, jl_dim: int | None = None,
                   jl_seed: int | None = None, kind_params: dict[str, dict] | None = None) -> dict[str, Any]:
         """Change the zoo's settings; returns them all.
@@ -344,18 +348,48 @@ class Zoo:
             Size and seed of new probe sets (default 512, 0). Existing probe sets stay fixed.
         probe_dataset : str, optional
             Use this registered dataset as the probe set of its input shape (replaces that shape's probe set).
-        task2vec_probe : dict, optional
-            ``{"arch": spec, "kwargs": {...}, "checkpoint": path}``: the Task2Vec probe network for
-            ``input_shape`` (required with it).
+        task2vec_probe : dict or "trained", optional
+            ``{"arch": spec, "kwargs": {...}, "checkpoint": path}`` (or ``"pretrained": True`` for a timm name
+            whose weights can be downloaded): the Task2Vec probe network for ``input_shape`` (required with it);
+            its checkpoint is copied under ``probes/``. ``"trained"``: (re)train it now on the registered
+            labelled datasets of ``input_shape`` (of every shape when ``input_shape`` is None); see
+            `zooscope.zoo.probes.train_task2vec_probe`.
         jl_dim, jl_seed : int, optional
             JL projection of long vectors for the index (default 256, 0).
         kind_params : dict, optional
             Per kind parameter overrides, e.g. ``{"cka": {"debiased": True}}`` (changes re-embed that kind).
         """
+        from zooscope.zoo import probes
+
+        if task2vec_probe == "trained":
+            shapes = [tuple(input_shape)] if input_shape is not None else list(dict.fromkeys(
+                tuple(d["input_shape"]) for d in self.catalog.datasets()
+                if d["input_shape"] and int(d["num_classes"] or 0) >= 2))
+            if not shapes:
+                raise ZooscopeInputError("configure(task2vec_probe='trained') needs a registered labelled dataset "
+                                         "to train on; add one first (zoo.add_dataset).")
+            for shape in shapes:
+                probes.train_task2vec_probe(self.probe_context(), shape)
+        elif task2vec_probe is not None:
+            if input_shape is None or not isinstance(task2vec_probe, dict):
+                raise ZooscopeInputError("configure(task2vec_probe={'arch': …, 'kwargs': …, 'checkpoint': …}, "
+                                         "input_shape=(C, H, W)) needs both the spec and the input shape; or "
+                                         "task2vec_probe='trained'.")
+            probes.store_task2vec_probe(self.probe_context(), input_shape, task2vec_probe)
         settings.configure(self.catalog, probe_n=probe_n, probe_seed=probe_seed, probe_dataset=probe_dataset,
-                           task2vec_probe=task2vec_probe, input_shape=input_shape, jl_dim=jl_dim, jl_seed=jl_seed,
-                           kind_params=kind_params)
+                           jl_dim=jl_dim, jl_seed=jl_seed, kind_params=kind_params)
         return self.settings()
+
+    def task2vec_probe_note(self) -> str | None:
+        """One line when the task vectors of some registered data would come from an untrained probe network."""
+        from zooscope.zoo import probes
+
+        shapes = probes.untrained_shapes(self.probe_context())
+        if not shapes:
+            return None
+        st = self.typed_settings()
+        note = probes.untrained_note([st.task2vec_probe(s, 2) for s in shapes])
+        return f"{note} [input shapes {', '.join(map(shape_key, shapes))}]" if note else None
 
     def settings(self) -> dict[str, Any]:
         """All zoo settings (probe, probe_sets, task2vec_probes, jl, kind_params), defaults filled in."""
@@ -412,11 +446,29 @@ class Zoo:
             error.
         """
         shapes.settle_input_shapes(self.catalog, models)
+        self._train_task2vec_probes(kinds, datasets)
         from zooscope.zoo.catalog import DEFAULT_LEASE_S
 
         return embedrun.embed(self.embed_context(), kinds, backend=backend, models=models, datasets=datasets,
                                progress=progress, address=address, workers=workers, retries=retries,
                                lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s)
+
+    def _train_task2vec_probes(self, kinds: Sequence[str] | str, datasets: Sequence[str] | None) -> None:
+        """Train the Task2Vec probe network of each input shape about to get task vectors that has none (once;
+        a network named with `configure` is kept)."""
+        from zooscope.zoo import probes
+
+        if "task2vec" not in ([kinds] if isinstance(kinds, str) else list(kinds)):
+            return
+        ctx = self.probe_context()
+        wanted = {tuple(d.input_shape) for d in self.catalog.datasets()
+                  if d.input_shape and (datasets is None or d.name in set(datasets))}
+        for shape in probes.untrained_shapes(ctx):  # a network the user named (even untrained) is kept
+            if shape in wanted and shape_key(shape) not in ctx.settings.task2vec_probes:
+                try:
+                    probes.train_task2vec_probe(ctx, shape)
+                except ZooscopeInputError as e:  # e.g. a dataset that no longer loads: embed the rest anyway
+                    log.warning("could not train the Task2Vec probe network of %s: %s", shape_key(shape), e)
 
     def similar(self, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,
                 checkpoint: str | os.PathLike[str] | None = None, kwargs: dict | None = None,

@@ -14,7 +14,7 @@ from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.catalog import params_hash
 from zooscope.zoo.embedrun import compute_missing
 from zooscope.zoo.indices import IndexKey
-from zooscope.zoo.probes import probe_inputs
+from zooscope.zoo.probes import loadable_net, probe_inputs, untrained_note
 from zooscope.zoo.select.context import FISHER_EXAMPLES, SelectContext
 from zooscope.zoo.select.scores import load_labelled
 from zooscope.zoo.vectors import comparability_group, request_group
@@ -32,6 +32,8 @@ def task_distances(ctx: SelectContext, target: str, models: list[dict], alpha: f
     from zooscope.index import rerank
 
     tvec, treq = compute_missing(ctx.embedding, "task2vec", target)
+    if note := untrained_note([treq.get("probe_net")]):
+        log.warning("%s", note)
     group = request_group(treq)
     registered = {d.name for d in ctx.catalog.datasets()}
     sources = sorted({m.trained_on for m in models if m.trained_on in registered})
@@ -68,9 +70,9 @@ def _trivial(ctx: SelectContext, target: str, req: dict[str, Any]) -> np.ndarray
         from zooscope.embed.task2vec import Task2Vec
         from zooscope.nets.models import ModelSpec
 
-        net = req["probe_net"]
+        net = loadable_net(ctx.probes, req["probe_net"])
         params = {k: v for k, v in req["params"].items() if k not in ("progress",)}
-        t2v = Task2Vec(ModelSpec.from_dict(net).build(), **params)
+        t2v = Task2Vec(ModelSpec.from_dict(net).build(pretrained=bool(net.get("pretrained"))), **params)
         # the raw Fisher: task_distance needs its absolute scale (index_vector is only for the FAISS index)
         return np.asarray(t2v.embed_trivial(x).hessian, dtype=np.float32)
 
