@@ -82,3 +82,15 @@ def test_factors_span_the_planted_rank():
         lowrank_factors(R, rank=0)
     with pytest.raises(ValueError, match="2 measured"):
         impute_column(R, {0: 0.5})
+
+
+def test_toward_prior_is_exact_on_a_planted_matrix_and_the_prior_order_when_shrunk_hard():
+    from scipy.stats import spearmanr
+
+    R = _planted()
+    hist, truth = R[:, 1:], R[:, 0]
+    measured = {i: float(truth[i]) for i in (0, 5, 9)}
+    np.testing.assert_allclose(impute_column(hist, measured, alpha=1e-9, toward_prior=True), truth, atol=1e-6)
+    shrunk = impute_column(hist, measured, alpha=1e9, toward_prior=True)
+    free = [i for i in range(len(truth)) if i not in measured]
+    assert spearmanr(shrunk[free], prior_scores(hist)[free])[0] == pytest.approx(1.0)

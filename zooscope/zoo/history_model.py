@@ -74,7 +74,7 @@ def lowrank_factors(R: np.ndarray, rank: int = 2, *, iters: int = 100, tol: floa
 
 
 def impute_column(R: np.ndarray, measured: Mapping[int, float], rank: int = 2, *, alpha: float = 1e-3,
-                  factors: np.ndarray | None = None) -> np.ndarray:
+                  factors: np.ndarray | None = None, toward_prior: bool = False) -> np.ndarray:
     """Every model's predicted outcome on a new dataset from a few measured ones (OBOE-style).
 
     Parameters
@@ -88,6 +88,12 @@ def impute_column(R: np.ndarray, measured: Mapping[int, float], rank: int = 2, *
         Ridge penalty on the factor weights (the intercept is not penalised).
     factors : array (models, rank), optional
         Precomputed `lowrank_factors(R, rank)`.
+    toward_prior : bool, default=False
+        Shrink toward the prior instead of toward a constant: the new column is modelled as
+        ``c + σ·F(w0 + δ)`` where ``F w0`` is the least-squares fit of `prior_scores` in the factor basis, ``σ``
+        the median standard deviation of the history's columns, and the ridge penalty acts on ``δ``. A large
+        ``alpha`` then returns the prior's order (not ties), a small one the plain projection. Few measurements
+        of near-equal models (the prior's top k) cannot flip the order's sign this way.
 
     Returns
     -------
@@ -101,8 +107,18 @@ def impute_column(R: np.ndarray, measured: Mapping[int, float], rank: int = 2, *
     F = lowrank_factors(R, rank) if factors is None else np.asarray(factors, dtype=float)
     rows = np.fromiter(measured.keys(), dtype=int)
     y = np.fromiter(measured.values(), dtype=float)
-    reg = Ridge(alpha=alpha, fit_intercept=True).fit(F[rows], y)
-    pred = reg.predict(F)
+    if not toward_prior:
+        pred = Ridge(alpha=alpha, fit_intercept=True).fit(F[rows], y).predict(F)
+    else:
+        prior = prior_scores(R)
+        ok = np.isfinite(prior)
+        w0, *_ = np.linalg.lstsq(np.c_[np.ones(ok.sum()), F[ok]], prior[ok], rcond=None)
+        base = F @ w0[1:]
+        with _quiet():
+            sigma = float(np.nanmedian(np.nanstd(np.asarray(R, dtype=float), axis=0)))
+        sigma = sigma if np.isfinite(sigma) and sigma > 0 else 1.0
+        reg = Ridge(alpha=alpha, fit_intercept=True).fit(F[rows], y / sigma - base[rows])
+        pred = sigma * (base + reg.predict(F))
     pred[rows] = y
     return pred
 
