@@ -99,7 +99,13 @@ def test_bench_selection_cli_matches_weightedtau(tiny, tmp_path):
                                                                       abs=1e-9)  # JSON keeps 10 digits
     mean = rows[rows["dataset"] == "(mean)"].set_index("method")
     assert mean.loc["logme", "tau_w"] == pytest.approx(per.xs("logme")["tau_w"].mean())
-    assert (per["seconds"] > 0).all() and (per["regret@1"] >= 0).all()
+    selected = per[~per.index.get_level_values(0).str.startswith("static:")]
+    assert (selected["seconds"] > 0).all() and (per["regret@1"] >= 0).all()
+    assert {"static:family-oracle", "static:source-acc", "static:params"} <= set(per.index.get_level_values(0))
+    assert mean.loc["default", "delta_tau_w"] == 0.0
+    assert mean.loc["logme", "delta_tau_w"] == pytest.approx(
+        (per.xs("logme")["tau_w"] - per.xs("default")["tau_w"]).mean())
+    assert mean.loc["logme", "ci_low"] <= mean.loc["logme", "delta_tau_w"] <= mean.loc["logme", "ci_high"]
     assert png.is_file() and png.stat().st_size > 1000
     if not hasattr(zoo, "record_result"):
         assert "loto skipped" in r.stderr
