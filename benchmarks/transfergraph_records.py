@@ -19,7 +19,7 @@ except the k measured cells):
   rank-r ridge projection onto the history's low-rank basis (`zooscope.zoo.history_model.impute_column`, OBOE).
 
 Score: ``scipy.stats.weightedtau(prediction, accuracy)[0]`` (τ_w) over the models with a held-out accuracy, and
-top-1 regret; means over held-out datasets, with a seeded bootstrap 95 % interval over datasets.
+top-1 regret (a constant prediction scores τ_w 0, not NaN); means over held-out datasets, with a seeded bootstrap 95 % interval over datasets.
 
 Usage::
 
@@ -81,7 +81,8 @@ def accuracy_matrix(records: pd.DataFrame, agg: str = "mean", min_fill: float = 
 def _tau_w(score: np.ndarray, truth: np.ndarray) -> float:
     from scipy.stats import weightedtau
 
-    return float(weightedtau(score, truth)[0])
+    tau = float(weightedtau(score, truth)[0])
+    return 0.0 if np.isnan(tau) else tau  # a constant prediction (e.g. k equal measurements) orders nothing: 0
 
 
 def _regret(score: np.ndarray, truth: np.ndarray) -> float:

@@ -100,7 +100,7 @@ def test_bench_selection_cli_matches_weightedtau(tiny, tmp_path):
     mean = rows[rows["dataset"] == "(mean)"].set_index("method")
     assert mean.loc["logme", "tau_w"] == pytest.approx(per.xs("logme")["tau_w"].mean())
     selected = per[~per.index.get_level_values(0).str.startswith("static:")]
-    assert (selected["seconds"] > 0).all() and (per["regret@1"] >= 0).all()
+    assert (selected["seconds"] > 0).all() and (selected["regret@1"] >= 0).all()  # source-acc: NaN, none recorded
     assert {"static:family-oracle", "static:source-acc", "static:params"} <= set(per.index.get_level_values(0))
     assert mean.loc["default", "delta_tau_w"] == 0.0
     assert mean.loc["logme", "delta_tau_w"] == pytest.approx(
