@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-METHODS = "logme,leep,nce,hscore,knn,ncti,sfda,sfda_pca,gbc,transrate,linear_probe"
+METHODS = "logme,leep,nce,hscore,knn,ncti,sfda_pca,gbc,transrate,linear_probe"  # sfda: see sfda_pca (§5)
 
 
 def markdown(df: pd.DataFrame, digits: int = 3) -> str:
@@ -40,6 +40,9 @@ def evaluate_bench(name: str, folder: Path, methods: list[str], out: Path, max_t
     from zooscope.bench.selection import evaluate_selection, read_truth
     from zooscope.zoo import Zoo
 
+    if not (folder / "truth.csv").is_file() or not (folder / "zoo").is_dir():
+        logging.info("%s: no truth.csv or zoo yet in %s", name, folder)
+        return
     truth = read_truth(folder / "truth.csv")
     seeds = folder / "truth_seeds.csv"
     done = set()

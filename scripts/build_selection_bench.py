@@ -15,6 +15,22 @@ Composition (full config)
     relabelings (parity, ≥ 5, mod 3), fewer examples (60 training images), shifted domains (inverted, rotated,
     sklearn digits); each with ≤ 200 training, 150 validation and ≤ 400 test images.
 
+Config b2 (``--config b2``: another character, same code)
+    64×64 inputs (mnist5k and digits upsampled, bilinear); 6 source tasks that only see digits 0-6 (0-4, 0-6, 200
+    images of 0-6, rotated 0-6, parity of 0-6, sklearn digits 0-6) × 4 conv families (``small_cnn`` widths
+    8/16/24, timm ``test_resnet``, ``test_efficientnet``, ``test_convnext``): 24 models, each trained 8 epochs and
+    at least 100 steps (train accuracy in models/*.json; a warning below 0.9). 12 targets: classes no source has
+    (7/8/9 on MNIST, few-shot MNIST, digits), few-shot (5-10 labels per class), relabelings, shifted domains.
+    Fine-tuning: ``FT_STEPS_B2`` optimiser steps (epochs = ceil(steps / batches)) so few-shot targets train as
+    long as the others; same lr grid and selection on validation.
+
+Seeds (``--seeds N``, N > 1)
+    Every (model, target) pair is re-run with seeds 1..N-1 at the lr chosen on seed 0's validation (the lr is
+    not re-chosen per seed: it keeps the build within budget); truth.csv is the mean test accuracy over the N
+    seeds (``seed`` = "mean", ``std``, ``n_seeds``), truth_seeds.csv the per-seed rows (the noise ceiling of
+    ``zooscope bench selection --truth-seeds``). Only targets with every model and every seed done are written,
+    target by target (the build is target-major), so a partial build gives complete targets.
+
 Ground truth (fixed recipe, `finetune`)
     Classifier replaced by a fresh linear layer (`zooscope.embed.prelogits.replace_classifier`), ALL layers
     trained: AdamW (weight decay 1e-4), batch 32, ``FT_EPOCHS`` epochs, constant learning rate from the grid
@@ -33,6 +49,8 @@ Usage::
 
     nice -n 10 python scripts/build_selection_bench.py --workers 2 > build.log 2>&1 &   # resumable; rerun to resume
     python scripts/build_selection_bench.py --tiny --out /tmp/selbench-tiny            # a 2-minute smoke test
+    nice -n 10 python scripts/build_selection_bench.py --config b1 --seeds 3 --workers 1 --out /work/selbench/b1
+    nice -n 10 python scripts/build_selection_bench.py --config b2 --seeds 3 --workers 2 --out /work/selbench/b2
     zooscope bench selection --zoo ~/.cache/zooscope/selbench/zoo --truth ~/.cache/zooscope/selbench/truth.csv
 """
 
