@@ -18,8 +18,9 @@ except the k measured cells):
 - ``rank{r}-k{k}``: the held-out accuracy of k models revealed (the prior's top k), every model re-estimated by a
   rank-r ridge projection onto the history's low-rank basis (`zooscope.zoo.history_model.impute_column`, OBOE).
 
-Score: ``scipy.stats.weightedtau(prediction, accuracy)[0]`` (τ_w) over the models with a held-out accuracy, and
-top-1 regret (a constant prediction scores τ_w 0, not NaN); means over held-out datasets, with a seeded bootstrap 95 % interval over datasets.
+Score: ``scipy.stats.weightedtau(prediction, accuracy)[0]`` (τ_w) over the models with a held-out accuracy (a
+constant prediction scores 0, not NaN), and top-1 regret; means over held-out datasets, with a seeded bootstrap
+95 % interval over datasets.
 
 Usage::
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -177,7 +178,7 @@ def test_loto_records_other_targets_only_and_cleans_up(tiny):
 class _ToyZoo:
     """A duck-typed zoo whose select returns fixed scores: the statistics of bench selection, checked by hand."""
 
-    SCORES = {  # method -> target -> model -> score
+    SCORES: ClassVar[dict] = {  # method -> target -> model -> score
         None: {"t1": {"a": 3, "b": 2, "c": 1, "d": 0}, "t2": {"a": 0, "b": 1, "c": 2, "d": 3},
                "t3": {"a": 1, "b": 0, "c": 3, "d": 2}},
         "logme": {"t1": {"a": 3, "b": 1, "c": 2, "d": 0}, "t2": {"a": 3, "b": 2, "c": 1, "d": 0},

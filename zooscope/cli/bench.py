@@ -27,9 +27,11 @@ def selection_cmd(
                                                              "method) to this .png/.pdf/.svg.")] = None,
     truth_seeds: Annotated[Path | None, typer.Option(
         "--truth-seeds", help="CSV with model, dataset, value, seed (one row per seed; the builder's "
-                              "truth_seeds.csv): adds the noise ceiling, τ_w of each seed against the seed mean.")] = None,
-    static: Annotated[bool, typer.Option("--static/--no-static", help="Static baselines: per-family mean-accuracy "
-                                                                     "oracle, source accuracy, parameter count.")] = True,
+                              "truth_seeds.csv): adds the noise ceiling, τ_w of each seed against the seed "
+                              "mean.")] = None,
+    static: Annotated[bool, typer.Option(
+        "--static/--no-static", help="Static baselines: per-family mean-accuracy oracle, source accuracy, "
+                                     "parameter count.")] = True,
     resamples: Annotated[int, typer.Option("--bootstrap", min=100, help="Bootstrap resamples of the paired "
                                                                         "difference to the default.")] = 9999,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resampling.")] = 0,
