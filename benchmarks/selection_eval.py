@@ -62,6 +62,40 @@ def evaluate_bench(name: str, folder: Path, methods: list[str], out: Path, max_t
         logging.info("%s %s done", name, t)
 
 
+def history_rows(name: str, folder: Path, default_rows: pd.DataFrame, ks: tuple[int, ...] = (3, 5)) -> pd.DataFrame:
+    """Leave-one-target-out history baselines from the truth alone (no select call), on the evaluated targets.
+
+    ``history:prior(loto)``: each model's mean z-scored accuracy on the other targets
+    (`zooscope.zoo.history_model.prior_scores`); ``history:rank2-k{k}(loto)``: the prior's top k fine-tuned on the
+    target (their true accuracy revealed) and every model re-estimated by the rank-2 projection shrunk toward the
+    prior (`impute_column(..., toward_prior=True)`). Targets ranked = those in ``default_rows``.
+    """
+    from zooscope.bench.selection import ranking_metrics, read_truth
+    from zooscope.zoo.history_model import impute_column, prior_scores
+
+    truth = read_truth(folder / "truth.csv")
+    mat = truth.pivot(index="model", columns="dataset", values="value")
+    rows = []
+    for t in sorted(set(default_rows["dataset"]) & set(mat.columns)):
+        hist = mat.drop(columns=t).to_numpy(float)
+        if hist.shape[1] < 2:
+            continue
+        acc = mat[t].to_numpy(float)
+        names = list(mat.index)
+        prior = prior_scores(hist)
+        preds = {"history:prior(loto)": prior}
+        for k in ks:
+            top = np.argsort(-prior, kind="stable")[:k]
+            preds[f"history:rank2-k{k}(loto)"] = impute_column(hist, {int(i): float(acc[i]) for i in top}, 2,
+                                                               alpha=1.0, toward_prior=True)
+        for label, p in preds.items():
+            m = ranking_metrics(p, acc, names)
+            rows.append({"method": label, "dataset": t, "tau_w": m["tau_w"], "regret@1": m["regret@1"],
+                         "regret@3": m["regret@3"], "relerr@1": m["relerr@1"], "relerr@3": m["relerr@3"],
+                         "best": m["best"], "models": len(names), "seconds": 0.0, "bench": name})
+    return pd.DataFrame(rows)
+
+
 def summary_table(per_target: pd.DataFrame, n_resamples: int = 9999, seed: int = 0) -> pd.DataFrame:
     from zooscope.bench.selection import DEFAULT, paired_bootstrap, summarize
 
@@ -91,10 +125,33 @@ def main(argv: list[str] | None = None) -> int:
             name, _, folder = spec.partition("=")
             evaluate_bench(name, Path(folder).expanduser(), methods, args.out, args.max_targets)
     per = pd.read_csv(args.out)
-    table = summary_table(per)
-    table["tau_w"] = table["tau_w"].astype(float)
-    print(markdown(table.replace({np.nan: None}).fillna(np.nan)))
+    extra = []
+    for spec in args.bench:
+        name, _, folder = spec.partition("=")
+        done = per[(per["bench"] == name) & (per["method"] == "default")]
+        if len(done) >= 3:  # the history needs >= 2 other targets
+            extra.append(history_rows(name, Path(folder).expanduser(), done))
+    per = pd.concat([per, *extra], ignore_index=True)
+    print(markdown(compact(summary_table(per))))
     return 0
+
+
+def compact(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary as printed in RESULTS.md: one interval column, fewer digits."""
+    def ci(r: pd.Series) -> str:
+        if r["method"] == "default":
+            return "—"
+        if not np.isfinite(r["ci_low"]):
+            return f"{r['delta_tau_w']:+.3f}"
+        return f"{r['delta_tau_w']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+
+    out = pd.DataFrame({"bench": table["bench"], "method": table["method"], "mean τ_w": table["tau_w"],
+                        "Δ vs default [95 % CI]": table.apply(ci, axis=1),
+                        "τ_w within family": table["tau_w_family"], "top-1 regret": table["regret@1"],
+                        "top-1 rel. err.": table["relerr@1"], "top-3 regret": table["regret@3"],
+                        "top-3 rel. err.": table["relerr@3"], "s/target": table["seconds"],
+                        "targets": table["targets"]})
+    return out
 
 
 if __name__ == "__main__":
