@@ -91,11 +91,12 @@ def _regret(score: np.ndarray, truth: np.ndarray) -> float:
 
 
 def leave_one_dataset_out(mat: pd.DataFrame, ks: Sequence[int] = (5,), ranks: Sequence[int] = (2,),
-                          alpha: float = 1.0) -> pd.DataFrame:
+                          alpha: float = 1.0, pick: str = "top") -> pd.DataFrame:
     """One row per (held-out dataset, method): tau_w and top-1 regret over the models that have the dataset.
 
     The history is ``mat`` without the held-out column; for ``rank{r}-k{k}`` the k measured models are the
-    prior's top k among those with a held-out accuracy (their accuracy is revealed, the rest predicted).
+    prior's top k among those with a held-out accuracy (their accuracy is revealed, the rest predicted), or with
+    ``pick="spread"`` k models at evenly spaced ranks of the prior (measurements chosen for information).
     """
     from zooscope.zoo.history_model import impute_column, lowrank_factors, prior_scores
 
@@ -113,7 +114,8 @@ def leave_one_dataset_out(mat: pd.DataFrame, ks: Sequence[int] = (5,), ranks: Se
             F = lowrank_factors(hist, r)
             for k in ks:
                 cand = np.flatnonzero(have)
-                top = cand[np.argsort(-prior_f[cand], kind="stable")[:k]]
+                ordered = cand[np.argsort(-prior_f[cand], kind="stable")]
+                top = ordered[:k] if pick == "top" else ordered[np.linspace(0, len(ordered) - 1, k).round().astype(int)]
                 meas = {int(i): float(truth[i]) for i in top}
                 for label, tp in ((f"rank{r}-k{k}", False), (f"rank{r}-k{k}-toward-prior", True)):
                     pred = impute_column(hist, meas, r, alpha=alpha, factors=F, toward_prior=tp)
@@ -152,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-fill", type=float, default=0.8, help="Keep models with at least this share of datasets.")
     ap.add_argument("--k", default="5", help="Comma-separated numbers of measured models per held-out dataset.")
     ap.add_argument("--rank", default="2", help="Comma-separated ranks of the low-rank projection.")
+    ap.add_argument("--pick", choices=("top", "spread"), default="top",
+                    help="Measured models: the prior's top k, or k at evenly spaced prior ranks.")
+    ap.add_argument("--alpha", type=float, default=1.0, help="Ridge penalty of the projection.")
     ap.add_argument("--per-dataset", action="store_true", help="Also print one row per held-out dataset.")
     args = ap.parse_args(argv)
     rec = read_records(args.repo, args.file)
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
           f">= {args.min_fill:.0%} of {mat.shape[1]} datasets; fill rate {mat.notna().to_numpy().mean():.3f}")
     ks = [int(k) for k in args.k.split(",")]
     ranks = [int(r) for r in args.rank.split(",")]
-    per = leave_one_dataset_out(mat, ks, ranks)
+    per = leave_one_dataset_out(mat, ks, ranks, args.alpha, args.pick)
     if args.per_dataset:
         print(markdown(per.pivot(index="dataset", columns="method", values="tau_w"), index=True))
     print(markdown(summarize(per)))
