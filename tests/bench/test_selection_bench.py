@@ -86,8 +86,12 @@ def _expected_tau(zoo: Zoo, target: str, column: str, methods: list[str] | None)
 def test_bench_selection_cli_matches_weightedtau(tiny, tmp_path):
     zoo, truth_path = tiny
     png = tmp_path / "bench.png"
+    seeds = tmp_path / "truth_seeds.csv"
+    pd.DataFrame([{"model": m, "dataset": d, "metric": "accuracy", "value": v + dv, "seed": s}
+                  for (m, d), v in TRUTH.items() for s, dv in ((0, 0.01), (1, -0.01 if m == "m-low" else 0.0))]
+                 ).to_csv(seeds, index=False)
     r = _cli("bench", "selection", "--zoo", str(zoo.root), "--truth", str(truth_path), "--methods", "logme,hscore",
-             "--history", "loto", "--format", "json", "--plot", str(png))
+             "--history", "loto", "--format", "json", "--plot", str(png), "--truth-seeds", str(seeds))
     assert r.returncode == 0, r.stderr
     rows = pd.DataFrame(json.loads(r.stdout))
     per = rows[rows["dataset"] != "(mean)"].set_index(["method", "dataset"])
@@ -100,10 +104,16 @@ def test_bench_selection_cli_matches_weightedtau(tiny, tmp_path):
                                                                       abs=1e-9)  # JSON keeps 10 digits
     mean = rows[rows["dataset"] == "(mean)"].set_index("method")
     assert mean.loc["logme", "tau_w"] == pytest.approx(per.xs("logme")["tau_w"].mean())
-    selected = per[~per.index.get_level_values(0).str.startswith("static:")]
+    selected = per[~per.index.get_level_values(0).str.startswith(("static:", "ceiling:"))]
     assert (selected["seconds"] > 0).all() and (selected["regret@1"] >= 0).all()  # source-acc: NaN, none recorded
     assert {"static:family-oracle", "static:source-acc", "static:params"} <= set(per.index.get_level_values(0))
     assert mean.loc["default", "delta_tau_w"] == 0.0
+    for target in TARGETS:  # noise ceiling: mean over the 2 seeds of tau_w(seed mean, seed)
+        vals = {s: [TRUTH[(m, target)] + (0.01 if s == 0 else (-0.01 if m == "m-low" else 0.0)) for m in MODELS]
+                for s in (0, 1)}
+        mean_v = np.mean([vals[0], vals[1]], axis=0)
+        want = np.mean([weightedtau(mean_v, vals[s])[0] for s in (0, 1)])
+        assert per.loc[("ceiling:seed-vs-mean", target), "tau_w"] == pytest.approx(want, abs=1e-9)
     assert mean.loc["logme", "delta_tau_w"] == pytest.approx(
         (per.xs("logme")["tau_w"] - per.xs("default")["tau_w"]).mean())
     assert mean.loc["logme", "ci_low"] <= mean.loc["logme", "delta_tau_w"] <= mean.loc["logme", "ci_high"]
