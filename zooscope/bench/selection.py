@@ -6,7 +6,28 @@ with ``zoo.select(target, k=<all>, method=name)`` and compares the ranking with 
 - ``tau_w``: weighted Kendall τ, ``scipy.stats.weightedtau(score, accuracy)[0]`` (hyperbolic weights, top
   ranks count most; 1 = same order, −1 = reversed).
 - ``regret@1``, ``regret@3``: best accuracy − the best accuracy among the method's top 1 / top 3 picks.
+- ``relerr@1``, ``relerr@3``: the same regret as a relative error increase, regret / (1 − best accuracy)
+  (NaN when the best accuracy is 1).
+- ``tau_w_family``: τ_w within each family (the zoo's ``family`` tag, else the model spec) with ≥ 3 models in the
+  truth, averaged over those families.
 - ``seconds``: wall time of the ``select`` call for that target.
+
+Per method, the summary adds the mean τ_w difference to the default ranker (``delta_tau_w``, paired over the
+targets both ranked) and its 95 % bootstrap interval (``ci_low``, ``ci_high``; `paired_bootstrap`: targets
+resampled with replacement by ``numpy.random.default_rng(seed)``, percentile interval of the mean difference).
+
+Rows that are not ``select`` methods (``static=True``; scores from the zoo's records, never from the target's data
+except the oracle):
+
+- ``static:family-oracle``: each model scored by its family's mean true accuracy on the target (an oracle:
+  it reads the truth, and says how much of the order is "which family").
+- ``static:source-acc``: the model's recorded source accuracy (``metrics.source_train_acc`` or
+  ``metrics.accuracy``), NaN (ranked last) when absent.
+- ``static:params``: the model's parameter count (the architecture built from spec and kwargs, no weights).
+
+``truth_seeds`` (a table with a ``seed`` column: one row per (model, dataset, seed)) adds the row
+``ceiling:seed-vs-mean``: per target, the mean over seeds of τ_w(seed mean, that seed's accuracy) -- what a
+perfect predictor of the expected accuracy scores against one noisy seed (the noise ceiling).
 
 The score of a method is its own column in the returned table when there is one (``logme``, …;
 ``task2vec`` → −``task_distance``), else the table's ``score``. Models missing from the table, or with a NaN
@@ -37,12 +58,15 @@ from zooscope.bench.kept import save_last
 if TYPE_CHECKING:
     from zooscope.zoo.zoo import Zoo
 
-__all__ = ["DEFAULT", "LOTO", "SelectionBench", "evaluate_selection", "ranking_metrics", "read_truth"]
+__all__ = ["CEILING", "DEFAULT", "LOTO", "SelectionBench", "evaluate_selection", "noise_ceiling", "paired_bootstrap",
+           "ranking_metrics", "read_truth"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT = "default"
 LOTO = "default+history(loto)"
+CEILING = "ceiling:seed-vs-mean"
+STATIC = ("static:family-oracle", "static:source-acc", "static:params")
 TRUTH_COLUMNS = ("model", "dataset", "metric", "value")
 
 
@@ -108,13 +132,15 @@ def ranking_metrics(score: Sequence[float], truth: Sequence[float], names: Seque
                                  f"{t.shape}.")
     finite = np.isfinite(s)
     if not finite.any():
-        return {"tau_w": np.nan, **{f"regret@{k}": np.nan for k in ks}, "best": float(t.max()), "top": -1}
+        return {"tau_w": np.nan, **{f"regret@{k}": np.nan for k in ks}, **{f"relerr@{k}": np.nan for k in ks},
+                "best": float(t.max()), "top": -1}
     s = np.where(finite, s, s[finite].min() - 1.0)
     names = list(names) if names is not None else [f"{i:09d}" for i in range(len(s))]
     order = sorted(range(len(s)), key=lambda i: (-s[i], names[i]))
     out: dict[str, float] = {"tau_w": float(weightedtau(s, t)[0])}
     for k in ks:
         out[f"regret@{k}"] = float(t.max() - t[order[:k]].max())
+        out[f"relerr@{k}"] = out[f"regret@{k}"] / (1.0 - t.max()) if t.max() < 1.0 else np.nan
     out["best"] = float(t.max())
     out["top"] = order[0]
     return out
@@ -171,7 +197,9 @@ def _default_methods() -> list[str]:
 
 def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequence[str] | None = None, *,
                        history: str | None = None, metric: str = "accuracy", default: bool = True,
-                       targets: Sequence[str] | None = None) -> SelectionBench:
+                       targets: Sequence[str] | None = None, static: bool = False,
+                       truth_seeds: str | Path | pd.DataFrame | None = None, n_resamples: int = 9999,
+                       seed: int = 0) -> SelectionBench:
     """Rank the truth's models for each of its targets with every method and score the rankings.
 
     Parameters
@@ -189,6 +217,12 @@ def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequ
         Include the default ranker (``zoo.select`` without a method).
     targets : sequence of str, optional
         Restrict to these datasets.
+    static : bool, default=False
+        Add the static baselines ``static:*`` (module docstring).
+    truth_seeds : path or DataFrame, optional
+        Per-seed truth (model, dataset, value, seed): adds the noise-ceiling row ``ceiling:seed-vs-mean``.
+    n_resamples, seed : int
+        Bootstrap of the paired difference to the default (`paired_bootstrap`).
 
     Returns
     -------
@@ -220,6 +254,8 @@ def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequ
             notes.append("--history loto skipped: this zoo has no record_result/remove_result/results "
                          "(the result-history API is not in this install).")
     rows, score_rows = [], []
+    family = _families(zoo)
+    statics = _static_scores(zoo, df) if static else {}
     recorded: set[tuple[str, str]] = set()
     try:
         for target in sorted(df["dataset"].unique()):
@@ -240,22 +276,143 @@ def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequ
                 col = _method_column(table, method)
                 by_model = dict(zip(table["model"].astype(str), col, strict=True))
                 s = np.array([by_model.get(n, np.nan) for n in names], dtype=float)
-                m = ranking_metrics(s, t["value"].to_numpy(), names)
-                rows.append({"method": label, "dataset": target, "tau_w": m["tau_w"], "regret@1": m["regret@1"],
-                             "regret@3": m["regret@3"], "best": m["best"],
-                             "picked": names[m["top"]] if m["top"] >= 0 else "", "models": len(names),
-                             "seconds": seconds})
-                score_rows += [{"method": label, "dataset": target, "model": n, "score": v, "truth": a}
-                               for n, v, a in zip(names, s, t["value"], strict=True)]
-                log.info("%s %s tau_w=%.3f regret@1=%.3f (%.1fs)", target, label, m["tau_w"], m["regret@1"],
-                         seconds)
+                _add_row(rows, score_rows, label, target, names, s, t["value"].to_numpy(), family, seconds)
+            truth_t = t["value"].to_numpy()
+            for label, fn in statics.items():
+                _add_row(rows, score_rows, label, target, names, fn(names, truth_t), truth_t, family, 0.0)
     finally:
         _remove_recorded(zoo, recorded, metric)
-    per_target = pd.DataFrame(rows, columns=["method", "dataset", "tau_w", "regret@1", "regret@3", "best", "picked",
-                                             "models", "seconds"])
-    bench = SelectionBench(per_target, summarize(per_target), pd.DataFrame(score_rows), notes)
+    if truth_seeds is not None:
+        ceil = noise_ceiling(truth_seeds, metric)
+        ceil = ceil[ceil["dataset"].isin(set(df["dataset"]))]
+        for r in ceil.itertuples(index=False):
+            rows.append({"method": CEILING, "dataset": r.dataset, "tau_w": r.tau_w, "models": r.models})
+        if ceil.empty:
+            notes.append("--truth-seeds: no target with >= 2 seeds for every model; no noise ceiling.")
+    per_target = pd.DataFrame(rows, columns=PER_TARGET_COLUMNS)
+    summary = summarize(per_target)
+    if default and len(per_target):
+        boot = paired_bootstrap(per_target, DEFAULT, n_resamples=n_resamples, seed=seed)
+        summary = summary.merge(boot, on="method", how="left")
+    bench = SelectionBench(per_target, summary, pd.DataFrame(score_rows), notes)
     save_last(zoo, bench.summary, bench.per_target, truth, metric)
     return bench
+
+
+PER_TARGET_COLUMNS = ["method", "dataset", "tau_w", "tau_w_family", "regret@1", "regret@3", "relerr@1", "relerr@3",
+                      "best", "picked", "models", "seconds"]
+
+
+def _add_row(rows: list[dict[str, Any]], score_rows: list[dict[str, Any]], label: str, target: str, names: list[str],
+             s: np.ndarray, truth: np.ndarray, family: dict[str, str], seconds: float) -> None:
+    m = ranking_metrics(s, truth, names)
+    fams = np.array([family.get(n, n) for n in names])
+    within = []
+    for f in dict.fromkeys(fams):
+        idx = np.flatnonzero(fams == f)
+        if len(idx) >= 3 and np.ptp(truth[idx]) > 0:
+            within.append(ranking_metrics(s[idx], truth[idx], [names[i] for i in idx])["tau_w"])
+    rows.append({"method": label, "dataset": target, "tau_w": m["tau_w"],
+                 "tau_w_family": float(np.nanmean(within)) if np.isfinite(within).any() else np.nan,
+                 "regret@1": m["regret@1"], "regret@3": m["regret@3"], "relerr@1": m["relerr@1"],
+                 "relerr@3": m["relerr@3"], "best": m["best"], "picked": names[m["top"]] if m["top"] >= 0 else "",
+                 "models": len(names), "seconds": seconds})
+    score_rows += [{"method": label, "dataset": target, "model": n, "score": v, "truth": a}
+                   for n, v, a in zip(names, s, truth, strict=True)]
+    log.info("%s %s tau_w=%.3f regret@1=%.3f (%.1fs)", target, label, m["tau_w"], m["regret@1"], seconds)
+
+
+def _families(zoo: Any) -> dict[str, str]:
+    """model -> its ``family`` tag, else its spec."""
+    out = {}
+    for r in zoo.models().itertuples(index=False):
+        tags = getattr(r, "tags", None)
+        fam = tags.get("family") if isinstance(tags, dict) else None
+        out[str(r.name)] = str(fam) if fam else str(getattr(r, "spec", r.name))
+    return out
+
+
+def _n_params(spec: str, kwargs: Any) -> float:
+    from zooscope.nets.models import build_model
+
+    try:
+        model = build_model(spec, dict(kwargs or {}))
+    except Exception as e:  # an architecture this install cannot build: ranked last, said in the log
+        log.warning("static:params: cannot build %s (%s)", spec, e)
+        return np.nan
+    return float(sum(p.numel() for p in model.parameters()))
+
+
+def _static_scores(zoo: Any, df: pd.DataFrame) -> dict[str, Any]:
+    """{label: fn(names, truth) -> scores} for the static baselines (module docstring)."""
+    models = zoo.models().set_index("name")
+    family = _families(zoo)
+    wanted = sorted(set(df["model"]))
+    src_acc, params = {}, {}
+    for name in wanted:
+        metrics = models.loc[name, "metrics"] if "metrics" in models.columns else None
+        metrics = metrics if isinstance(metrics, dict) else {}
+        v = metrics.get("source_train_acc", metrics.get("accuracy"))
+        src_acc[name] = float(v) if isinstance(v, (int, float)) else np.nan
+        params[name] = _n_params(str(models.loc[name, "spec"]), models.loc[name, "kwargs"]) \
+            if "spec" in models.columns else np.nan
+
+    def oracle(names: list[str], truth: np.ndarray) -> np.ndarray:
+        fams = pd.Series([family.get(n, n) for n in names])
+        return fams.map(pd.Series(truth).groupby(fams).mean()).to_numpy(dtype=float)
+
+    return {"static:family-oracle": oracle,
+            "static:source-acc": lambda names, truth: np.array([src_acc.get(n, np.nan) for n in names]),
+            "static:params": lambda names, truth: np.array([params.get(n, np.nan) for n in names])}
+
+
+def noise_ceiling(truth_seeds: str | Path | pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Per target: mean over seeds of τ_w(seed mean, that seed's values) (columns dataset, tau_w, seeds, models).
+
+    Only targets where every model has the same >= 2 seeds count.
+    """
+    from scipy.stats import weightedtau
+
+    df = truth_seeds.copy() if isinstance(truth_seeds, pd.DataFrame) else pd.read_csv(Path(truth_seeds).expanduser())
+    if "seed" not in df.columns or not {"model", "dataset", "value"} <= set(df.columns):
+        raise ZooscopeInputError("The per-seed truth needs columns model, dataset, value, seed.")
+    if "metric" in df.columns:
+        df = df[df["metric"] == metric]
+    rows = []
+    for target, g in df.groupby("dataset", sort=True):
+        wide = g.pivot_table(index="model", columns="seed", values="value", aggfunc="mean")
+        if wide.shape[1] < 2 or wide.isna().any().any() or len(wide) < 2:
+            continue
+        mean = wide.mean(axis=1).to_numpy()
+        taus = [float(weightedtau(mean, wide[c].to_numpy())[0]) for c in wide.columns]
+        rows.append({"dataset": str(target), "tau_w": float(np.mean(taus)), "seeds": wide.shape[1],
+                     "models": len(wide)})
+    return pd.DataFrame(rows, columns=["dataset", "tau_w", "seeds", "models"])
+
+
+def paired_bootstrap(per_target: pd.DataFrame, reference: str = DEFAULT, column: str = "tau_w",
+                     n_resamples: int = 9999, seed: int = 0) -> pd.DataFrame:
+    """Per method: mean paired difference to ``reference`` over shared targets and its 95 % bootstrap interval.
+
+    The targets both rank are resampled with replacement (``numpy.random.default_rng(seed).integers(0, n,
+    (n_resamples, n))``) and the percentile interval (2.5, 97.5) of the resampled mean difference is returned.
+    Columns: method, delta_<column>, ci_low, ci_high, paired (number of targets).
+    """
+    cols = ["method", f"delta_{column}", "ci_low", "ci_high", "paired"]
+    ref = per_target[per_target["method"] == reference].set_index("dataset")[column]
+    out = []
+    for method, g in per_target.groupby("method", sort=False):
+        d = (g.set_index("dataset")[column] - ref).dropna()
+        if method == reference or d.empty:
+            out.append({"method": method, f"delta_{column}": 0.0 if method == reference else np.nan,
+                        "ci_low": np.nan, "ci_high": np.nan, "paired": len(d)})
+            continue
+        v = d.sort_index().to_numpy(dtype=float)
+        idx = np.random.default_rng(seed).integers(0, len(v), size=(n_resamples, len(v)))
+        lo, hi = np.percentile(v[idx].mean(axis=1), [2.5, 97.5])
+        out.append({"method": method, f"delta_{column}": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi),
+                    "paired": len(v)})
+    return pd.DataFrame(out, columns=cols)
 
 
 def _remove_recorded(zoo: Any, recorded: set[tuple[str, str]], metric: str) -> None:
@@ -279,12 +436,14 @@ def _record_others(zoo: Any, df: pd.DataFrame, target: str, metric: str, recorde
 
 
 def summarize(per_target: pd.DataFrame) -> pd.DataFrame:
-    """Per method: mean tau_w, regret@1, regret@3 and seconds over targets (in first-seen method order)."""
-    cols = ["method", "tau_w", "regret@1", "regret@3", "seconds", "targets"]
+    """Per method: mean tau_w, tau_w_family, regrets and seconds over targets (in first-seen method order)."""
+    stats = ["tau_w", "tau_w_family", "regret@1", "regret@3", "relerr@1", "relerr@3", "seconds"]
+    stats = [c for c in stats if c in per_target.columns]
+    cols = ["method", *stats, "targets"]
     if per_target.empty:
         return pd.DataFrame(columns=cols)
     g = per_target.groupby("method", sort=False)
-    out = g[["tau_w", "regret@1", "regret@3", "seconds"]].mean()
+    out = g[stats].mean()
     out["targets"] = g.size()
     return out.reset_index()[cols]
 

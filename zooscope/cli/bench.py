@@ -27,23 +27,40 @@ def selection_cmd(
     metric: Annotated[str, typer.Option("--metric", help="The truth's metric to rank by.")] = "accuracy",
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a figure (τ_w and top-1 regret per "
                                                              "method) to this .png/.pdf/.svg.")] = None,
+    truth_seeds: Annotated[Path | None, typer.Option(
+        "--truth-seeds", help="CSV with model, dataset, value, seed (one row per seed; the builder's "
+                              "truth_seeds.csv): adds the noise ceiling, τ_w of each seed against the seed "
+                              "mean.")] = None,
+    static: Annotated[bool, typer.Option(
+        "--static/--no-static", help="Static baselines: per-family mean-accuracy oracle, source accuracy, "
+                                     "parameter count.")] = True,
+    resamples: Annotated[int, typer.Option("--bootstrap", min=100, help="Bootstrap resamples of the paired "
+                                                                        "difference to the default.")] = 9999,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resampling.")] = 0,
     fmt: FormatOpt = "table",
     per_target: Annotated[bool, typer.Option("--per-target/--summary-only",
                                              help="Also print one row per (method, target).")] = True,
 ) -> None:
-    """Mean weighted Kendall τ_w, top-1/top-3 regret and time per method, and per-target rows.
+    """Mean weighted Kendall τ_w, its paired difference to the default with a 95 % bootstrap interval, τ_w within
+    each family, top-1/top-3 regret (absolute and relative error) and time per method, and per-target rows.
 
     τ_w is scipy.stats.weightedtau(score, accuracy)[0]; regret@k = best accuracy − the best accuracy among the
-    method's top k. Example: zooscope bench selection --zoo zoo --truth truth.csv --methods logme,hscore
+    method's top k; relerr@k = regret@k / (1 − best accuracy); delta_tau_w, ci_low, ci_high: mean paired
+    difference to the default over targets and its percentile bootstrap interval (targets resampled).
+    Example: zooscope bench selection --zoo zoo --truth truth.csv --truth-seeds truth_seeds.csv --methods logme
     """
     import pandas as pd
 
     from zooscope.bench.selection import evaluate_selection, plot_selection
+
     the_zoo = open_zoo(zoo)  # a bad --zoo is named before the other inputs
     if not truth.is_file():
         raise FileNotFoundError(f"--truth {truth}: no such file.")
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    bench = evaluate_selection(the_zoo, truth, names, history=history, metric=metric)
+    if truth_seeds is not None and not truth_seeds.is_file():
+        raise FileNotFoundError(f"--truth-seeds {truth_seeds}: no such file.")
+    bench = evaluate_selection(the_zoo, truth, names, history=history, metric=metric, static=static,
+                               truth_seeds=truth_seeds, n_resamples=resamples, seed=seed)
     for note in bench.notes:
         err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
     if fmt == "table":

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from zooscope.cli._common import ZooOpt, open_zoo, say
+from zooscope.cli._common import open_zoo
+from zooscope.cli._errors import say
+from zooscope.cli._options import ZooOpt
 
 app = typer.Typer()
 
