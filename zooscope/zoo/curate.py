@@ -95,7 +95,7 @@ def task_distances(zoo: Any) -> pd.DataFrame:
     from zooscope.embed.task2vec import task_distance
 
     ctx = _ctx(zoo)
-    vecs = {r["dataset"]: ctx.vectors.read64(r) for r in ctx.vectors.current_rows("task2vec")}
+    vecs = {r.dataset: ctx.vectors.read64(r) for r in ctx.vectors.current_rows("task2vec")}
     names = sorted(vecs)
     D = np.array([[0.0 if a == b else task_distance(vecs[a], vecs[b]) for b in names] for a in names])
     return pd.DataFrame(D.reshape(len(names), len(names)), index=names, columns=names)
