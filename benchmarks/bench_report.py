@@ -61,24 +61,24 @@ def build(storage: Path, n: int, groups: int, seed: int = 0):
     cat = zoo.catalog
     rec = cat.get_model("m000")
     row = cat.embeddings(kind="cka", model="m000")[0]
-    vec = np.asarray(zoo.store.get(row["vector_key"]), dtype=np.float64)
+    vec = np.asarray(zoo.store.get(row.vector_key), dtype=np.float64)
     rng = np.random.default_rng(seed)
     centres = [vec + 0.6 * rng.standard_normal(vec.shape) / np.sqrt(vec.shape[-1]) for _ in range(groups)]
     for i in range(1, n):
         v = centres[i % groups] + 0.15 * rng.standard_normal(vec.shape) / np.sqrt(vec.shape[-1])
         v /= np.linalg.norm(v, axis=-1, keepdims=True)
         name = f"m{i:03d}-group{i % groups}"
-        cat.add_model(name, spec=rec["spec"], kwargs=rec["kwargs"], checkpoint=rec["checkpoint"],
-                      checkpoint_sha256=rec["checkpoint_sha256"], trained_on=("digits", "digits-0to4")[i % 2],
-                      input_shape=rec["input_shape"])
+        cat.add_model(name, spec=rec.spec, kwargs=rec.kwargs, checkpoint=rec.checkpoint,
+                      checkpoint_sha256=rec.checkpoint_sha256, trained_on=("digits", "digits-0to4")[i % 2],
+                      input_shape=rec.input_shape)
         key = zoo.store.put(v.astype(np.float32), kind="cka")
-        cat.add_embedding(kind="cka", model=name, params=row["params"], vector_key=key, dim=row["dim"],
-                          code_version=row["code_version"])
+        cat.add_embedding(kind="cka", model=name, params=row.params, vector_key=key, dim=row.dim,
+                          code_version=row.code_version)
     zoo.embed_context().indices.sync("cka")
     for i, m in enumerate(cat.models()):
-        zoo.record_result(m["name"], "digits-0to4", float(0.5 + 0.4 * rng.random()))
+        zoo.record_result(m.name, "digits-0to4", float(0.5 + 0.4 * rng.random()))
         if i % 3 == 0:
-            zoo.record_result(m["name"], "digits", float(0.5 + 0.4 * rng.random()))
+            zoo.record_result(m.name, "digits", float(0.5 + 0.4 * rng.random()))
     return zoo
 
 

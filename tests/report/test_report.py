@@ -129,7 +129,7 @@ def test_task_distances_is_the_pairwise_d_sym(report_zoo):
     D = curate.task_distances(report_zoo)
     assert list(D.index) == list(D.columns) == ["digits", "digits-0to4"]
     ctx = report_zoo.curate_context()
-    v = {r["dataset"]: ctx.vectors.read64(r) for r in ctx.vectors.current_rows("task2vec")}
+    v = {r.dataset: ctx.vectors.read64(r) for r in ctx.vectors.current_rows("task2vec")}
     assert D.loc["digits", "digits-0to4"] == pytest.approx(task_distance(v["digits"], v["digits-0to4"]), abs=1e-12)
     assert D.loc["digits-0to4", "digits"] == pytest.approx(D.loc["digits", "digits-0to4"], abs=1e-12)
     assert D.loc["digits", "digits"] == 0.0 and D.loc["digits", "digits-0to4"] > 0
