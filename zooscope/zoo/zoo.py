@@ -375,7 +375,8 @@ class Zoo:
     def embed(self, kinds: Sequence[str] | str = ("task2vec", "cka"), backend: str = "local",
               models: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
               progress: bool = False, address: str | None = None, workers: int | None = None,
-              retries: int = 2, lease_s: float | None = None) -> pd.DataFrame:
+              retries: int = 2, lease_s: float | None = None, pairs: str | Sequence[str] | None = None,
+              ) -> pd.DataFrame:
         """Embed every (model | dataset, kind) pair not embedded yet, then update the FAISS indices in place.
 
         Resumable: each finished pair is one vector file (written atomically) and then one catalog row (one
@@ -404,6 +405,9 @@ class Zoo:
             Seconds a claim on a pair lasts without renewal (default
             `zooscope.zoo.catalog.DEFAULT_LEASE_S`): several writers on one zoo split the pairs through claims,
             and a dead writer's pairs are taken over after this (at once on the same host).
+        pairs : str or sequence of str, optional
+            (model, dataset) pairs of pair kinds (``fisher``): "trained-on" (default), "all", "MODEL:DATASET"…
+            (`zooscope.zoo.pairs`).
 
         Returns
         -------
@@ -416,7 +420,7 @@ class Zoo:
 
         return embedrun.embed(self.embed_context(), kinds, backend=backend, models=models, datasets=datasets,
                                progress=progress, address=address, workers=workers, retries=retries,
-                               lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s)
+                               lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s, pairs=pairs)
 
     def similar(self, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,
                 checkpoint: str | os.PathLike[str] | None = None, kwargs: dict | None = None,
