@@ -425,12 +425,12 @@ class Zoo:
     def similar(self, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,
                 checkpoint: str | os.PathLike[str] | None = None, kwargs: dict | None = None,
                 layer: str = "penultimate", rule: str = "layer", oversample: int = 4,
-                exact: bool = False) -> pd.DataFrame:
+                exact: bool = False, dataset: str | None = None) -> pd.DataFrame:
         """The ``k`` zoo models most similar to ``model`` (reads only); see `zooscope.zoo.similar.similar`."""
         from zooscope.zoo.similar import similar
 
         return similar(self.similar_context(), model, k, by, arch=arch, checkpoint=checkpoint, kwargs=kwargs,
-                                layer=layer, rule=rule, oversample=oversample, exact=exact)
+                                layer=layer, rule=rule, oversample=oversample, exact=exact, dataset=dataset)
 
     def select(self, dataset: str, k: int = 10, *, method: str | None = None, methods: Sequence[str] | None = None,
                candidates: Sequence[str] | None = None, pool: int | None = None, alpha: float = 0.15,
