@@ -13,8 +13,10 @@ the FAISS index of this kind by architecture (`architecture_of`; `zooscope.zoo.v
 a query across architectures; across architectures the comparable vector is Task2Vec of the training set through
 the zoo's probe network (kind ``task2vec``).
 
-FAISS gets ``index_vector`` of the stored Fisher (centred log-Fisher, as for ``task2vec``); candidates are
-re-ranked exactly with d_sym (`zooscope.embed.taskdist.task_distance`).
+Score: the cosine of the stored Fisher vectors, which the FAISS inner-product index of unit vectors computes
+exactly. On the toy zoos of ``benchmarks/bench_pairs.py`` it retrieved same-training-data checkpoints better than
+d_sym (`zooscope.embed.taskdist.task_distance`) or the centred log-Fisher correlation ``task2vec`` indexes
+(benchmarks/RESULTS.md, "Pair Fisher").
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from torch import nn
 
 from zooscope._validation import ZooscopeInputError
 from zooscope.embed._kinds import EMBEDDINGS, EmbeddingMeta
-from zooscope.embed.taskdist import index_vector
 
 __all__ = ["PAIR_DEFAULTS", "architecture_of", "fisher", "pair_fisher_vector"]
 
@@ -68,8 +69,8 @@ def pair_fisher_vector(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **par
 @EMBEDDINGS.register(EmbeddingMeta(
     subject="pair", metric="ip", normalized=True, version=VERSION, params=dict(PAIR_DEFAULTS),
     description="Pair Fisher: the model's own per-filter diagonal Fisher on a dataset (Task2Vec's estimator with "
-                "the model as probe). One FAISS index per architecture (index_transform: centred log-Fisher); "
-                "re-rank with d_sym on the stored vectors; never compared across architectures."))
+                "the model as probe). One FAISS index per architecture (inner product of unit vectors = cosine, "
+                "the score); never compared across architectures."))
 def fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **params: Any) -> np.ndarray:
     """The ``fisher`` embedding kind of a (model, dataset) pair: `pair_fisher_vector` as float32.
 
@@ -90,5 +91,3 @@ def fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **params: Any) ->
     """
     return pair_fisher_vector(model, x, y, **params).astype(np.float32)
 
-
-fisher.index_transform = index_vector  # type: ignore[attr-defined]

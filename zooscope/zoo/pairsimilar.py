@@ -5,9 +5,9 @@
   same filters alike: "which checkpoints were trained on data like this one's?".
 * ``dataset=D``: the query is the model's Fisher on D; the candidates are the other models' Fisher on D.
 
-Score ``1 − d_sym`` (`zooscope.embed.taskdist.task_distance`, larger = more similar). Path: the FAISS index of
-(kind, "all", the query's architecture group) proposes ``k * oversample`` rows (centred log-Fisher), d_sym
-re-ranks them exactly; when the candidates of the right datasets are too few among them, every row of the group
+Score: the cosine of the stored Fisher vectors (larger = more similar; see `zooscope.embed.pairfisher`). Path: the
+FAISS index of (kind, "all", the query's architecture group) proposes ``k * oversample`` rows, the cosine of the
+stored float32 vectors re-ranks them exactly; when the candidates of the right datasets are too few among them, every row of the group
 is scored. Only vectors of the query's architecture are ever compared: a zoo whose other pair vectors are all of
 other architectures gets a one-line refusal naming them (across architectures, compare the training sets:
 ``by="task2vec"``, Task2Vec of each training set through the zoo's probe network).
@@ -27,7 +27,7 @@ from zooscope.zoo.integrity import model_problem, screen_rows, skipped_note
 from zooscope.zoo.pairs import arch_label
 from zooscope.zoo.vectors import comparability_group
 
-__all__ = ["CrossArchitectureError", "pair_kinds", "similar_by_pair"]
+__all__ = ["CrossArchitectureError", "cosine", "pair_kinds", "similar_by_pair"]
 
 COLUMNS = ["rank", "model", "score", "arch", "trained_on", "dataset", "layer", "rule"]
 
@@ -55,6 +55,12 @@ def refuse_cross_architecture(kind: str, query: EmbeddingRecord, others: list[Em
         "training sets with by='task2vec' (Task2Vec of each training set through the zoo's probe network).")
 
 
+def cosine(q: np.ndarray, cands: np.ndarray) -> np.ndarray:
+    """Cosine of one vector ``q`` (d,) with each row of ``cands`` (m, d)."""
+    norms = np.linalg.norm(cands, axis=1) * np.linalg.norm(q)
+    return cands @ q / np.where(norms > 0, norms, 1.0)
+
+
 def _current(ctx: Any, row: EmbeddingRecord) -> bool:
     """The row was computed from the model's recorded checkpoint and the dataset's recorded contents."""
     try:
@@ -72,7 +78,6 @@ def similar_by_pair(ctx: Any, model: str, k: int, kind: str = "fisher", *, datas
     ``ctx`` is a `zooscope.zoo.similar.SimilarContext`. Returns the columns of `Zoo.similar` plus ``dataset``
     (the dataset of each candidate's vector).
     """
-    from zooscope.embed.taskdist import task_distance
     from zooscope.index import rerank
 
     rec = ctx.catalog.get_model(model)
@@ -114,12 +119,11 @@ def similar_by_pair(ctx: Any, model: str, k: int, kind: str = "fisher", *, datas
         raise ZooscopeInputError(f"No other zoo model of {model!r}'s architecture has a {kind!r} vector "
                                  f"{'on ' + repr(qdata) if dataset is not None else 'on its training set'}{why}. "
                                  f"Embed more pairs (zooscope embed --kinds {kind} --pairs …).")
-    ranked = rerank(qvec, sorted(rows), lambda ids: np.stack([ctx.vectors.read64(rows[i]) for i in ids]),
-                    lambda q, C: np.array([1.0 - float(task_distance(q, c, kind="sym")) for c in C]))
+    ranked = rerank(qvec, sorted(rows), lambda ids: np.stack([ctx.vectors.read64(rows[i]) for i in ids]), cosine)
     ranked = sorted(ranked, key=lambda t: (-t[1], rows[t[0]].model))[:k]
     out = [{"rank": j + 1, "model": rows[i].model, "score": s, "arch": models[rows[i].model].spec,
             "trained_on": models[rows[i].model].trained_on, "dataset": rows[i].dataset, "layer": None,
-            "rule": "pair_fisher_d_sym"} for j, (i, s) in enumerate(ranked)]
+            "rule": "pair_fisher_cosine"} for j, (i, s) in enumerate(ranked)]
     table = pd.DataFrame(out, columns=COLUMNS)
     table.attrs["skipped"] = skipped
     table.attrs["query"] = f"{model}:{qdata}"
