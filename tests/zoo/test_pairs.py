@@ -167,3 +167,24 @@ def test_a_pair_vector_round_trips_embed_check_export_import_byte_for_byte(pair_
     assert res.exit_code == 0, res.output
     back = new.catalog.embeddings(kind="fisher", model="high0", dataset="high")[0]
     assert new.store.path(back.vector_key).read_bytes() == zoo.store.path(src[("high0", "high")].vector_key).read_bytes()
+
+
+def test_select_fisher_reads_the_stored_pair_vectors_and_computes_only_what_is_missing(pair_zoo, monkeypatch):
+    import zooscope.embed.pairfisher as pf
+
+    zoo, _ = pair_zoo
+    zoo.embed(kinds=("fisher",), pairs="all", models=["low0", "low1", "high0", "high1"])
+    calls: list[int] = []
+    real = pf.pair_fisher_vector
+    monkeypatch.setattr(pf, "pair_fisher_vector", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    table = zoo.select("high", k=10, method="fisher")
+    ranked = table.set_index("model")["fisher_distance"]
+    assert calls == [1]  # (narrow, high) is the one pair not stored: computed once, in memory
+    assert np.isfinite(ranked[["low0", "low1", "high0", "high1"]]).all()
+    # the stored vectors are what select would compute: same numbers up to the float32 storage
+    from zooscope.embed.taskdist import task_distance
+
+    def vec(m, d):
+        return zoo.embed_context().vectors.read64(zoo.catalog.embeddings(kind="fisher", model=m, dataset=d)[0])
+    assert ranked["low0"] == pytest.approx(float(task_distance(vec("low0", "low"), vec("low0", "high"),
+                                                                   kind="sym")), rel=1e-6)

@@ -19,13 +19,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from zooscope._validation import ZooscopeInputError, unknown_name_error
 from zooscope.zoo.catalog import Catalog, DatasetRecord, ModelRecord
 from zooscope.zoo.catalog import params_hash as request_hash
 from zooscope.zoo.parallel import EmbedJob
 from zooscope.zoo.settings import ZooSettings
+from zooscope.zoo.vectors import VectorRepo
 
-__all__ = ["DEFAULT_PAIRS", "arch_label", "parse_pairs", "plan_pair", "resolve_pairs"]
+__all__ = ["DEFAULT_PAIRS", "arch_label", "parse_pairs", "plan_pair", "resolve_pairs", "stored_pair_vector"]
 
 DEFAULT_PAIRS = "trained-on"
 _WORDS = ("trained-on", "all")
@@ -120,3 +123,15 @@ def plan_pair(settings: ZooSettings, kind: str, meta: Any, model: ModelRecord, d
                     kwargs=model.kwargs, checkpoint=model.checkpoint, source=data.source,
                     split=data.meta.get("split", "train"), seed=int(data.meta.get("seed", 0)),
                     max_samples=max_samples, dataset=data.name)
+
+
+def stored_pair_vector(vectors: VectorRepo, kind: str, model: ModelRecord, data: DatasetRecord,
+                       params: dict[str, Any]) -> np.ndarray | None:
+    """The stored ``kind`` vector of (model, dataset) computed with exactly ``params`` from the checkpoint and the
+    dataset contents the catalog records now (float64), else None. Reads only."""
+    for row in reversed(vectors.current_rows(kind, model=model.name, dataset=data.name)):
+        req = row.request
+        if (req.get("params") == params and req.get("checkpoint_sha256") == model.checkpoint_sha256
+                and req.get("dataset_sha256") == data.probe_sha256 and vectors.problem(row) is None):
+            return vectors.read64(row)
+    return None
