@@ -188,3 +188,18 @@ def test_select_fisher_reads_the_stored_pair_vectors_and_computes_only_what_is_m
         return zoo.embed_context().vectors.read64(zoo.catalog.embeddings(kind="fisher", model=m, dataset=d)[0])
     assert ranked["low0"] == pytest.approx(float(task_distance(vec("low0", "low"), vec("low0", "high"),
                                                                    kind="sym")), rel=1e-6)
+
+
+def test_curate_map_by_fisher_compares_within_an_architecture_only(pair_zoo, tmp_path):
+    from zooscope.cli import app
+    from zooscope.zoo import curate
+
+    zoo, _ = pair_zoo
+    S = curate.similarity_matrix(zoo, by="fisher")
+    assert sorted(S.index) == ["high0", "high1", "low0", "low1", "narrow"]
+    assert np.isnan(S.loc["narrow", "low0"]) and S.loc["narrow", "narrow"] == pytest.approx(1.0)
+    assert S.loc["low0"].drop(["low0", "narrow"]).idxmax() == "low1"
+    res = CliRunner().invoke(app, ["curate", "map", "--by", "fisher", "--out", str(tmp_path / "m.png"),
+                                   "--zoo", str(zoo.path)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "m.png").is_file()
