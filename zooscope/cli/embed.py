@@ -36,7 +36,7 @@ def embed_cmd(
     zoo: ZooOpt,
     kinds: Annotated[
         str, typer.Option(help="Comma-separated embedding kinds: cka, task2vec, gradsketch, fisher.")
-    ] = "task2vec,cka",
+    ] = "task2vec,cka,fisher",
     pairs: Annotated[list[str] | None, typer.Option(
         help="(model, dataset) pairs of --kinds fisher: trained-on (default), all, or MODEL:DATASET; repeat or "
              "comma-separate. Adds fisher to --kinds.")] = None,

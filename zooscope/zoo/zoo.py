@@ -372,7 +372,7 @@ class Zoo:
         return materialise(self.probe_context(), tuple(int(s) for s in input_shape))
 
     # -- work -----------------------------------------------------------------------------------------------
-    def embed(self, kinds: Sequence[str] | str = ("task2vec", "cka"), backend: str = "local",
+    def embed(self, kinds: Sequence[str] | str = ("task2vec", "cka", "fisher"), backend: str = "local",
               models: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
               progress: bool = False, address: str | None = None, workers: int | None = None,
               retries: int = 2, lease_s: float | None = None, pairs: str | Sequence[str] | None = None,
@@ -385,7 +385,7 @@ class Zoo:
 
         Parameters
         ----------
-        kinds : sequence of str or str, default=("task2vec", "cka")
+        kinds : sequence of str or str, default=("task2vec", "cka", "fisher")
             Embedding kinds (`zooscope.embed._kinds.EMBEDDINGS`).
         backend : {"local", "ray"}, default="local"
             ``"ray"`` runs one task per pair (see `zooscope.zoo.parallel`); this process stays the only writer.
