@@ -205,3 +205,19 @@ def test_curate_map_by_fisher_compares_within_an_architecture_only(pair_zoo, tmp
                                    "--zoo", str(zoo.path)])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "m.png").is_file()
+
+
+def test_cli_embed_pairs_says_in_one_line_which_models_have_no_default_pair(pair_zoo):
+    from zooscope.cli import app
+
+    zoo, _ = pair_zoo
+    res = CliRunner().invoke(app, ["embed", "--kinds", "cka", "--pairs", "trained-on,high0:low",
+                                   "--zoo", str(zoo.path)])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if "no default fisher pair" in ln]
+    assert len(lines) == 1 and "orphan" in lines[0]
+    assert zoo.catalog.embeddings(kind="fisher", model="high0", dataset="low")  # --pairs added the fisher kind
+    res = CliRunner().invoke(app, ["similar", "low0", "--by", "fisher", "--dataset", "low", "--format", "csv",
+                                   "--zoo", str(zoo.path)])
+    assert res.exit_code == 0, res.output
+    assert "high0" in res.output and "low1" in res.output and "narrow" not in res.output

@@ -99,6 +99,11 @@ def embed_cmd(
         say("nothing to embed")
         return
     summary = pd.DataFrame(summary)
+    orphans = summary.loc[summary["status"] == "skipped (no registered training set)", "model"].tolist()
+    if orphans:  # one line, whatever their number
+        shown = ", ".join(orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")
+        say(f"no default fisher pair for {len(orphans)} models without a registered training set ({shown}); "
+            "record it (add-model --trained-on) or name pairs with --pairs MODEL:DATASET")
     if out is not None or fmt != "table":
         emit(summary, fmt, out, title="embedding run")
     else:
