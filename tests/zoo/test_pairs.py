@@ -221,3 +221,20 @@ def test_cli_embed_pairs_says_in_one_line_which_models_have_no_default_pair(pair
                                    "--zoo", str(zoo.path)])
     assert res.exit_code == 0, res.output
     assert "high0" in res.output and "low1" in res.output and "narrow" not in res.output
+
+
+def test_pair_items_split_on_the_colon_that_names_a_model_and_a_dataset(tmp_path):
+    from zooscope import Zoo
+    from zooscope.zoo.pairs import resolve_pairs
+
+    zoo = Zoo.create(tmp_path / "zoo")
+    zoo.add_dataset("c", DATA["low"])
+    zoo.add_dataset("b:c", DATA["high"])
+    for name in ("a", "a:b", "x:y"):
+        zoo.add_model(name, SPEC, kwargs=_kw(), trained_on="c" if name == "a" else None)
+    pairs, orphans = resolve_pairs(zoo.catalog, ["x:y:c", "trained-on"])
+    assert sorted((m.name, d.name) for m, d in pairs) == [("a", "c"), ("x:y", "c")]
+    assert orphans == ["a:b", "x:y"]
+    with pytest.raises(ValueError, match="model 'a', dataset 'b:c'.* or .*model 'a:b', dataset 'c'"):
+        resolve_pairs(zoo.catalog, ["a:b:c"])
+    assert resolve_pairs(zoo.catalog, "all", models=["a"])[0][0][0].name == "a"

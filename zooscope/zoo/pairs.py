@@ -60,8 +60,9 @@ def _split(item: str, models: dict[str, ModelRecord], datasets: dict[str, Datase
     if len(hits) == 1:
         return hits[0]
     if len(hits) > 1:
-        raise ZooscopeInputError(f"Pair {item!r} can be read as {', '.join(f'{m}:{d}' for m, d in hits)}; rename the "
-                                 "model or dataset so that one ':' separates them.")
+        readings = " or ".join(f"(model {m!r}, dataset {d!r})" for m, d in hits)
+        raise ZooscopeInputError(f"Pair {item!r} can be read as {readings}; rename the model or the dataset so that "
+                                 "one ':' separates them.")
     m, d = cuts[0]
     if m not in models:
         raise unknown_name_error("model", m, list(models))
