@@ -36,7 +36,8 @@ import torch
 
 SPEC = "zooscope.zoo.models:small_cnn"
 SETS = {"low": "builtin:digits?classes=0,1,2,3,4", "high": "builtin:digits?classes=5,6,7,8,9",
-        "parity": "builtin:digits?task=parity", "low-noisy": None, "low-small": "builtin:digits?classes=0,1,2,3,4&n=150"}
+        "parity": "builtin:digits?task=parity", "low-noisy": None,
+        "low-small": "builtin:digits?classes=0,1,2,3,4&n=150"}
 GROUPS = {"w8-finetuned": (8, True), "w16-finetuned": (16, True), "w8-scratch": (8, False)}
 
 
@@ -204,7 +205,8 @@ def main() -> None:
         for kind in ("fisher", "cka", "task2vec"):
             t0 = time.process_time()
             r = zoo.embed(kinds=(kind,))
-            rep[kind] = {"cpu_s": round(time.process_time() - t0, 1), "embedded": int((r["status"] == "embedded").sum()),
+            rep[kind] = {"cpu_s": round(time.process_time() - t0, 1),
+                         "embedded": int((r["status"] == "embedded").sum()),
                          "failed": int((r["status"] == "failed").sum())}
         res["embed"] = rep
         prec = {}

@@ -235,6 +235,6 @@ def test_pair_items_split_on_the_colon_that_names_a_model_and_a_dataset(tmp_path
     pairs, orphans = resolve_pairs(zoo.catalog, ["x:y:c", "trained-on"])
     assert sorted((m.name, d.name) for m, d in pairs) == [("a", "c"), ("x:y", "c")]
     assert orphans == ["a:b", "x:y"]
-    with pytest.raises(ValueError, match="model 'a', dataset 'b:c'.* or .*model 'a:b', dataset 'c'"):
+    with pytest.raises(ValueError, match=r"model 'a', dataset 'b:c'.* or .*model 'a:b', dataset 'c'"):
         resolve_pairs(zoo.catalog, ["a:b:c"])
     assert resolve_pairs(zoo.catalog, "all", models=["a"])[0][0][0].name == "a"
