@@ -17,7 +17,9 @@
    metric), 1 thread: median and p95 of 200 single queries; the query's projection and a load-per-query (the
    CLI path) timed apart.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pairs.py [--per-set 6] [--out benchmarks/bench_pairs.json]
+4. ``--variants``: precision@5 and CPU s per pair under other Task2Vec settings (labels, examples, head epochs).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pairs.py [--per-set 6] [--variants] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -114,6 +116,37 @@ def precision_at(S, truth: dict, k: int, pool: str) -> dict[str, float]:
     return {g: round(float(np.mean(v)), 3) for g, v in out.items()}
 
 
+VARIANTS = {"default": {}, "fisher_labels=exact": {"fisher_labels": "exact"},
+            "all examples, exact": {"fisher_labels": "exact", "max_samples": 2000, "n_samples": None},
+            "head_epochs=10": {"head_epochs": 10}}
+
+
+def variants(zoo, truth: dict) -> dict[str, dict]:
+    """Precision@5 (own group) and CPU s per pair of the pair vector under other Task2Vec settings (``--variants``)."""
+    import pandas as pd
+
+    from zooscope.embed.pairfisher import pair_fisher_vector
+    from zooscope.nets.datasets import load_dataset
+    from zooscope.nets.models import ModelSpec
+
+    data = {r.name: load_dataset(r.source) for r in zoo.catalog.datasets()}
+    nets = {m.name: ModelSpec.from_row(m).build() for m in zoo.catalog.models()}
+    names = sorted(truth)
+    out = {}
+    for label, params in VARIANTS.items():
+        t0 = time.process_time()
+        vec = {n: pair_fisher_vector(nets[n], data[truth[n][1]].x, data[truth[n][1]].y, **params) for n in names}
+        cpu = (time.process_time() - t0) / len(names)
+        S = pd.DataFrame(np.nan, index=names, columns=names)
+        for a in names:
+            for b in names:
+                if truth[a][0] == truth[b][0]:
+                    S.loc[a, b] = vec[a] @ vec[b] / np.linalg.norm(vec[a]) / np.linalg.norm(vec[b])
+        p = precision_at(S, truth, 5, "group")
+        out[label] = {"cpu_s_per_pair": round(cpu, 3), **{g: p[g] for g in GROUPS}}
+    return out
+
+
 def cost(zoo) -> dict[str, float]:
     """CPU seconds: one pair vector vs one Task2Vec of the same dataset with the same network."""
     from zooscope.embed.pairfisher import PAIR_DEFAULTS, pair_fisher_vector
@@ -191,6 +224,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-set", type=int, default=6)
     ap.add_argument("--out", default="benchmarks/bench_pairs.json")
+    ap.add_argument("--variants", action="store_true", help="also precision@5 under other Task2Vec settings")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t_start = time.time()
@@ -224,6 +258,8 @@ def main() -> None:
                 res["similar_matches_exact_top5"] = f"{agree}/{len(S.index)}"
         res["precision_at_5"] = prec
         res["cost_cpu_s"] = cost(zoo)
+        if args.variants:
+            res["variants"] = variants(zoo, truth)
     res["latency"] = latency()
     res["wall_s"] = round(time.time() - t_start, 1)
     res["load_avg_end"] = os.getloadavg()[0]
