@@ -238,3 +238,19 @@ def test_pair_items_split_on_the_colon_that_names_a_model_and_a_dataset(tmp_path
     with pytest.raises(ValueError, match=r"model 'a', dataset 'b:c'.* or .*model 'a:b', dataset 'c'"):
         resolve_pairs(zoo.catalog, ["a:b:c"])
     assert resolve_pairs(zoo.catalog, "all", models=["a"])[0][0][0].name == "a"
+
+
+def test_a_failed_explicit_pair_is_what_retry_failed_retries(pair_zoo, tmp_path):
+    from zooscope.cli import app
+    from zooscope.nets.datasets import load_dataset
+
+    zoo, _ = pair_zoo
+    np.save(tmp_path / "inputs.npy", load_dataset(DATA["low"]).x.numpy())
+    zoo.add_dataset("unlabelled", str(tmp_path / "inputs.npy"))
+    rep = zoo.embed(kinds=("fisher",), pairs=["low0:unlabelled"])
+    assert rep.loc[rep["dataset"] == "unlabelled", "status"].tolist() == ["failed"]
+    res = CliRunner().invoke(app, ["embed", "--kinds", "fisher", "--retry-failed", "--zoo", str(zoo.path)])
+    assert res.exit_code == 1 and "retrying 1 models and 1 datasets" in res.output
+    f = zoo.failures()
+    assert f[["kind", "model", "dataset", "attempts"]].values.tolist() == [["fisher", "low0", "unlabelled", 2]]
+    zoo.remove_dataset("unlabelled")

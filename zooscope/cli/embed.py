@@ -82,6 +82,9 @@ def embed_cmd(
         if not kind_list:
             say("no failed pairs to retry")
             return
+        f = z.failures()
+        pair_items = [f"{r.model}:{r.dataset}" for r in f.itertuples() if r.kind == "fisher"
+                      and isinstance(r.model, str) and isinstance(r.dataset, str)] or pair_items
         models = [m for m in fmodels if models is None or m in models]
         datasets = [d for d in fdatasets if datasets is None or d in datasets]
         say(f"retrying {len(models)} models and {len(datasets)} datasets that failed ({', '.join(kind_list)})")
