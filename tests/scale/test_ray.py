@@ -70,6 +70,21 @@ def test_ray_vectors_equal_local_vectors(ray_cluster, checkpoints, tmp_path):
     assert remote.embed(kinds=("cka",), backend="ray")["status"].eq("skipped").all()  # resumable, like local
 
 
+def test_ray_pair_vectors_equal_local_pair_vectors(ray_cluster, checkpoints, tmp_path):
+    """The ``fisher`` pair kind (model, dataset) on Ray: the same bytes as locally, keyed by both names."""
+    local = make_zoo(tmp_path / "local", checkpoints[:2])
+    remote = make_zoo(tmp_path / "ray", checkpoints[:2])
+    assert set(local.embed(kinds=("fisher",), backend="local")["status"]) == {"embedded"}
+    rep = remote.embed(kinds=("fisher",), backend="ray")
+    assert set(rep["status"]) == {"embedded"} and set(rep["dataset"]) == {"digits"}
+    a = {(r.model, r.dataset): local.store.get(r.vector_key) for r in local.catalog.embeddings(kind="fisher")}
+    b = {(r.model, r.dataset): remote.store.get(r.vector_key) for r in remote.catalog.embeddings(kind="fisher")}
+    assert sorted(a) == sorted(b) == [("m0", "digits"), ("m1", "digits")]
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert remote.embed(kinds=("fisher",), backend="ray")["status"].eq("skipped").all()
+
+
 def test_a_worker_that_kills_itself_fails_only_its_pair(ray_cluster, checkpoints, tmp_path):
     crash = ("crasher", "crashy_models:crashing_cnn", dict(KW, driver_pid=os.getpid()))
     zoo = make_zoo(tmp_path / "zoo", checkpoints, extra=[crash])

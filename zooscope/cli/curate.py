@@ -15,7 +15,7 @@ from zooscope.cli._output import emit
 
 app = typer.Typer(help="Curate the zoo: near-duplicates, clusters, a 2-D map.", no_args_is_help=True)
 
-KINDS = ("cka", "task2vec", "gradsketch")
+KINDS = ("cka", "task2vec", "gradsketch", "fisher")
 
 
 @app.command("dupes")
@@ -24,7 +24,7 @@ def dupes_cmd(
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0,
                                              help="Similarity above which two models are near-duplicates "
                                              "(in (0, 1]).")] = 0.995,
-    by: Annotated[str, typer.Option(help="Embedding kind: cka or task2vec.")] = "cka",
+    by: Annotated[str, typer.Option(help="Embedding kind: cka, task2vec or fisher.")] = "cka",
     fmt: FormatOpt = "table",
 ) -> None:
     """Show groups of near-identical models.
@@ -44,7 +44,7 @@ def clusters_cmd(
     zoo: ZooOpt,
     n_clusters: Annotated[int | None, typer.Option(min=1, max=100_000, help="Number of clusters (default: "
                                                    "chosen automatically).")] = None,
-    by: Annotated[str, typer.Option(help="Embedding kind: cka or task2vec.")] = "cka",
+    by: Annotated[str, typer.Option(help="Embedding kind: cka, task2vec or fisher.")] = "cka",
     fmt: FormatOpt = "table",
 ) -> None:
     """Cluster the zoo's models by similarity.
@@ -63,7 +63,7 @@ def clusters_cmd(
 def map_cmd(
     zoo: ZooOpt,
     out: Annotated[Path, typer.Option(help="Image to write (.png, .pdf or .svg).")] = Path("zoo_map.png"),
-    by: Annotated[str, typer.Option(help="Embedding kind: cka or task2vec.")] = "cka",
+    by: Annotated[str, typer.Option(help="Embedding kind: cka, task2vec or fisher.")] = "cka",
     labels: Annotated[int, typer.Option(min=0, max=10_000, help="Label at most this many points on the map "
                                         "(those with the most room); every model is in the table.")] = 25,
     fmt: FormatOpt = "table",
@@ -79,7 +79,8 @@ def map_cmd(
     z = open_zoo(zoo)
     coords = curate.zoo_map(z, by=by, progress=True)
     what = {"cka": "linear CKA of penultimate layers", "task2vec": "Task2Vec similarity of training sets",
-            "gradsketch": "gradient-sketch CKA"}[by]
+            "gradsketch": "gradient-sketch CKA",
+            "fisher": "cosine of each model's Fisher on its training set (per architecture)"}[by]
     coords = draw(coords, out, title=f"zoo map: distance = 1 − {what}", max_labels=labels)
     emit(coords, fmt, title="zoo map coordinates")
     say(f"wrote {out}")

@@ -35,8 +35,11 @@ def _failed_subjects(z: Any, kinds: list[str]) -> tuple[list[str], list[str], li
 def embed_cmd(
     zoo: ZooOpt,
     kinds: Annotated[
-        str, typer.Option(help="Comma-separated embedding kinds: cka, task2vec, gradsketch.")
-    ] = "task2vec,cka",
+        str, typer.Option(help="Comma-separated embedding kinds: cka, task2vec, gradsketch, fisher.")
+    ] = "task2vec,cka,fisher",
+    pairs: Annotated[list[str] | None, typer.Option(
+        help="(model, dataset) pairs of --kinds fisher: trained-on (default), all, or MODEL:DATASET; repeat or "
+             "comma-separate. Adds fisher to --kinds.")] = None,
     backend: Annotated[str, typer.Option(help="local (one process) or ray.")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --backend ray): auto, or "
                                                 "ray://host:10001; default: a local cluster.")] = None,
@@ -60,6 +63,7 @@ def embed_cmd(
     stays the only catalog writer and the tasks run on the cluster.
 
     Example: zooscope embed --kinds cka,task2vec --zoo ./zoo
+    Example: zooscope embed --kinds fisher --pairs trained-on --pairs cnn0:svhn --zoo ./zoo
     Example: zooscope embed --backend ray --address auto --zoo postgresql://db/zoo --storage /shared/zoo
     """
     from zooscope._validation import check_choice
@@ -68,6 +72,9 @@ def embed_cmd(
     kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
     if not kind_list:
         raise ZooscopeInputError(f"--kinds must name at least one kind, e.g. cka,task2vec; got {kinds!r}.")
+    pair_items = [p.strip() for item in (pairs or []) for p in item.split(",") if p.strip()] or None
+    if pair_items and "fisher" not in kind_list:
+        kind_list.append("fisher")
     z = open_zoo(zoo)
     models, datasets = (list(model) if model else None), (list(dataset) if dataset else None)
     if retry_failed:  # a failed pair is not done, so embedding just the failed subjects retries exactly those
@@ -75,13 +82,16 @@ def embed_cmd(
         if not kind_list:
             say("no failed pairs to retry")
             return
+        f = z.failures()
+        pair_items = [f"{r.model}:{r.dataset}" for r in f.itertuples() if r.kind == "fisher"
+                      and isinstance(r.model, str) and isinstance(r.dataset, str)] or pair_items
         models = [m for m in fmodels if models is None or m in models]
         datasets = [d for d in fdatasets if datasets is None or d in datasets]
         say(f"retrying {len(models)} models and {len(datasets)} datasets that failed ({', '.join(kind_list)})")
     before = n_saved(z)
     try:
         summary = z.embed(kinds=tuple(kind_list), backend=backend, models=models, datasets=datasets,
-                          progress=True, address=address, workers=workers, retries=retries)
+                          progress=True, address=address, workers=workers, retries=retries, pairs=pair_items)
     except KeyboardInterrupt:
         try:
             saved = max(n_saved(z) - before, 0)
@@ -92,6 +102,11 @@ def embed_cmd(
         say("nothing to embed")
         return
     summary = pd.DataFrame(summary)
+    orphans = summary.loc[summary["status"] == "skipped (no registered training set)", "model"].tolist()
+    if orphans:  # one line, whatever their number
+        shown = ", ".join(orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")
+        say(f"no default fisher pair for {len(orphans)} models without a registered training set ({shown}); "
+            "record it (add-model --trained-on) or name pairs with --pairs MODEL:DATASET")
     if out is not None or fmt != "table":
         emit(summary, fmt, out, title="embedding run")
     else:

@@ -89,7 +89,7 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
     shas = {m.name: m.checkpoint_sha256 for m in cat.models()}
     for r in rows:
         used.setdefault(r.kind, set()).add(r.vector_key)
-        who = r.model or r.dataset
+        who = f"{r.model}:{r.dataset}" if r.model and r.dataset else r.model or r.dataset  # pairs: both
         req = (r.params or {}).get("request") or {}
         if r.model and "checkpoint_sha256" in req and req["checkpoint_sha256"] != shas.get(r.model):
             add("stale vector", who, f"{r.kind} vector of an earlier checkpoint", "embed re-embeds it")

@@ -2,7 +2,9 @@
 
 All of them start from `similarity_matrix`: ``by="cka"`` is linear CKA between the models' penultimate-layer
 signatures (NaN between models on different probe sets), ``by="task2vec"`` is 1 − d_sym between the task vectors
-of the datasets the models were trained on (models with no task vector are left out).
+of the datasets the models were trained on (models with no task vector are left out), ``by="fisher"`` is the
+cosine of the models' stored Fisher on their own training sets (`zooscope.embed.pairfisher`; NaN between models of
+different architectures, which are never compared: the map puts them at the largest distance).
 
 Reads only. Each function takes a `CurateContext` (or a `Zoo`, whose ``curate_context()`` gives one).
 """
@@ -55,7 +57,7 @@ def similarity_matrix(zoo: Any, by: str = "cka", *, progress: bool = False) -> p
     pandas.DataFrame of shape (n_models, n_models)
         Index and columns are model names (embedded models only).
     """
-    check_choice(by, ("cka", "task2vec", "gradsketch"), "by", "similarity_matrix")
+    check_choice(by, ("cka", "task2vec", "gradsketch", "fisher"), "by", "similarity_matrix")
     ctx = _ctx(zoo)
     if by == "task2vec":
         from zooscope.embed.task2vec import task_distance
@@ -69,9 +71,14 @@ def similarity_matrix(zoo: Any, by: str = "cka", *, progress: bool = False) -> p
                        for b in names] for a in names]).reshape(len(names), len(names))
     else:
         rows = sorted(ctx.vectors.current_rows(by), key=lambda r: r.model)
+        if by == "fisher":  # one pair per model: its Fisher on its own training set, as a unit vector
+            own = {m.name: m.trained_on for m in ctx.catalog.models()}
+            rows = [r for r in rows if r.dataset is not None and own.get(r.model) == r.dataset]
         names = [r.model for r in rows]
         V = [ctx.vectors.layer_vector(r) for r in track(rows, description=f"reading {len(rows)} {by} vectors",
                                                         enabled=progress, transient=True)]
+        if by == "fisher":
+            V = [v / max(float(np.linalg.norm(v)), 1e-300) for v in V]
         probe = np.array([comparability_group(r) for r in rows], dtype=object)
         S = np.full((len(rows), len(rows)), np.nan)
         for g in dict.fromkeys(probe):  # one matrix product per comparability group

@@ -39,6 +39,7 @@ from zooscope.zoo import parallel
 from zooscope.zoo.catalog import DEFAULT_LEASE_S, Catalog, DatasetRecord, EmbeddingRecord, ModelRecord, new_owner
 from zooscope.zoo.catalog import params_hash as request_hash
 from zooscope.zoo.indices import IndexWriter
+from zooscope.zoo.pairs import plan_pair, resolve_pairs
 from zooscope.zoo.parallel import EmbedJob, JobResult
 from zooscope.zoo.probes import ProbeContext, materialise, task2vec_net
 from zooscope.zoo.settings import ZooPaths, ZooSettings
@@ -167,17 +168,24 @@ def remove_orphans(ctx: EmbedContext, kinds: Sequence[str], *, owner: str | None
     return orphans
 
 
+def _key(x: EmbedJob | EmbeddingRecord) -> tuple[str | None, str | None]:
+    """(model, dataset) of a job or row: a model, a dataset or a pair."""
+    if isinstance(x, EmbedJob):
+        return x.who.get("model"), x.who.get("dataset")
+    return x.model, x.dataset
+
+
 def _done(ctx: EmbedContext, job: EmbedJob) -> bool:
     """Whether a row of this exact request exists (e.g. written by another writer since we planned)."""
     return any(r.params.get("request_hash") == job.request_hash
-               for r in ctx.catalog.embeddings(kind=job.kind, **job.who)
-               if (r.model or r.dataset) == job.name)
+               for r in ctx.catalog.embeddings(kind=job.kind, **job.who) if _key(r) == _key(job))
 
 
 def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models: Sequence[str] | None,
           datasets: Sequence[str] | None, progress: bool, address: str | None, workers: int | None = None,
-          retries: int = 2, lease_s: float = DEFAULT_LEASE_S) -> pd.DataFrame:
-    """See `Zoo.embed`."""
+          retries: int = 2, lease_s: float = DEFAULT_LEASE_S, pairs: str | Sequence[str] | None = None,
+          ) -> pd.DataFrame:
+    """See `Zoo.embed`; ``pairs`` chooses the (model, dataset) pairs of pair kinds (`zooscope.zoo.pairs`)."""
     kinds = [kinds] if isinstance(kinds, str) else list(kinds)
     if not kinds:
         raise ZooscopeInputError("Zoo.embed needs at least one kind, e.g. kinds=('cka',).")
@@ -195,24 +203,31 @@ def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models
     jobs: list[EmbedJob] = []
     for kind, meta in metas.items():
         rows = cat.embeddings(kind=kind)
-        done = {(r.model or r.dataset, r.params.get("request_hash")) for r in rows}
-        subjects = model_recs if meta.subject == "model" else data_recs
+        done = {(*_key(r), r.params.get("request_hash")) for r in rows}
+        subjects: list[Any] = model_recs if meta.subject == "model" else data_recs
+        if meta.subject == "pair":
+            subjects, orphans = resolve_pairs(cat, pairs, models=models, datasets=datasets)
+            report += [{"kind": kind, "model": n, "dataset": None, "status": "skipped (no registered training set)",
+                        "seconds": 0.0, "error": None} for n in orphans]
         for s in subjects:
             entry = {"kind": kind, "model": s.name if meta.subject == "model" else None,
                      "dataset": s.name if meta.subject == "dataset" else None, "seconds": 0.0, "error": None}
+            if meta.subject == "pair":
+                entry |= {"model": s[0].name, "dataset": s[1].name}
             if meta.subject == "dataset" and not s.num_classes:
                 report.append(entry | {"status": "skipped (no labels)"})
                 continue
             try:
                 probe = materialise(ctx.probes, s.input_shape) if meta.subject == "model" else None
-                job = plan_job(ctx, kind, s, probe=probe)
+                job = plan_pair(ctx.settings, kind, meta, *s) if meta.subject == "pair" else \
+                    plan_job(ctx, kind, s, probe=probe)
             except Exception as e:  # e.g. no probe set for its input shape: record, go on
                 _fail(ctx, entry, f"{type(e).__name__}: {e}")
                 report.append(entry)
                 continue
-            if (s.name, job.request_hash) in done:
+            if (*_key(job), job.request_hash) in done:
                 report.append(entry | {"status": "skipped"})
-                stale = [r for r in rows if (r.model or r.dataset) == s.name
+                stale = [r for r in rows if _key(r) == _key(job)
                          and r.params.get("request_hash") != job.request_hash]
                 if stale:  # a run killed between writing a new row and retiring the old one
                     cat.remove_embeddings([r.id for r in stale])
@@ -264,8 +279,8 @@ def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models
 
 
 def _entry(job: EmbedJob) -> dict[str, Any]:
-    return {"kind": job.kind, "model": job.name if job.subject == "model" else None,
-            "dataset": job.name if job.subject == "dataset" else None, "seconds": 0.0, "error": None}
+    model, dataset = _key(job)
+    return {"kind": job.kind, "model": model, "dataset": dataset, "seconds": 0.0, "error": None}
 
 
 class _Bar:
@@ -317,8 +332,8 @@ def _write(ctx: EmbedContext, job: EmbedJob, res: JobResult, meta: Any) -> bool:
 
     Returns False (and keeps nothing) when another writer recorded this request first.
     """
-    kind, name, who = job.kind, job.name, job.who
-    old = [r for r in ctx.catalog.embeddings(kind=kind, **who) if (r.model or r.dataset) == name]
+    kind, who = job.kind, job.who
+    old = [r for r in ctx.catalog.embeddings(kind=kind, **who) if _key(r) == _key(job)]
     if any(r.params.get("request_hash") == job.request_hash for r in old):
         return False
     key, sha = ctx.store.put_hashed(res.vectors, kind=kind)  # the sha256 is verified on every read

@@ -31,15 +31,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EmbedJob:
-    """One planned (kind, model | dataset) pair: all a worker needs to compute its vectors (no catalog access).
+    """One planned (kind, model | dataset | (model, dataset)) job: all a worker needs to compute its vectors (no
+    catalog access).
 
     ``request`` is what the stored row remembers (and `request_hash` its hash): a changed request re-embeds.
     Model kinds fill ``arch``, ``kwargs``, ``checkpoint`` and ``probe_file`` (the zoo's probe inputs); dataset kinds
     fill ``source``, ``split``, ``seed``, ``max_samples`` and ``probe_net`` (``{"arch", "kwargs", "checkpoint"}``).
+    Pair kinds (``subject="pair"``: ``name`` is the model, ``dataset`` the dataset) fill the model's fields and the
+    dataset's ``source``, ``split`` and ``seed``.
     """
 
     kind: str
-    subject: Literal["model", "dataset"]
+    subject: Literal["model", "dataset", "pair"]
     name: str
     kind_params: dict[str, Any] = field(default_factory=dict)
     request: dict[str, Any] = field(default_factory=dict)
@@ -53,10 +56,14 @@ class EmbedJob:
     seed: int = 0
     max_samples: int | None = None
     probe_net: dict[str, Any] | None = None
+    dataset: str | None = None  # pair kinds: the dataset of the (model, dataset) pair
 
     @property
     def who(self) -> dict[str, str]:
-        """The catalog's key of the pair's subject: ``{"model": name}`` or ``{"dataset": name}``."""
+        """The catalog's key of the job's subject: ``{"model": name}``, ``{"dataset": name}`` or (pairs)
+        ``{"model": name, "dataset": dataset}``."""
+        if self.subject == "pair":
+            return {"model": self.name, "dataset": str(self.dataset)}
         return {self.subject: self.name}
 
 
@@ -99,7 +106,12 @@ def compute_job(job: EmbedJob) -> JobResult:
 
     ds = load_dataset(job.source, split=job.split, seed=int(job.seed))
     if ds.y is None:
-        raise ZooscopeInputError(f"Dataset {job.name!r} has no labels; kind {job.kind!r} needs labels.")
+        raise ZooscopeInputError(f"Dataset {job.dataset or job.name!r} has no labels; kind {job.kind!r} needs "
+                                 "labels.")
+    if job.subject == "pair":  # the kind draws its own seeded subset of the dataset
+        model = build_model(job.arch, job.kwargs, job.checkpoint).eval()
+        vec = np.asarray(fn(model, ds.x, ds.y, **params), dtype=np.float32).reshape(-1)
+        return JobResult(vec, None, None, time.perf_counter() - t0)
     if job.max_samples and len(ds.x) > int(job.max_samples):
         ds = probe_subset(ds, int(job.max_samples), seed=int(job.seed))
     net = job.probe_net or {}

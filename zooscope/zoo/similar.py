@@ -34,6 +34,7 @@ from zooscope._validation import ZooscopeInputError, check_choice, unknown_name_
 from zooscope.zoo.catalog import Catalog, EmbeddingRecord, ModelRecord
 from zooscope.zoo.indices import IndexKey, IndexReader
 from zooscope.zoo.integrity import model_problem, screen_rows, skipped_note
+from zooscope.zoo.pairsimilar import pair_kinds, similar_by_pair
 from zooscope.zoo.probes import ProbeContext, find_input_shape, probe_inputs, shape_candidates, untrained_note
 from zooscope.zoo.settings import ZooSettings
 from zooscope.zoo.vectors import VectorRepo, comparability_group, request_group
@@ -136,7 +137,7 @@ def _current(row: EmbeddingRecord, rec: ModelRecord | None) -> bool:
 
 def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,
             checkpoint: Any = None, kwargs: dict | None = None, layer: str = "penultimate", rule: str = "layer",
-            oversample: int = 4, exact: bool = False) -> pd.DataFrame:
+            oversample: int = 4, exact: bool = False, dataset: str | None = None) -> pd.DataFrame:
     """Rank the zoo models most similar to ``model`` (a zoo model, or a new ``arch`` + ``checkpoint``).
 
     Parameters
@@ -146,7 +147,9 @@ def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, ar
         A zoo model's name, or a label for the new spec given by ``arch``/``checkpoint``/``kwargs`` (embedded on
         the fly on the zoo's probe set and not added).
     k : int, default=10
-    by : {"cka", "task2vec", "gradsketch"}, default="cka"
+    by : {"cka", "task2vec", "gradsketch", "fisher"}, default="cka"
+        ``"fisher"``: stored (model, dataset) pair vectors of the query's architecture only
+        (`zooscope.zoo.pairsimilar`).
     layer : str, default="penultimate"
         The query's layer for ``rule="layer"``.
     rule : {"layer", "best_match"}, default="layer"
@@ -154,6 +157,8 @@ def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, ar
         FAISS proposes ``k * oversample`` candidates before the exact re-rank.
     exact : bool, default=False
         Skip FAISS: score every comparable model exactly.
+    dataset : str, optional
+        Pair kinds only: compare the models' vectors on this dataset (default: each model's training set).
 
     Returns
     -------
@@ -163,11 +168,19 @@ def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, ar
     """
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise ZooscopeInputError(f"'k' of Zoo.similar must be an int >= 1; got {k!r}.")
-    check_choice(by, ["task2vec", *_model_kinds()], "by", "Zoo.similar")
+    check_choice(by, ["task2vec", *_model_kinds(), *pair_kinds()], "by", "Zoo.similar")
     check_choice(rule, ["layer", "best_match"], "rule", "Zoo.similar")
     if not ctx.catalog.count_models():
         raise ZooscopeInputError("The zoo has no models. Add some (zoo.add_model(name, arch, checkpoint)) and run "
                                  "zoo.embed() first.")
+    if by in pair_kinds():
+        if arch is not None:
+            raise ZooscopeInputError(f"by={by!r} compares stored (model, dataset) vectors of zoo models; a new spec has "
+                                     "none. Use by='cka' for a new checkpoint.")
+        return similar_by_pair(ctx, model, int(k), by, dataset=dataset, oversample=int(oversample), exact=exact)
+    if dataset is not None:
+        raise ZooscopeInputError(f"'dataset' of Zoo.similar applies to pair kinds ({', '.join(pair_kinds())}), "
+                                 f"not by={by!r}.")
     if by == "task2vec":
         return _by_task(ctx, model, int(k), arch, int(oversample), exact)
     q = _query(ctx, model, by, arch=arch, checkpoint=checkpoint, kwargs=kwargs)

@@ -2,7 +2,8 @@
 
 Layout of a stored embedding (one catalog row per (kind, model) or (kind, dataset), written in one transaction
 after its vector file): model kinds store a stack of shape (n_layers, dim) with ``params["layers"]`` naming the
-rows and ``params["penultimate"]`` the default layer; dataset kinds store one vector of shape (dim,).
+rows and ``params["penultimate"]`` the default layer; dataset kinds store one vector of shape (dim,), and so do
+pair kinds (one row per (kind, model, dataset)).
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ __all__ = ["VectorRepo", "comparability_group", "request_group"]
 
 
 def comparability_group(row: EmbeddingRecord) -> str:
-    """Rows of one kind are comparable iff they share this: the probe set (model kinds) or the probe network
-    (dataset kinds), plus the kind's parameters. It is part of every index key."""
+    """Rows of one kind are comparable iff they share this: the probe set (model kinds), the probe network
+    (dataset kinds) or the model's architecture (pair kinds: ``arch-<hash>``), plus the kind's parameters. It is
+    part of every index key."""
     return request_group(row.request)
 
 
 def request_group(request: Mapping[str, Any]) -> str:
     """The comparability group of a row computed for ``request`` (see `comparability_group`)."""
+    if request.get("architecture") is not None:  # pair kinds: one parameter space per architecture
+        return f"arch-{params_hash(request['architecture'])[:12]}.{params_hash(request.get('params'))[:8]}"
     base = request.get("probe_set") or params_hash(request.get("probe_net"))[:12]
     return f"{base}.{params_hash(request.get('params'))[:8]}"
 

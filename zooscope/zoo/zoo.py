@@ -406,10 +406,11 @@ class Zoo:
         return materialise(self.probe_context(), tuple(int(s) for s in input_shape))
 
     # -- work -----------------------------------------------------------------------------------------------
-    def embed(self, kinds: Sequence[str] | str = ("task2vec", "cka"), backend: str = "local",
+    def embed(self, kinds: Sequence[str] | str = ("task2vec", "cka", "fisher"), backend: str = "local",
               models: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
               progress: bool = False, address: str | None = None, workers: int | None = None,
-              retries: int = 2, lease_s: float | None = None) -> pd.DataFrame:
+              retries: int = 2, lease_s: float | None = None, pairs: str | Sequence[str] | None = None,
+              ) -> pd.DataFrame:
         """Embed every (model | dataset, kind) pair not embedded yet, then update the FAISS indices in place.
 
         Resumable: each finished pair is one vector file (written atomically) and then one catalog row (one
@@ -418,7 +419,7 @@ class Zoo:
 
         Parameters
         ----------
-        kinds : sequence of str or str, default=("task2vec", "cka")
+        kinds : sequence of str or str, default=("task2vec", "cka", "fisher")
             Embedding kinds (`zooscope.embed._kinds.EMBEDDINGS`).
         backend : {"local", "ray"}, default="local"
             ``"ray"`` runs one task per pair (see `zooscope.zoo.parallel`); this process stays the only writer.
@@ -438,6 +439,9 @@ class Zoo:
             Seconds a claim on a pair lasts without renewal (default
             `zooscope.zoo.catalog.DEFAULT_LEASE_S`): several writers on one zoo split the pairs through claims,
             and a dead writer's pairs are taken over after this (at once on the same host).
+        pairs : str or sequence of str, optional
+            (model, dataset) pairs of pair kinds (``fisher``): "trained-on" (default), "all", "MODEL:DATASET"…
+            (`zooscope.zoo.pairs`).
 
         Returns
         -------
@@ -451,7 +455,7 @@ class Zoo:
 
         return embedrun.embed(self.embed_context(), kinds, backend=backend, models=models, datasets=datasets,
                                progress=progress, address=address, workers=workers, retries=retries,
-                               lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s)
+                               lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s, pairs=pairs)
 
     def _train_task2vec_probes(self, kinds: Sequence[str] | str, datasets: Sequence[str] | None) -> None:
         """Train the Task2Vec probe network of each input shape about to get task vectors that has none (once;
@@ -473,12 +477,12 @@ class Zoo:
     def similar(self, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,
                 checkpoint: str | os.PathLike[str] | None = None, kwargs: dict | None = None,
                 layer: str = "penultimate", rule: str = "layer", oversample: int = 4,
-                exact: bool = False) -> pd.DataFrame:
+                exact: bool = False, dataset: str | None = None) -> pd.DataFrame:
         """The ``k`` zoo models most similar to ``model`` (reads only); see `zooscope.zoo.similar.similar`."""
         from zooscope.zoo.similar import similar
 
         return similar(self.similar_context(), model, k, by, arch=arch, checkpoint=checkpoint, kwargs=kwargs,
-                                layer=layer, rule=rule, oversample=oversample, exact=exact)
+                                layer=layer, rule=rule, oversample=oversample, exact=exact, dataset=dataset)
 
     def select(self, dataset: str, k: int = 10, *, method: str | None = None, methods: Sequence[str] | None = None,
                candidates: Sequence[str] | None = None, pool: int | None = None, alpha: float = 0.15,

@@ -14,6 +14,7 @@ from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.catalog import params_hash
 from zooscope.zoo.embedrun import compute_missing
 from zooscope.zoo.indices import IndexKey
+from zooscope.zoo.pairs import stored_pair_vector
 from zooscope.zoo.probes import loadable_net, probe_inputs, untrained_note
 from zooscope.zoo.select.context import FISHER_EXAMPLES, SelectContext
 from zooscope.zoo.select.scores import load_labelled
@@ -82,22 +83,25 @@ def _trivial(ctx: SelectContext, target: str, req: dict[str, Any]) -> np.ndarray
 def pair_fisher(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], seed: int) -> np.ndarray:
     """The per-filter diagonal Fisher of zoo model ``m`` itself on dataset ``rec`` (MODEL2VEC's F_i): Task2Vec
     with the model as the probe (its head refitted on the dataset, the task2vec per-sample estimator), on a
-    stratified subset of `FISHER_EXAMPLES`; cached in ``cache/select_fisher`` per (model, dataset)."""
-    params = {"max_samples": FISHER_EXAMPLES, "n_samples": FISHER_EXAMPLES, "head_epochs": 3, "head_draws": 2000,
-              "seed": seed}
+    stratified subset of `FISHER_EXAMPLES`: the stored ``fisher`` pair vector when `Zoo.embed` computed it with
+    these parameters (`zooscope.zoo.pairs.stored_pair_vector`), else computed by the same function and cached in
+    ``cache/select_fisher`` per (model, dataset)."""
+    from zooscope.embed.pairfisher import PAIR_DEFAULTS
+
+    params = {**PAIR_DEFAULTS, "max_samples": FISHER_EXAMPLES, "n_samples": FISHER_EXAMPLES, "seed": seed}
+    stored = stored_pair_vector(ctx.vectors, "fisher", m, rec, params)
+    if stored is not None:
+        return stored
     h = params_hash({**params, "model": m.name, "spec": m.spec, "kwargs": m.kwargs,
                      "checkpoint": m.checkpoint, "sha": m.checkpoint_sha256, "dataset": rec.name,
                      "source": rec.source, "meta": rec.meta, "kind": "fisher"})
 
-    def compute() -> np.ndarray:
-        from zooscope.embed.task2vec import Task2Vec
-        from zooscope.nets.datasets import probe_subset
+    def compute() -> np.ndarray:  # what the ``fisher`` kind computes (`zooscope.embed.pairfisher`)
+        from zooscope.embed.pairfisher import pair_fisher_vector
         from zooscope.nets.models import ModelSpec
 
         ds = load_labelled(rec)
-        sub = probe_subset(ds, min(FISHER_EXAMPLES, len(ds)), seed=seed)
-        t2v = Task2Vec(ModelSpec.from_row(m).build(), **params)
-        return np.asarray(t2v.embed(sub.x, sub.y).hessian, dtype=np.float64)
+        return pair_fisher_vector(ModelSpec.from_row(m).build(), ds.x, ds.y, **params)
 
     return cached_array(ctx.probes.paths.cache / "select_fisher" / f"{h[:32]}.npy", compute)
 
