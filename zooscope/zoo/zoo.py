@@ -238,7 +238,8 @@ class Zoo:
                   replace: bool = False) -> int:
         """Register a model after checking that its spec builds and its checkpoint loads (safe loaders only).
 
-        Records the checkpoint's absolute path and sha256 and the input shape: ``input_shape`` if given, else
+        Records the checkpoint's absolute path and sha256, the cost (`zooscope.nets.cost`, in ``metrics``) and the
+        input shape: ``input_shape`` if given, else
         the first that a dry forward pass accepts among the ``trained_on`` dataset's shape, the kwargs'
         (``in_chans`` × ``img_size``², ``in_features``) and the registered datasets' shapes. When none of those
         exists yet (models added before their datasets), the shape is left open and settled by the next `embed`
@@ -279,7 +280,7 @@ class Zoo:
         return self.catalog.add_model(
             name, spec=arch, kwargs=kwargs, checkpoint=None if ckpt is None else str(ckpt),
             checkpoint_sha256=None if ckpt is None else file_sha256(ckpt), trained_on=trained_on,
-            metrics=metrics, tags=tags, input_shape=shape)
+            metrics=shapes.with_cost(metrics, model, shape), tags=tags, input_shape=shape)
 
     def add_dataset(self, name: str, source: str, *, split: str = "train", seed: int = 0,
                     replace: bool = False) -> int:
