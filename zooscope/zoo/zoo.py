@@ -432,13 +432,14 @@ class Zoo:
     def select(self, dataset: str, k: int = 10, *, method: str | None = None, methods: Sequence[str] | None = None,
                candidates: Sequence[str] | None = None, pool: int | None = None, alpha: float = 0.15,
                max_examples: int = 1000, seed: int = 0, history: bool = True, metric: str = "accuracy",
-               finetune_top: int = 0, epochs: int = 1, progress: bool = False) -> pd.DataFrame:
-        """The ``k`` zoo models to transfer from for ``dataset`` (reads only); see `zooscope.zoo.select.select`."""
+               finetune_top: int = 0, epochs: int = 1, progress: bool = False, **budget: Any) -> pd.DataFrame:
+        """The ``k`` zoo models to transfer from for ``dataset`` (reads only); see `zooscope.zoo.select.select`
+        (``budget``: its ``budget_s``, ``backend``, ``address``)."""
         from zooscope.zoo.select import select
 
         return select(self.select_context(), dataset, k, method=method, methods=methods, candidates=candidates,
                       pool=pool, alpha=alpha, max_examples=max_examples, seed=seed, history=history,
-                      metric=metric, finetune_top=finetune_top, epochs=epochs, progress=progress)
+                      metric=metric, finetune_top=finetune_top, epochs=epochs, progress=progress, **budget)
 
     def record_result(self, model: str, dataset: str, value: float, metric: str = "accuracy") -> None:
         """Record a fine-tuning outcome (larger = better); `select` uses it for OTHER datasets, never this one."""

@@ -97,12 +97,14 @@ from zooscope.zoo.select.context import (
     rank01,
     smaller_is_better,
 )
+from zooscope.zoo.select.budget import DEFAULT_BUDGET_S, halving
 from zooscope.zoo.select.distances import fisher_distances, task_distances
 from zooscope.zoo.select.explain import why
 from zooscope.zoo.select.prior import prior as history_prior
+from zooscope.zoo.select.remote import remote_round
 from zooscope.zoo.select.scores import score_table
 
-__all__ = ["DEFAULT_COLUMNS", "FISHER_EXAMPLES", "METHODS", "STAGE1_ALL", "SelectContext", "combine_ranks", "select"]
+__all__ = ["DEFAULT_BUDGET_S", "DEFAULT_COLUMNS", "FISHER_EXAMPLES", "METHODS", "STAGE1_ALL", "SelectContext", "combine_ranks", "select"]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,9 @@ log = logging.getLogger(__name__)
 def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None = None,
            methods: Sequence[str] | None = None, candidates: Sequence[str] | None = None, pool: int | None = None,
            alpha: float = 0.15, max_examples: int = 1000, seed: int = 0, history: bool = True,
-           metric: str = "accuracy", finetune_top: int = 0, epochs: int = 1, progress: bool = False) -> pd.DataFrame:
+           metric: str = "accuracy", finetune_top: int = 0, epochs: int = 1, progress: bool = False,
+           budget_s: float | None = DEFAULT_BUDGET_S, backend: str = "local",
+           address: str | None = None) -> pd.DataFrame:
     """Rank the zoo models to transfer from for a registered labelled ``dataset`` (module docstring: the rule).
 
     Parameters
@@ -141,6 +145,14 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     epochs : int, default=1
     progress : bool, default=False
         A progress bar on stderr over the candidates' feature passes and scores.
+    budget_s : float or None, default=`DEFAULT_BUDGET_S` (60 s)
+        Seconds of forward passes, planned from each model's recorded cost (`zooscope.nets.cost`): when every
+        candidate does not fit at full size, successive halving (`zooscope.zoo.select.budget`; columns
+        ``examples`` and ``round``). None: no budget, every candidate on every example.
+    backend : {"local", "ray"}, default="local"
+        ``"ray"``: the first halving round's feature passes run as Ray tasks (`zooscope.zoo.parallel`, as embed).
+    address : str, optional
+        The Ray cluster (``backend="ray"``), as for `Zoo.embed`.
 
     Returns
     -------
@@ -160,7 +172,14 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     dist: dict[str, float] = {}
     if "task2vec" in chosen or len(fits) > STAGE1_ALL:
         dist, fits = _stage1(ctx, dataset, fits, chosen, alpha, int(pool or max(3 * k, 10)))
-    table, ds = score_table(ctx, rec, fits, score_cols, max_examples, seed, progress, skipped)
+    if budget_s is not None and (isinstance(budget_s, bool) or not float(budget_s) > 0):
+        raise ZooscopeInputError(f"budget_s must be a number of seconds > 0 (or None: no budget); got {budget_s!r}.")
+    table, ds = None, None
+    if score_cols:
+        first = None if backend == "local" else remote_round(backend, address)
+        table, ds = halving(ctx, rec, fits, score_cols, max_examples, seed, k, budget_s, progress, skipped, first)
+    if table is None:
+        table, ds = score_table(ctx, rec, fits, score_cols, max_examples, seed, progress, skipped)
     fits = [m for m in fits if m.name not in dict(skipped)]
     table = table[~table["model"].isin(dict(skipped))].reset_index(drop=True)
     if not fits:
@@ -188,7 +207,8 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
             if default or "history" in chosen else base
     table["arch"] = [m.spec for m in fits]
     table["trained_on"] = [m.trained_on for m in fits]
-    table = table.sort_values(["score", "model"], ascending=[False, True], na_position="last")
+    by = ["_r", "score", "model"] if "_r" in table else ["score", "model"]  # halving: further rounds rank first
+    table = table.sort_values(by, ascending=[False] * (len(by) - 1) + [True], na_position="last")
     if finetune_top:
         from zooscope.zoo.select.refine import refine
 
@@ -245,7 +265,8 @@ def _shown(ctx: SelectContext, table: pd.DataFrame, k: int, cols: list[str], sco
     distances = tuple(DISTANCES.values())
     extra = [c for c in (*distances, *score_cols)
              if c in table and (c not in distances or c in cols or table[c].notna().any())]
-    order = ["rank", "model", "score", *dict.fromkeys(extra), "history", "result_on_target",
+    halved = ["examples", "round"] if "examples" in table else []
+    order = ["rank", "model", "score", *dict.fromkeys(extra), *halved, "history", "result_on_target",
              *(["finetune_val_acc"] if finetuned else []), "arch", "trained_on", "why"]
     table = table[order]
     table.attrs["skipped"] = sorted(set(skipped))
