@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
-from zoo_helpers import KW, SPEC  # noqa: E402
+from zoo_helpers import KW, SPEC
 
-from zooscope import Zoo  # noqa: E402
-from zooscope.zoo.select import STAGE1_ALL  # noqa: E402
+from zooscope import Zoo
+from zooscope.zoo.select import STAGE1_ALL
 
 N = 210
 

@@ -27,6 +27,7 @@ Table
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -95,7 +96,8 @@ def plan_rounds(n_models: int, s_per_example: float, sizes: list[int], k: int, b
         r = min(math.ceil(math.log2(n_models / f)), len(sizes) - 1)
         sz = tuple(sizes[len(sizes) - 1 - r:])
         keep = tuple(max(f, math.ceil(n_models / 2 ** i)) for i in range(len(sz)))
-        cost = sum(kk * s_per_example * (n - (sz[i - 1] if i else 0)) for i, (n, kk) in enumerate(zip(sz, keep)))
+        cost = sum(kk * s_per_example * (n - (sz[i - 1] if i else 0))
+                   for i, (n, kk) in enumerate(zip(sz, keep, strict=True)))
         return Plan(sz, keep, cost)
 
     for f in range(min(k, n_models - 1), 0, -1):
@@ -105,7 +107,7 @@ def plan_rounds(n_models: int, s_per_example: float, sizes: list[int], k: int, b
     # not even one model at full size: rounds from the smallest size until the budget is spent (round 0 always)
     keep = tuple(max(1, math.ceil(n_models / 2 ** i)) for i in range(len(sizes)))
     spent, used = [], 0.0
-    for i, (n, kk) in enumerate(zip(sizes, keep)):
+    for i, (n, kk) in enumerate(zip(sizes, keep, strict=True)):
         step = kk * s_per_example * (n - (sizes[i - 1] if i else 0))
         if i and used + step > budget_s:
             break
@@ -132,8 +134,8 @@ def halving(ctx: SelectContext, rec: Any, fits: list[Any], score_cols: list[str]
             k: int, budget_s: float | None, progress: bool = False,
             skipped: list[tuple[str, str]] | None = None, first_round: Any = None) -> tuple[pd.DataFrame | None, Any]:
     """(table, labelled dataset): one row per model (in ``fits`` order) with its last round's ``score_cols``,
-    ``examples``, ``round`` and ``_r`` (the round index, the first sort key of the ranking). The table is None when every candidate fits the budget at full size
-    (the caller scores them as without a budget).
+    ``examples``, ``round`` and ``_r`` (the round index, the first sort key of the ranking). The table is None
+    when every candidate fits the budget at full size (the caller scores them as without a budget).
 
     ``first_round(models, chunks, path_of)`` computes round 0's features elsewhere and stores them in their cache
     files ``path_of(model, chunk index)`` (the Ray backend, `zooscope.zoo.select.remote`); None: in this process.
@@ -141,7 +143,7 @@ def halving(ctx: SelectContext, rec: Any, fits: list[Any], score_cols: list[str]
     ds = load_labelled(rec)
     y_all = ds.y.numpy()
     n_full = min(int(max_examples), len(y_all))
-    n_classes = int(len(np.unique(y_all)))
+    n_classes = len(np.unique(y_all))
     sizes = ladder(n_full, min(n_full, max(MIN_EXAMPLES, 4 * n_classes)))
     plan = plan_rounds(len(fits), float(np.mean(costs(fits))), sizes, k, budget_s)
     if len(plan.sizes) == 1 and plan.sizes[0] == n_full:
@@ -152,7 +154,7 @@ def halving(ctx: SelectContext, rec: Any, fits: list[Any], score_cols: list[str]
     order = nested_order(full.y.numpy(), sizes, seed)
     bounds = [0, *sizes]
     chunks = [DatasetTensors(full.name, full.x[order[a:b]], full.y[order[a:b]], full.classes)
-              for a, b in zip(bounds[:-1], bounds[1:])]
+              for a, b in itertools.pairwise(bounds)]
     y = full.y.numpy()[order]
     key = {"seed": seed, "ladder": sizes, "rule": "halving"}
 
@@ -186,7 +188,7 @@ def halving(ctx: SelectContext, rec: Any, fits: list[Any], score_cols: list[str]
         t = pd.DataFrame(rows, columns=["model", *score_cols])
         t["_s"] = combine_ranks(t, score_cols, smaller_is_better=smaller_is_better())
         t = t.sort_values(["_s", "model"], ascending=[False, True], na_position="last")
-        for name, s in zip(t["model"], t["_s"]):
+        for name, s in zip(t["model"], t["_s"], strict=True):
             last[name]["_s"] = s
         if r + 1 < rounds:
             keep = set(t["model"].head(plan.keep[r + 1]))

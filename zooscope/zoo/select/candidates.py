@@ -88,7 +88,7 @@ def duplicate_groups(ctx: SelectContext, fits: list[Any], threshold: float = DUP
         if len(members) < 2:
             continue
         c = costs([by_name[n] for n in members])
-        rep = min(zip(c, members))[1]
+        rep = min(zip(c, members, strict=True))[1]
         out.update({n: rep for n in members if n != rep})
     return out
 

@@ -10,6 +10,7 @@ candidate whose features are not cached yet, and stores each result in the featu
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ def remote_round(backend: str, address: str | None) -> Callable[[list[Any], list
                                                     (err or "").splitlines()[0])
                 continue
             probs = _softmax(res.logits)
-            for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            for j, (a, b) in enumerate(itertools.pairwise(bounds)):
                 part = {"features": res.vectors[a:b], "probs": probs[a:b] if probs.size else probs}
                 cached_array(path_of(by_name[job.name], j), lambda part=part: part, keys=("features", "probs"))
 
