@@ -103,7 +103,9 @@ def run_one(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     t = zoo.select(a.one_target, k=10_000, history=False, budget_s=budget, max_examples=a.max_examples)
     sec = time.perf_counter() - t0
+    n_full = min(a.max_examples, zoo.catalog.get_dataset(a.one_target).size)
     print(json.dumps({"seconds": sec, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "n_full": n_full,
                       "models": t["model"].tolist(),
                       "examples": t["examples"].tolist() if "examples" in t else None}))
 
@@ -151,8 +153,9 @@ def main() -> None:
             res[b] = json.loads(out)
             row = {"target": target, "budget": b, "seconds": round(res[b]["seconds"], 1),
                    "peak_rss_mb": round(res[b]["peak_rss_mb"]), "n_models": len(res[b]["models"]),
-                   "full_size_models": (sum(e == max(res[b]["examples"]) for e in res[b]["examples"])
+                   "full_size_models": (sum(e == res[b]["n_full"] for e in res[b]["examples"])
                                         if res[b]["examples"] else len(res[b]["models"])),
+                   "examples": sorted(set(res[b]["examples"] or [res[b]["n_full"]])),
                    **compare(res["none"]["models"], res[b]["models"])}
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -166,10 +169,10 @@ def main() -> None:
         lines = ["", f"### bench_select_scale {meta['date']}", "",
                  f"`{meta['cmd']}` · threads {meta['threads']} · {meta['machine']} · load average "
                  f"{meta['load']:.1f} at the end", "",
-                 "| target | budget | wall s | peak RSS MB | models at full size | top-1 = exhaustive | top-3 overlap "
-                 "| τ_w vs exhaustive |", "|---|---|---|---|---|---|---|---|"]
+                 "| target | budget | wall s | peak RSS MB | models at full size | round sizes | top-1 = exhaustive "
+                 "| top-3 overlap | τ_w vs exhaustive |", "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['target']} | {r['budget']} | {r['seconds']} | {r['peak_rss_mb']} | "
-                  f"{r['full_size_models']}/{r['n_models']} | {r['top1']:.0f} | {r['top3']:.2f} | "
+                  f"{r['full_size_models']}/{r['n_models']} | {r['examples']} | {r['top1']:.0f} | {r['top3']:.2f} | "
                   f"{r['tau_w']:.3f} |" for r in rows]
         print("\n".join(lines))
 
