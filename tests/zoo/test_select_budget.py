@@ -94,3 +94,38 @@ def test_bad_budget(toy):
         toy.select("low", budget_s=0)
     with pytest.raises(ZooscopeInputError, match="backend"):
         toy.select("low", budget_s=1e-9, backend="spark")
+
+
+def test_a_model_without_recorded_cost_is_measured_into_the_cache(tmp_path):
+    zoo = Zoo.create(tmp_path / "old")
+    zoo.add_dataset("low", "builtin:digits?classes=0,1,2,3,4")
+    for i in range(3):
+        zoo.add_model(f"m{i}", SPEC, kwargs={**KW, "seed": i})
+    zoo.catalog.update_model("m0", metrics={})  # as added before the cost model
+    before = [(m.name, m.metrics) for m in zoo.catalog.models()]
+    table = zoo.select("low", k=3, budget_s=1e-9)
+    assert len(table) == 3 and "examples" in table
+    assert len(list((tmp_path / "old" / "cache" / "select_cost").glob("*.npy"))) == 1
+    assert [(m.name, m.metrics) for m in zoo.catalog.models()] == before
+
+
+def test_cli_budget_parsing():
+    from zooscope._validation import ZooscopeInputError
+    from zooscope.cli.select import parse_budget
+
+    assert parse_budget("120s") == 120.0 and parse_budget("2m") == 120.0 and parse_budget("90") == 90.0
+    assert parse_budget("none") is None
+    for bad in ("0s", "-3", "soon", "1e999s", "nan"):
+        with pytest.raises(ZooscopeInputError, match="--budget"):
+            parse_budget(bad)
+
+
+def test_cli_select_with_budget_shows_rounds(toy):
+    from typer.testing import CliRunner
+
+    from zooscope.cli import app
+
+    res = CliRunner().invoke(app, ["select", "low", "--zoo", str(toy.root), "--k", "8", "--budget", "0.000001s",
+                                   "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    assert "examples" in res.output.splitlines()[0] and "round" in res.output.splitlines()[0]

@@ -31,12 +31,15 @@ import itertools
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from zooscope._io import cached_array
 from zooscope._progress import track
+from zooscope.zoo.catalog import params_hash
 from zooscope.zoo.select.context import SelectContext, combine_ranks, smaller_is_better
 from zooscope.zoo.select.scores import _cache_path, _one_score, features, load_labelled
 
@@ -116,8 +119,9 @@ def plan_rounds(n_models: int, s_per_example: float, sizes: list[int], k: int, b
     return Plan(tuple(sizes[i] for i in spent), tuple(keep[i] for i in spent), used, spent=len(spent) < len(sizes))
 
 
-def costs(models: list[Any]) -> np.ndarray:
-    """Forward seconds per example of each model: recorded at add-model, else measured now (not stored)."""
+def costs(models: list[Any], cache: Path | None = None) -> np.ndarray:
+    """Forward seconds per example of each model: recorded at add-model, else measured now and kept under
+    ``cache/select_cost`` (models added before the cost model; never written to the catalog by a query)."""
     from zooscope.nets.cost import COST_KEY, measure_cost, seconds_per_example
     from zooscope.nets.models import ModelSpec
 
@@ -125,7 +129,16 @@ def costs(models: list[Any]) -> np.ndarray:
     for m in models:
         s = seconds_per_example((m.metrics or {}).get(COST_KEY))
         if s is None:
-            s = seconds_per_example(measure_cost(ModelSpec.from_row(m).build(), tuple(m.input_shape)))
+            def measure(m: Any = m) -> np.ndarray:
+                cost = measure_cost(ModelSpec.from_row(m).build(), tuple(m.input_shape))
+                return np.asarray([seconds_per_example(cost)])
+
+            if cache is None:
+                s = float(measure()[0])
+            else:
+                h = params_hash({"spec": m.spec, "kwargs": m.kwargs, "sha": m.checkpoint_sha256,
+                                 "shape": list(m.input_shape), "rule": "cost"})
+                s = float(cached_array(cache / "select_cost" / f"{h[:32]}.npy", measure)[0])
         out.append(float(s))
     return np.asarray(out)
 
@@ -145,7 +158,7 @@ def halving(ctx: SelectContext, rec: Any, fits: list[Any], score_cols: list[str]
     n_full = min(int(max_examples), len(y_all))
     n_classes = len(np.unique(y_all))
     sizes = ladder(n_full, min(n_full, max(MIN_EXAMPLES, 4 * n_classes)))
-    plan = plan_rounds(len(fits), float(np.mean(costs(fits))), sizes, k, budget_s)
+    plan = plan_rounds(len(fits), float(np.mean(costs(fits, ctx.probes.paths.cache))), sizes, k, budget_s)
     if len(plan.sizes) == 1 and plan.sizes[0] == n_full:
         return None, ds
     from zooscope.nets.datasets import DatasetTensors, probe_subset

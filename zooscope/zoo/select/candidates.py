@@ -87,7 +87,7 @@ def duplicate_groups(ctx: SelectContext, fits: list[Any], threshold: float = DUP
         members = [names[i] for i in np.flatnonzero(labels == lab)]
         if len(members) < 2:
             continue
-        c = costs([by_name[n] for n in members])
+        c = costs([by_name[n] for n in members], ctx.probes.paths.cache)
         rep = min(zip(c, members, strict=True))[1]
         out.update({n: rep for n in members if n != rep})
     return out
