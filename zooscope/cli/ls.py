@@ -40,7 +40,7 @@ def ls_cmd(
             table["error"] = [str(e).strip().splitlines()[0] if isinstance(e, str) and e.strip() else e
                               for e in table["error"]]
     else:
-        listings = {"models": z.models, "datasets": z.datasets,
+        listings = {"models": lambda: _with_cost(z.models()), "datasets": z.datasets,
                     "embeddings": lambda: pd.DataFrame(z.catalog.embeddings())}
         table = listings[what]()
     if not isinstance(table, pd.DataFrame):
@@ -48,3 +48,15 @@ def ls_cmd(
     emit(table, fmt, out, title=("failures" if failed else what))
     if (note := z.task2vec_probe_note()):
         say(note)
+
+
+def _with_cost(table: pd.DataFrame) -> pd.DataFrame:
+    """The models' recorded cost as two columns after ``input_shape``: ``gflops`` (per example) and
+    ``s_per_batch`` (measured forward seconds per batch of `zooscope.nets.cost.COST_BATCH`)."""
+    from zooscope.nets.cost import COST_KEY
+
+    costs = [m.get(COST_KEY) if isinstance(m, dict) else None for m in table.get("metrics", [])]
+    at = list(table.columns).index("input_shape") + 1 if "input_shape" in table else len(table.columns)
+    table.insert(at, "gflops", [c["flops_per_example"] / 1e9 if isinstance(c, dict) else None for c in costs])
+    table.insert(at + 1, "s_per_batch", [c.get("s_per_batch") if isinstance(c, dict) else None for c in costs])
+    return table

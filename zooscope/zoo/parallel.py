@@ -24,7 +24,11 @@ import numpy as np
 from zooscope._validation import ZooscopeInputError
 from zooscope.nets.models import ModelSpec, penultimate_layer
 
-__all__ = ["EmbedJob", "JobResult", "compute_job", "penultimate_layer", "run_jobs"]
+__all__ = ["FEATURES_KIND", "EmbedJob", "JobResult", "compute_job", "penultimate_layer", "run_jobs"]
+
+#: select's feature pass as a job (`zooscope.zoo.select.remote`): pre-logits features (n, p) of the model on the
+#: job's ``probe_file`` inputs, and the logits; not an embedding kind (nothing of it goes to the catalog)
+FEATURES_KIND = "select-prelogits"
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,7 @@ class JobResult:
     layers: list[str] | None
     penultimate: str | None
     seconds: float
+    logits: np.ndarray | None = None  # kind `FEATURES_KIND` only: the source head's logits (or None)
 
 
 def _load_probe(path: str) -> Any:
@@ -91,6 +96,12 @@ def compute_job(job: EmbedJob) -> JobResult:
     from zooscope.nets.models import build_model
 
     t0 = time.perf_counter()
+    if job.kind == FEATURES_KIND:
+        from zooscope.embed.prelogits import prelogits_features
+
+        feats, logits = prelogits_features(build_model(job.arch, job.kwargs, job.checkpoint).eval(),
+                                           _load_probe(job.probe_file))
+        return JobResult(np.asarray(feats), None, None, time.perf_counter() - t0, logits)
     fn = EMBEDDINGS.get(job.kind).fn
     params = dict(job.kind_params)
     if job.subject == "model":

@@ -11,7 +11,7 @@ from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.catalog import Catalog
 from zooscope.zoo.probes import find_input_shape, shape_candidates
 
-__all__ = ["firm_shapes", "settle_input_shapes"]
+__all__ = ["firm_shapes", "settle_input_shapes", "with_cost"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def settle_input_shapes(catalog: Catalog, names: Sequence[str] | None) -> None:
             log.warning("model %r: no registered dataset has an input shape it accepts; add one, or set it "
                         "with add-model %s --replace --input-shape C,H,W", m.name, m.name)
             continue
-        catalog.update_model(m.name, input_shape=shape)
+        catalog.update_model(m.name, input_shape=shape, metrics=with_cost(m.metrics, net, shape))
         guessed.setdefault(shape, []).append(m.name)
     for shape, who in guessed.items():
         src = next((d.name for d in sorted(datasets, key=lambda d: d.id)
@@ -58,3 +58,13 @@ def settle_input_shapes(catalog: Catalog, names: Sequence[str] | None) -> None:
         log.warning("input shape %s guessed for %d model%s (%s) from the registered dataset %r; set it with "
                     "add-model NAME --replace --input-shape C,H,W", "×".join(map(str, shape)), len(who),
                     "s" if len(who) > 1 else "", names_txt, src)
+
+
+def with_cost(metrics: dict | None, model: Any, shape: Sequence[int] | None) -> dict | None:
+    """``metrics`` plus the model's measured cost at ``shape`` under `zooscope.nets.cost.COST_KEY` (unchanged
+    when the shape is not known yet: the cost is recorded when `embed` settles it)."""
+    from zooscope.nets.cost import COST_KEY, measure_cost
+
+    if shape is None:
+        return metrics
+    return {**(metrics or {}), COST_KEY: measure_cost(model, shape)}

@@ -242,7 +242,8 @@ class Zoo:
                   replace: bool = False) -> int:
         """Register a model after checking that its spec builds and its checkpoint loads (safe loaders only).
 
-        Records the checkpoint's absolute path and sha256 and the input shape: ``input_shape`` if given, else
+        Records the checkpoint's absolute path and sha256, the cost (`zooscope.nets.cost`, in ``metrics``) and the
+        input shape: ``input_shape`` if given, else
         the first that a dry forward pass accepts among the ``trained_on`` dataset's shape, the kwargs'
         (``in_chans`` × ``img_size``², ``in_features``) and the registered datasets' shapes. When none of those
         exists yet (models added before their datasets), the shape is left open and settled by the next `embed`
@@ -283,7 +284,7 @@ class Zoo:
         return self.catalog.add_model(
             name, spec=arch, kwargs=kwargs, checkpoint=None if ckpt is None else str(ckpt),
             checkpoint_sha256=None if ckpt is None else file_sha256(ckpt), trained_on=trained_on,
-            metrics=metrics, tags=tags, input_shape=shape)
+            metrics=shapes.with_cost(metrics, model, shape), tags=tags, input_shape=shape)
 
     def add_dataset(self, name: str, source: str, *, split: str = "train", seed: int = 0,
                     replace: bool = False) -> int:
@@ -487,13 +488,14 @@ class Zoo:
     def select(self, dataset: str, k: int = 10, *, method: str | None = None, methods: Sequence[str] | None = None,
                candidates: Sequence[str] | None = None, pool: int | None = None, alpha: float = 0.15,
                max_examples: int = 1000, seed: int = 0, history: bool = True, metric: str = "accuracy",
-               finetune_top: int = 0, epochs: int = 1, progress: bool = False) -> pd.DataFrame:
-        """The ``k`` zoo models to transfer from for ``dataset`` (reads only); see `zooscope.zoo.select.select`."""
+               finetune_top: int = 0, epochs: int = 1, progress: bool = False, **budget: Any) -> pd.DataFrame:
+        """The ``k`` zoo models to transfer from for ``dataset`` (reads only); see `zooscope.zoo.select.select`
+        (``budget``: its ``budget_s``, ``backend``, ``address``)."""
         from zooscope.zoo.select import select
 
         return select(self.select_context(), dataset, k, method=method, methods=methods, candidates=candidates,
                       pool=pool, alpha=alpha, max_examples=max_examples, seed=seed, history=history,
-                      metric=metric, finetune_top=finetune_top, epochs=epochs, progress=progress)
+                      metric=metric, finetune_top=finetune_top, epochs=epochs, progress=progress, **budget)
 
     def record_result(self, model: str, dataset: str, value: float, metric: str = "accuracy") -> None:
         """Record a fine-tuning outcome (larger = better); `select` uses it for OTHER datasets, never this one."""

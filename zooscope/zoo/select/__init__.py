@@ -44,10 +44,18 @@ History (recorded fine-tuning outcomes, `zooscope.zoo.history`)
     A result recorded on the target itself is shown in ``result_on_target`` and never used to rank it.
 
 Candidates (stage 1) and exact scores (stage 2)
-    Zoos of at most ``STAGE1_ALL`` (200) fitting models: every model is scored. Larger zoos: the task2vec index of
-    the target's probe network proposes the nearest source datasets (FAISS on the centred log-Fisher), their models
-    are re-ranked by d_asym (`distances.task_distances`), the ``pool`` nearest kept, plus every model whose training
-    data is unknown. Stage 2 scores the candidates exactly as above.
+    Zoos of at most ``STAGE1_ALL`` (200) fitting models: every model is scored. Larger zoos (`candidates`): the
+    task2vec index of the target's probe network proposes the nearest source datasets (FAISS on the centred
+    log-Fisher), their models are re-ranked by d_asym (`distances.task_distances`), the ``pool`` nearest kept, plus
+    every model whose training data is unknown and the ``pool`` best by the history prior; near-duplicates (CKA ≥
+    0.995 on the stored signatures) are scored once per group (column ``group``). Stage 2 scores the candidates
+    exactly as above.
+
+Time budget (``budget_s``, default 60 s; `budget`)
+    Planned from each model's recorded cost (FLOPs and measured seconds per batch, `zooscope.nets.cost`): when the
+    candidates' forward passes on every example do not fit, successive halving on nested stratified subsets keeps
+    the better half by the default score each round (columns ``examples`` and ``round``; ``why`` says where a model
+    stopped). With ``backend="ray"`` the first round runs as Ray tasks (`remote`).
 
 Methods by name (``method=``; the table's ``score`` is then that column, rank-normalised)
     ``logme``, ``leep``, ``nce``, ``hscore``, ``ncti``, ``knn``, ``linear_probe``, ``sfda``, ``sfda_pca``, ``gbc``,
@@ -66,7 +74,8 @@ those n by validation accuracy (column ``finetune_val_acc``). Off by default. On
 top-1 regret 0.030 → 0.015, τ_w 0.655 → 0.669, for ~3 s per target.
 
 The package, in the order `select` uses it: `context` (what it reads, the method table from the measure
-registry, rank arithmetic), `distances` (stage 1 and ``fisher``), `scores` (stage 2: features and scores with their
+registry, rank arithmetic), `candidates` and `distances` (stage 1 and ``fisher``), `budget` and `remote`
+(successive halving, its Ray round), `scores` (stage 2: features and scores with their
 caches), `prior` (history), `refine` (``finetune_top``), `explain` (the ``why`` text).
 
 Speed: one target, 20 small models, default settings, no cached features: 11–19 s on 2 loaded cores; features and
@@ -97,12 +106,16 @@ from zooscope.zoo.select.context import (
     rank01,
     smaller_is_better,
 )
-from zooscope.zoo.select.distances import fisher_distances, task_distances
+from zooscope.zoo.select.budget import DEFAULT_BUDGET_S, halving
+from zooscope.zoo.select.candidates import duplicate_groups, expand_groups, stage1
+from zooscope.zoo.select.distances import fisher_distances
 from zooscope.zoo.select.explain import why
 from zooscope.zoo.select.prior import prior as history_prior
+from zooscope.zoo.select.remote import remote_round
 from zooscope.zoo.select.scores import score_table
 
-__all__ = ["DEFAULT_COLUMNS", "FISHER_EXAMPLES", "METHODS", "STAGE1_ALL", "SelectContext", "combine_ranks", "select"]
+__all__ = ["DEFAULT_BUDGET_S", "DEFAULT_COLUMNS", "FISHER_EXAMPLES", "METHODS", "STAGE1_ALL", "SelectContext",
+           "combine_ranks", "select"]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +123,9 @@ log = logging.getLogger(__name__)
 def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None = None,
            methods: Sequence[str] | None = None, candidates: Sequence[str] | None = None, pool: int | None = None,
            alpha: float = 0.15, max_examples: int = 1000, seed: int = 0, history: bool = True,
-           metric: str = "accuracy", finetune_top: int = 0, epochs: int = 1, progress: bool = False) -> pd.DataFrame:
+           metric: str = "accuracy", finetune_top: int = 0, epochs: int = 1, progress: bool = False,
+           budget_s: float | None = DEFAULT_BUDGET_S, backend: str = "local",
+           address: str | None = None) -> pd.DataFrame:
     """Rank the zoo models to transfer from for a registered labelled ``dataset`` (module docstring: the rule).
 
     Parameters
@@ -141,6 +156,14 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     epochs : int, default=1
     progress : bool, default=False
         A progress bar on stderr over the candidates' feature passes and scores.
+    budget_s : float or None, default=`DEFAULT_BUDGET_S` (60 s)
+        Seconds of forward passes, planned from each model's recorded cost (`zooscope.nets.cost`): when every
+        candidate does not fit at full size, successive halving (`zooscope.zoo.select.budget`; columns
+        ``examples`` and ``round``). None: no budget, every candidate on every example.
+    backend : {"local", "ray"}, default="local"
+        ``"ray"``: the first halving round's feature passes run as Ray tasks (`zooscope.zoo.parallel`, as embed).
+    address : str, optional
+        The Ray cluster (``backend="ray"``), as for `Zoo.embed`.
 
     Returns
     -------
@@ -158,9 +181,21 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     all_models, rec, fits, skipped = _candidates(ctx, dataset, candidates)
     score_cols = list(DEFAULT_COLUMNS) if default else [c for c in chosen if c in SCORES]
     dist: dict[str, float] = {}
-    if "task2vec" in chosen or len(fits) > STAGE1_ALL:
-        dist, fits = _stage1(ctx, dataset, fits, chosen, alpha, int(pool or max(3 * k, 10)))
-    table, ds = score_table(ctx, rec, fits, score_cols, max_examples, seed, progress, skipped)
+    large = len(fits) > STAGE1_ALL
+    if "task2vec" in chosen or large:
+        dist, fits = stage1(ctx, dataset, fits, chosen, alpha, int(pool or max(3 * k, 10)), metric, history)
+    groups = duplicate_groups(ctx, fits) if large and score_cols else {}
+    scored = [m for m in fits if m.name not in groups]  # near-duplicates: one model of each group is scored
+    if budget_s is not None and (isinstance(budget_s, bool) or not float(budget_s) > 0):
+        raise ZooscopeInputError(f"budget_s must be a number of seconds > 0 (or None: no budget); got {budget_s!r}.")
+    table, ds = None, None
+    if score_cols:
+        first = None if backend == "local" else remote_round(backend, address)
+        table, ds = halving(ctx, rec, scored, score_cols, max_examples, seed, k, budget_s, progress, skipped, first)
+    if table is None:
+        table, ds = score_table(ctx, rec, scored, score_cols, max_examples, seed, progress, skipped)
+    if groups:
+        table = expand_groups(table, fits, groups)
     fits = [m for m in fits if m.name not in dict(skipped)]
     table = table[~table["model"].isin(dict(skipped))].reset_index(drop=True)
     if not fits:
@@ -188,7 +223,8 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
             if default or "history" in chosen else base
     table["arch"] = [m.spec for m in fits]
     table["trained_on"] = [m.trained_on for m in fits]
-    table = table.sort_values(["score", "model"], ascending=[False, True], na_position="last")
+    by = ["_r", "score", "model"] if "_r" in table else ["score", "model"]  # halving: further rounds rank first
+    table = table.sort_values(by, ascending=[False] * (len(by) - 1) + [True], na_position="last")
     if finetune_top:
         from zooscope.zoo.select.refine import refine
 
@@ -215,24 +251,6 @@ def _candidates(ctx: SelectContext, dataset: str, candidates: Sequence[str] | No
     return all_models, rec, fits, skipped
 
 
-def _stage1(ctx: SelectContext, dataset: str, fits: list[dict[str, Any]], chosen: list[str], alpha: float,
-            pool: int) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """(task distances, candidates): above `STAGE1_ALL` models only the ``pool`` nearest sources' and the unknown
-    ones' models stay; without task vectors every model stays (an error only when ``task2vec`` was asked for)."""
-    large = len(fits) > STAGE1_ALL
-    try:
-        dist, unknown = task_distances(ctx, dataset, fits, alpha, pool if large else len(fits))
-    except ZooscopeInputError:
-        if "task2vec" in chosen:
-            raise
-        log.warning("no task vectors for %r: scoring all %d models", dataset, len(fits))
-        return {}, fits
-    if large:
-        keep = set(sorted(dist, key=dist.get)[:pool])
-        fits = [m for m in fits if m.name in keep or m.name in unknown]
-    return dist, fits
-
-
 def _shown(ctx: SelectContext, table: pd.DataFrame, k: int, cols: list[str], score_cols: list[str],
            prior: pd.DataFrame, weights: dict[str, float], default: bool, finetuned: bool,
            skipped: list[tuple[str, str]]) -> pd.DataFrame:
@@ -245,7 +263,8 @@ def _shown(ctx: SelectContext, table: pd.DataFrame, k: int, cols: list[str], sco
     distances = tuple(DISTANCES.values())
     extra = [c for c in (*distances, *score_cols)
              if c in table and (c not in distances or c in cols or table[c].notna().any())]
-    order = ["rank", "model", "score", *dict.fromkeys(extra), "history", "result_on_target",
+    halved = [c for c in ("examples", "round", "group") if c in table]
+    order = ["rank", "model", "score", *dict.fromkeys(extra), *halved, "history", "result_on_target",
              *(["finetune_val_acc"] if finetuned else []), "arch", "trained_on", "why"]
     table = table[order]
     table.attrs["skipped"] = sorted(set(skipped))

@@ -49,6 +49,16 @@ def why(table: pd.DataFrame, model: str, cols: list[str], prior: pd.DataFrame, w
                      f"{int(p['n_past'])} past task(s); most similar: {like}")
     if np.isfinite(row.get("result_on_target", np.nan)):
         parts.append(f"recorded on this dataset: {row['result_on_target']:.3g} (shown, not used to rank)")
+    if "group" in table and isinstance(row["group"], str) and row["group"]:
+        n = int((table["group"] == row["group"]).sum())
+        parts.append(f"group of {n} near-duplicates (CKA ≥ 0.995) scored once" if row["group"] == model else
+                     f"near-duplicate of {row['group']} (CKA ≥ 0.995): its scores")
+    if "round" in table and isinstance(row["round"], str):
+        done, total = row["round"].split("/")
+        parts.append(f"kept through every round: scored on {row['examples']} examples (round {row['round']})"
+                     if done == total else
+                     f"stopped at round {row['round']} on {row['examples']} examples: not in the better half "
+                     f"(successive halving within the time budget)")
     if "finetune_val_acc" in table and np.isfinite(row["finetune_val_acc"]):
         parts.append(f"fine-tuned briefly: val acc {row['finetune_val_acc']:.3f}")
     return "; ".join(parts)
