@@ -54,8 +54,8 @@ def run(url: str | None, storage: Path, n: int, queries: int) -> dict:
 
     t0 = time.perf_counter()
     for i in range(1, n + 1):
-        cat.add_model(f"m{i}", spec=rec["spec"], kwargs=rec["kwargs"], checkpoint=rec["checkpoint"],
-                      checkpoint_sha256=rec["checkpoint_sha256"], trained_on="digits", input_shape=rec["input_shape"])
+        cat.add_model(f"m{i}", spec=rec.spec, kwargs=rec.kwargs, checkpoint=rec.checkpoint,
+                      checkpoint_sha256=rec.checkpoint_sha256, trained_on="digits", input_shape=rec.input_shape)
     out["add_model_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """`zooscope report`: the whole zoo as ONE self-contained, static HTML page.
 
 The page is built from the zoo's public, read-only queries (``models``, ``datasets``, ``failures``, ``check``,
-``settings``, ``results``, `zooscope.zoo.curate`, the kept `zooscope.bench.kept.last_selection`) and
+``settings``, ``results``, `zooscope.zoo.curate`, the kept `zooscope.zoo.kept.last_selection`) and
 matplotlib figures: the zoo map is inline SVG (every point carries a ``<title>`` with the model's name), the
 heat maps are SVG data URIs. A 30-line inline script sorts the tables on a header click. Nothing is fetched:
 no CDN, no font, no network; a Content-Security-Policy (``default-src 'none'``, the script allowed by its
@@ -385,7 +385,7 @@ def _results_section(zoo: Any) -> str:
 
 
 def _bench_section(zoo: Any) -> str:
-    from zooscope.bench.kept import last_selection
+    from zooscope.zoo.kept import last_selection
 
     last = last_selection(zoo)
     if last is None:

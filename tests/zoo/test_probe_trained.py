@@ -57,7 +57,7 @@ def test_embed_trains_the_probe_once_on_the_registered_data(embedded):
     assert rec["trained"]["epochs"] == T2V_PROBE_EPOCHS and rec["trained"]["train_acc"] > 0.3  # 25 classes
     assert rec["kwargs"]["num_classes"] == 10 + 10 + 5  # one class per (dataset, class)
     assert zoo.task2vec_probe_note() is None
-    nets = {r["params"]["request"]["probe_net"]["checkpoint_sha256"] for r in zoo.catalog.embeddings(kind="task2vec")}
+    nets = {r.request["probe_net"]["checkpoint_sha256"] for r in zoo.catalog.embeddings(kind="task2vec")}
     assert nets == {rec["checkpoint_sha256"]}
     assert set(zoo.embed(kinds=("task2vec",))["status"]) == {"skipped"}  # fixed once trained: no retraining
     assert _t2v_files(embedded) == [path]

@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.bench.kept import save_last
+from zooscope.zoo.kept import save_last
 
 if TYPE_CHECKING:
     from zooscope.zoo.zoo import Zoo

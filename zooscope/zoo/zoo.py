@@ -364,8 +364,8 @@ class Zoo:
 
         if task2vec_probe == "trained":
             shapes = [tuple(input_shape)] if input_shape is not None else list(dict.fromkeys(
-                tuple(d["input_shape"]) for d in self.catalog.datasets()
-                if d["input_shape"] and int(d["num_classes"] or 0) >= 2))
+                tuple(d.input_shape) for d in self.catalog.datasets()
+                if d.input_shape and int(d.num_classes or 0) >= 2))
             if not shapes:
                 raise ZooscopeInputError("configure(task2vec_probe='trained') needs a registered labelled dataset "
                                          "to train on; add one first (zoo.add_dataset).")
