@@ -261,7 +261,7 @@ def _by_task(ctx: SimilarContext, model: str, k: int, arch: str | None, oversamp
         raise ZooscopeInputError(f"Dataset {src!r} (what {model!r} was trained on) has no task2vec vector. Register "
                                  "it (zoo.add_dataset) and run zoo.embed(kinds=('task2vec',)).")
     qrow = src_rows[-1]
-    if note := untrained_note([qrow["params"].get("request", {}).get("probe_net")]):
+    if note := untrained_note([qrow.request.get("probe_net")]):
         log.warning("%s", note)
     qvec = ctx.vectors.read64(qrow)
     group = comparability_group(qrow)
