@@ -34,7 +34,6 @@ import pandas as pd
 from zooscope._io import cached_array
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
-from zooscope.nets.models import ModelSpec
 from zooscope.zoo import parallel
 from zooscope.zoo.catalog import DEFAULT_LEASE_S, Catalog, DatasetRecord, EmbeddingRecord, ModelRecord, new_owner
 from zooscope.zoo.catalog import params_hash as request_hash

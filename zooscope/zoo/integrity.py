@@ -1,8 +1,8 @@
 """Integrity of a zoo: names that are data, files that carry their sha256, a catalog that cannot be mistaken.
 
 * **Names** (`validate_name`, defined in `zooscope._validation`): every model / dataset name is checked where
-  the library records it (`zooscope.zoo.catalog.Catalog`): 1–200 bytes of UTF-8, no control characters or NUL, no ``/`` or ``\\``, not
-  ``.`` or ``..``, no leading/trailing blanks. Unicode letters are fine. Names never become file names: vector
+  the library records it (`zooscope.zoo.catalog.Catalog`): 1–200 bytes of UTF-8, no control characters or NUL,
+  no ``/`` or ``\\``, not ``.`` or ``..``, no leading/trailing blanks. Unicode letters are fine. Names never become file names: vector
   files are named by uuid keys, probe files by a hash of the probe set's id.
 * **Checksums** (`verified_bytes`): the catalog records the sha256 of every vector file (``embeddings.sha256``)
   and of every probe file (the probe-set record's ``file_sha256``); readers verify it and a mismatch raises

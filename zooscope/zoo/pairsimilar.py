@@ -7,8 +7,8 @@
 
 Score: the cosine of the stored Fisher vectors (larger = more similar; see `zooscope.embed.pairfisher`). Path: the
 FAISS index of (kind, "all", the query's architecture group) proposes ``k * oversample`` rows, the cosine of the
-stored float32 vectors re-ranks them exactly; when the candidates of the right datasets are too few among them, every row of the group
-is scored. Only vectors of the query's architecture are ever compared: a zoo whose other pair vectors are all of
+stored float32 vectors re-ranks them exactly; when the candidates of the right datasets are too few among them,
+every row of the group is scored. Only vectors of the query's architecture are ever compared: a zoo whose other pair vectors are all of
 other architectures gets a one-line refusal naming them (across architectures, compare the training sets:
 ``by="task2vec"``, Task2Vec of each training set through the zoo's probe network).
 """

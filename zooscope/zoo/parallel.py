@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.nets.models import ModelSpec, penultimate_layer
+from zooscope.nets.models import penultimate_layer
 
 __all__ = ["FEATURES_KIND", "EmbedJob", "JobResult", "compute_job", "penultimate_layer", "run_jobs"]
 

@@ -315,9 +315,9 @@ def train_task2vec_probe(ctx: ProbeContext, shape: Sequence[int], *, epochs: int
     import torch
     from safetensors.torch import save
 
-    from zooscope.nets.training import train_classifier
     from zooscope.nets.datasets import load_dataset, probe_subset
     from zooscope.nets.models import build_model
+    from zooscope.nets.training import train_classifier
 
     shape = tuple(int(s) for s in shape)
     fits = _labelled(ctx, shape)
@@ -346,3 +346,21 @@ def train_task2vec_probe(ctx: ProbeContext, shape: Sequence[int], *, epochs: int
            "trained": {"datasets": [d.name for d in fits], "examples": len(x), "epochs": epochs, "seed": seed,
                        "train_acc": round(result.train_acc, 4)}}
     return _record(ctx, shape, rec)
+
+
+def train_missing_probes(ctx: ProbeContext, kinds: Sequence[str] | str, datasets: Sequence[str] | None) -> None:
+    """Train the Task2Vec probe network of each input shape about to get task vectors that has none.
+
+    Once per shape; a network named with `configure` (even an untrained one) is kept. A failure is logged and the
+    embedding goes on with the rest.
+    """
+    if "task2vec" not in ([kinds] if isinstance(kinds, str) else list(kinds)):
+        return
+    wanted = {tuple(d.input_shape) for d in ctx.catalog.datasets()
+              if d.input_shape and (datasets is None or d.name in set(datasets))}
+    for shape in untrained_shapes(ctx):
+        if shape in wanted and shape_key(shape) not in ctx.settings.task2vec_probes:
+            try:
+                train_task2vec_probe(ctx, shape)
+            except ZooscopeInputError as e:  # e.g. a dataset that no longer loads: embed the rest anyway
+                log.warning("could not train the Task2Vec probe network of %s: %s", shape_key(shape), e)

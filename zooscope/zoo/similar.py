@@ -175,8 +175,8 @@ def similar(ctx: SimilarContext, model: str, k: int = 10, by: str = "cka", *, ar
                                  "zoo.embed() first.")
     if by in pair_kinds():
         if arch is not None:
-            raise ZooscopeInputError(f"by={by!r} compares stored (model, dataset) vectors of zoo models; a new spec has "
-                                     "none. Use by='cka' for a new checkpoint.")
+            raise ZooscopeInputError(f"by={by!r} compares stored (model, dataset) vectors of zoo models; a new "
+                                     "spec has none. Use by='cka' for a new checkpoint.")
         return similar_by_pair(ctx, model, int(k), by, dataset=dataset, oversample=int(oversample), exact=exact)
     if dataset is not None:
         raise ZooscopeInputError(f"'dataset' of Zoo.similar applies to pair kinds ({', '.join(pair_kinds())}), "

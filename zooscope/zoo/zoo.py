@@ -46,7 +46,7 @@ import pandas as pd
 
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
-from zooscope.zoo import embedrun, integrity, settings, shapes
+from zooscope.zoo import embedrun, integrity, opening, settings, shapes
 from zooscope.zoo.catalog import Catalog
 from zooscope.zoo.check import CheckContext
 from zooscope.zoo.curate import CurateContext
@@ -63,58 +63,6 @@ __all__ = ["DEFAULT_JL", "DEFAULT_PROBE_N", "Zoo", "shape_key"]
 log = logging.getLogger(__name__)
 
 _SUBDIRS = ("vectors", "indices", "probes", "cache")
-
-
-def _writable(root: Path) -> bool:
-    """Whether to open the zoo for writing: the folder and its catalog are writable, and their permission bits
-    say so (``chmod -R a-w zoo`` makes a zoo read-only even for root, whom `os.access` always lets write)."""
-
-    def ok(p: Path) -> bool:
-        return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
-
-    cat = root / "catalog.sqlite"
-    return ok(root) and (not cat.exists() or ok(cat))
-
-
-def _open_catalog(root: Path, open_: Any) -> Catalog:
-    """``open_()``, with an unreadable catalog (garbage, damaged pages) turned into a one-line refusal."""
-    import sqlalchemy as sa
-
-    try:
-        return open_()
-    except sa.exc.SQLAlchemyError as e:
-        orig = getattr(e, "orig", e)
-        raise ZooscopeInputError(
-            f"The zoo catalog {root / 'catalog.sqlite'} cannot be read ({str(orig).splitlines()[0]}). Nothing was "
-            "changed. Restore it from a backup, or rebuild the zoo from an export (`zooscope import`).") from None
-
-
-def _storage_of_url(url: str, storage: str | os.PathLike[str] | None, create: bool) -> Path:
-    """The storage folder of a zoo whose catalog is at ``url``; it must exist unless the zoo is being created."""
-    if storage is None:
-        raise ZooscopeInputError(
-            f"--zoo {url.split('://')[0]}://…: a catalog URL needs the zoo's storage folder (vectors, indices, "
-            "probes): add --storage DIR or set $ZOOSCOPE_STORAGE (Zoo.open(url, storage=DIR) in Python).")
-    root = Path(storage).expanduser().resolve()
-    if not create and not root.is_dir():
-        raise ZooscopeInputError(f"--storage {str(storage)!r}: no such folder. Create the zoo with `zooscope init "
-                                 f"--zoo URL --storage {storage}` (Zoo.create(url, storage=…)) first.")
-    return root
-
-
-def _folder_of_zoo(path: str, storage: str | os.PathLike[str] | None, create: bool) -> Path:
-    """The folder of a zoo at ``path``: not a file, its own storage, and never a catalog that lost its bytes."""
-    root = Path(path).expanduser().resolve()
-    if storage is not None and Path(storage).expanduser().resolve() != root:
-        raise ZooscopeInputError(f"--storage {str(storage)!r} goes with a catalog URL in --zoo; a zoo folder "
-                                 f"({path!r}) is its own storage. Drop --storage (or unset $ZOOSCOPE_STORAGE).")
-    if root.exists() and not root.is_dir():
-        raise ZooscopeInputError(f"{root} is a file; a zoo is a folder. Choose another path.")
-    catalog = root / "catalog.sqlite"
-    if catalog.is_file() and catalog.stat().st_size == 0:  # never taken for a new zoo: that would wipe it
-        raise ZooscopeInputError(f"--zoo {path!r}: its catalog.sqlite is empty (0 bytes), so the zoo cannot be "
-                                 "read; restore the catalog from a backup. Nothing was changed.")
-    return root
 
 
 class Zoo:
@@ -149,20 +97,20 @@ class Zoo:
         """
         text = str(path_or_url)
         if "://" in text:
-            root = _storage_of_url(text, storage, create)
-            writable = create or _writable(root)
+            root = opening.storage_of_url(text, storage, create)
+            writable = create or opening.writable(root)
             catalog = Catalog(text)
         else:
-            root = _folder_of_zoo(text, storage, create)
+            root = opening.folder_of_zoo(text, storage, create)
             marker = integrity.check_folder(root, create=create)  # a damaged zoo is refused, never re-made
             if not (root / "catalog.sqlite").is_file() and not create:
                 what = "nothing" if not root.exists() else "a folder without a zoo catalog (catalog.sqlite)"
                 raise ZooscopeInputError(
                     f"No zoo at {root} (there is {what}). Check the path (--zoo / $ZOOSCOPE_ZOO), or create "
                     "one with `zooscope init --zoo PATH` / Zoo.create(path).")
-            writable = create or _writable(root)
+            writable = create or opening.writable(root)
             fresh = not (root / "catalog.sqlite").exists()
-            catalog = _open_catalog(root, lambda: Catalog.for_folder(root, readonly=not writable))
+            catalog = opening.open_catalog(root, lambda: Catalog.for_folder(root, readonly=not writable))
             try:
                 integrity.check_catalog_matches(root, marker, catalog)
             except ZooscopeInputError:
@@ -451,29 +399,14 @@ class Zoo:
             error.
         """
         shapes.settle_input_shapes(self.catalog, models)
-        self._train_task2vec_probes(kinds, datasets)
+        from zooscope.zoo.probes import train_missing_probes
+
+        train_missing_probes(self.probe_context(), kinds, datasets)
         from zooscope.zoo.catalog import DEFAULT_LEASE_S
 
         return embedrun.embed(self.embed_context(), kinds, backend=backend, models=models, datasets=datasets,
                                progress=progress, address=address, workers=workers, retries=retries,
                                lease_s=DEFAULT_LEASE_S if lease_s is None else lease_s, pairs=pairs)
-
-    def _train_task2vec_probes(self, kinds: Sequence[str] | str, datasets: Sequence[str] | None) -> None:
-        """Train the Task2Vec probe network of each input shape about to get task vectors that has none (once;
-        a network named with `configure` is kept)."""
-        from zooscope.zoo import probes
-
-        if "task2vec" not in ([kinds] if isinstance(kinds, str) else list(kinds)):
-            return
-        ctx = self.probe_context()
-        wanted = {tuple(d.input_shape) for d in self.catalog.datasets()
-                  if d.input_shape and (datasets is None or d.name in set(datasets))}
-        for shape in probes.untrained_shapes(ctx):  # a network the user named (even untrained) is kept
-            if shape in wanted and shape_key(shape) not in ctx.settings.task2vec_probes:
-                try:
-                    probes.train_task2vec_probe(ctx, shape)
-                except ZooscopeInputError as e:  # e.g. a dataset that no longer loads: embed the rest anyway
-                    log.warning("could not train the Task2Vec probe network of %s: %s", shape_key(shape), e)
 
     def similar(self, model: str, k: int = 10, by: str = "cka", *, arch: str | None = None,
                 checkpoint: str | os.PathLike[str] | None = None, kwargs: dict | None = None,

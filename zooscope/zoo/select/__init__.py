@@ -93,6 +93,8 @@ import pandas as pd
 
 from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.integrity import model_problem, skipped_note
+from zooscope.zoo.select.budget import DEFAULT_BUDGET_S, halving
+from zooscope.zoo.select.candidates import duplicate_groups, expand_groups, stage1
 from zooscope.zoo.select.context import (
     DEFAULT_COLUMNS,
     DISTANCES,
@@ -106,8 +108,6 @@ from zooscope.zoo.select.context import (
     rank01,
     smaller_is_better,
 )
-from zooscope.zoo.select.budget import DEFAULT_BUDGET_S, halving
-from zooscope.zoo.select.candidates import duplicate_groups, expand_groups, stage1
 from zooscope.zoo.select.distances import fisher_distances
 from zooscope.zoo.select.explain import why
 from zooscope.zoo.select.prior import prior as history_prior

@@ -17,8 +17,8 @@ def refine(table: pd.DataFrame, fits: list[dict[str, Any]], ds: Any, n: int, epo
 
     from zooscope._sampling import stratified_sample
     from zooscope.embed.prelogits import replace_classifier
-    from zooscope.nets.training import train_classifier
     from zooscope.nets.models import ModelSpec
+    from zooscope.nets.training import train_classifier
 
     y = ds.y.numpy()
     n_val = max(round(0.2 * len(y)), 2 * int(y.max() + 1))

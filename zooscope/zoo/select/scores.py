@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zooscope._progress import track
-
 from zooscope._io import cached_array, write_cache
+from zooscope._progress import track
 from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.catalog import params_hash
 from zooscope.zoo.select.context import DEFAULT_COLUMNS, SCORES, SelectContext
