@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from zooscope._progress import Progress
 from zooscope._validation import ZooscopeInputError
 
 if TYPE_CHECKING:
@@ -167,7 +168,7 @@ def _default_methods() -> list[str]:
 
 def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequence[str] | None = None, *,
                        history: str | None = None, metric: str = "accuracy", default: bool = True,
-                       targets: Sequence[str] | None = None) -> SelectionBench:
+                       targets: Sequence[str] | None = None, progress: bool = False) -> SelectionBench:
     """Rank the truth's models for each of its targets with every method and score the rankings.
 
     Parameters
@@ -185,6 +186,8 @@ def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequ
         Include the default ranker (``zoo.select`` without a method).
     targets : sequence of str, optional
         Restrict to these datasets.
+    progress : bool, default=False
+        Progress on stderr over the (target, method) rankings (a bar, or lines in a log).
 
     Returns
     -------
@@ -217,11 +220,16 @@ def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequ
                          "(the result-history API is not in this install).")
     rows, score_rows = [], []
     recorded: set[tuple[str, str]] = set()
+    all_targets = sorted(df["dataset"].unique())
+    bar = Progress(f"ranking {len(all_targets)} targets × {len(todo)} methods", len(all_targets) * len(todo),
+                   enabled=progress)
     try:
-        for target in sorted(df["dataset"].unique()):
+        bar.__enter__()
+        for target in all_targets:
             t = df[df["dataset"] == target].sort_values("model")
             if len(t) < 2:
                 notes.append(f"{target}: fewer than 2 models in the truth, skipped.")
+                bar.advance(len(todo))
                 continue
             names = t["model"].tolist()
             for label, method, loto in todo:
@@ -245,7 +253,9 @@ def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequ
                                for n, v, a in zip(names, s, t["value"], strict=True)]
                 log.info("%s %s tau_w=%.3f regret@1=%.3f (%.1fs)", target, label, m["tau_w"], m["regret@1"],
                          seconds)
+                bar.advance()
     finally:
+        bar.__exit__(None, None, None)
         _remove_recorded(zoo, recorded, metric)
     per_target = pd.DataFrame(rows, columns=["method", "dataset", "tau_w", "regret@1", "regret@3", "best", "picked",
                                              "models", "seconds"])

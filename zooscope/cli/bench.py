@@ -43,7 +43,7 @@ def selection_cmd(
     if not truth.is_file():
         raise FileNotFoundError(f"--truth {truth}: no such file.")
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    bench = evaluate_selection(the_zoo, truth, names, history=history, metric=metric)
+    bench = evaluate_selection(the_zoo, truth, names, history=history, metric=metric, progress=True)
     for note in bench.notes:
         err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
     if fmt == "table":

@@ -9,7 +9,7 @@ import typer
 
 from zooscope.cli._common import open_zoo
 from zooscope.cli._options import FormatOpt, ZooOpt
-from zooscope.cli._output import emit, status
+from zooscope.cli._output import emit
 
 app = typer.Typer()
 
@@ -40,7 +40,6 @@ def select_cmd(
     Example: zooscope select my-task --k 5   (or --method logme; record outcomes with `zooscope record`)
     """
     z = open_zoo(zoo)
-    with status(f"selecting models for {dataset}"):
-        table = z.select(dataset, k=k, method=method, history=history, finetune_top=finetune_top,
-                         epochs=epochs, max_examples=max_examples)
+    table = z.select(dataset, k=k, method=method, history=history, finetune_top=finetune_top,
+                     epochs=epochs, max_examples=max_examples, progress=True)
     emit(table, fmt, out, title=f"models to transfer from for {dataset}")
