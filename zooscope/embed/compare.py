@@ -46,7 +46,7 @@ from zooscope.embed.capture import (
 )
 from zooscope.measures._base import MEASURES
 
-__all__ = ["COMPARERS", "check_measure", "compare"]
+__all__ = ["COMPARERS", "check_measure", "compare", "usable_measures"]
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,16 @@ def minibatch_cka(
     return np.asarray(acc.result(), dtype=np.float64)
 
 
+def usable_measures() -> list[str]:
+    """Every name `compare` accepts: layer-wise measures of activations or Grams, and the streaming comparers."""
+    _load_plugins()
+    layerwise = [m for m in MEASURES.available()
+                 if MEASURES.get(m).layerwise and MEASURES.get(m).inputs in ("features", "gram")]
+    return sorted({*layerwise, *COMPARERS.available()})
+
+
 def _unknown_measure(name: str) -> ZooscopeInputError:
-    valid = sorted([*MEASURES.available(), *COMPARERS.available()])
+    valid = usable_measures()  # suggestions only among names compare can use (not linear_probe)
     near = difflib.get_close_matches(str(name), valid, n=3)
     hint = f" Did you mean {', '.join(near)}?" if near else ""
     return ZooscopeInputError(f"Unknown measure {name!r}.{hint} Valid names: {', '.join(valid)}.")
@@ -153,7 +161,7 @@ def check_measure(measure: str) -> None:
     if not entry.layerwise or entry.inputs not in ("features", "gram"):
         raise ZooscopeInputError(
             f"measure {measure!r} does not compare two layers' activations (inputs={entry.inputs!r}); "
-            f"use one of: {', '.join(['linear_cka', *COMPARERS.available()])}."
+            f"use one of: {', '.join(usable_measures())}."
         )
 
 
