@@ -62,6 +62,7 @@ def run_interruptible(call: Callable[[], Any], *, say: Callable[[str], None], ex
         return call()
     ctx = contextvars.copy_context()
     result: dict[str, Any] = {}
+    finished = threading.Event()  # not Thread.is_alive: a join interrupted by Ctrl-C can mark a live thread stopped
 
     def target() -> None:
         try:
@@ -70,22 +71,23 @@ def run_interruptible(call: Callable[[], Any], *, say: Callable[[str], None], ex
             result["error"] = e
         finally:
             _BOX.pop(threading.get_ident(), None)
+            finished.set()
 
     worker = threading.Thread(target=target, name="zooscope-verb", daemon=True)
     worker.start()
     try:
-        while worker.is_alive():
-            worker.join(_POLL_S)
+        while not finished.wait(_POLL_S):
+            pass
     except KeyboardInterrupt:
-        line = _abandon_line(worker.ident)  # read now: the worker may drop it while unwinding
+        line = _abandon_line(worker.ident)  # read now: the worker drops it when it ends
         _raise_in(worker, KeyboardInterrupt)
         deadline = time.monotonic() + GRACE_S
         try:
-            while worker.is_alive() and time.monotonic() < deadline:
-                worker.join(_POLL_S / 2)
+            while not finished.wait(_POLL_S / 2) and time.monotonic() < deadline:
+                pass
         except KeyboardInterrupt:  # a second Ctrl-C: leave now
             pass
-        if worker.is_alive():
+        if not finished.is_set():
             say(line)
             for stream in (sys.stdout, sys.stderr):
                 try:
