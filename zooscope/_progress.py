@@ -60,9 +60,8 @@ class Progress:
         self._start = self._last_t = time.monotonic()
         if stderr_is_terminal():
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
-            from rich.progress import TimeRemainingColumn
 
             fields = [TextColumn(f"{{task.fields[{k}]}} {k}") for k in self.counts]
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *fields,
