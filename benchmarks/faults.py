@@ -11,11 +11,15 @@ Probe families (all real: files are really damaged, processes really killed, not
   `ZooscopeInputError` / exit 2 and nothing created outside the zoo folder.
 * ``kill``     -- ``kill -9`` of a real ``zooscope embed`` process at random points, then a final ``embed``.
   Survived = every committed row keeps its file byte for byte, ``check`` is clean at the end.
+* ``measures`` -- every registered measure with X·s, Y·s (Grams K·s, L·s; label-scored features·s; gradient
+  kernels' arrays·s) for s = 1e±200, 1e±300 (issue 19, F13; driver ``tests/measures/extreme_scales.py``).
+  Survived = the declared scale invariance holds (value at s == value at 1 to 1e-6), else a finite value or a
+  one-line ``ZooscopeInputError`` naming the measure; never another exception, NaN or inf.
 
 Data lost = vector / probe / index files of committed rows that a probe removed or changed (must be 0).
 
-Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/faults.py [--flips 3] [--kills 5]`` (prints a markdown
-table; about three minutes on 2 shared cores).
+Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/faults.py [--flips 3] [--kills 5] [--families ...]``
+(prints a markdown table; about three minutes on 2 shared cores).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent / "tests" / "integrity"), str(HERE.parent / "tests" / "zoo")]
+sys.path[:0] = [str(HERE.parent / "tests" / "integrity"), str(HERE.parent / "tests" / "zoo"),
+                str(HERE.parent / "tests" / "measures")]
 
 from _faults import ENV, cli, damage_catalog, flip_bit, listing  # noqa: E402
 from zoo_helpers import KW, SPEC, checkpoints, make_zoo  # noqa: E402
@@ -164,24 +169,47 @@ def probe_kills(work: Path, kills: int, rng: random.Random) -> tuple[int, int, i
     return tried, survived, lost
 
 
+def probe_measures() -> tuple[int, int, int]:
+    """Every registered measure at s = 1e±200, 1e±300 (module docstring); prints each failure to stderr."""
+    import warnings
+
+    from extreme_scales import run_all
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # overflow RuntimeWarnings and degenerate-CCA warnings are expected here
+        rows = run_all()
+    for p, ok, what in rows:
+        if not ok:
+            print(f"measures: {p.name} at s={p.scale:g}: {what}", file=sys.stderr)
+    return len(rows), sum(ok for _, ok, _ in rows), 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flips", type=int, default=3)
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--families", default="catalog,bitflip,names,kill,measures",
+                    help="comma-separated probe families to run (default: all)")
     args = ap.parse_args()
+    families = set(args.families.split(","))
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="zooscope-faults-"))
     template = work / "template"
-    z = make_zoo(template)
-    z.catalog.close()
+    if families - {"measures"}:
+        z = make_zoo(template)
+        z.catalog.close()
     rows = []
-    for fam, fn in (("catalog (5 damages × every zoo verb, CLI)", lambda: probe_catalog(template, work)),
-                    (f"bit flip ({args.flips} random bits × each vector and probe file)",
-                     lambda: probe_bitflips(template, work, args.flips, rng)),
-                    ("hostile names (library + CLI)", lambda: probe_names(template, work)),
-                    (f"kill -9 of `zooscope embed` ({args.kills} random points)",
-                     lambda: probe_kills(work, args.kills, rng))):
+    for key, fam, fn in (
+            ("catalog", "catalog (5 damages × every zoo verb, CLI)", lambda: probe_catalog(template, work)),
+            ("bitflip", f"bit flip ({args.flips} random bits × each vector and probe file)",
+             lambda: probe_bitflips(template, work, args.flips, rng)),
+            ("names", "hostile names (library + CLI)", lambda: probe_names(template, work)),
+            ("kill", f"kill -9 of `zooscope embed` ({args.kills} random points)",
+             lambda: probe_kills(work, args.kills, rng)),
+            ("measures", "measures at 1e±200, 1e±300 (every registered measure × 4 scales)", probe_measures)):
+        if key not in families:
+            continue
         t0 = time.perf_counter()
         tried, survived, lost = fn()
         rows.append((fam, tried, survived, lost, time.perf_counter() - t0))

@@ -6,6 +6,9 @@ as f(X Xᵀ, Y Yᵀ). Other input kinds, stochastic measures and non-layerwise o
 
 import inspect
 import math
+import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,9 @@ from scipy import stats
 
 from zooscope import ZooscopeInputError
 from zooscope.measures import MEASURES, Inv
+
+sys.path.insert(0, str(Path(__file__).parent / "measures"))
+import extreme_scales  # the one driver of the float-range probes (also benchmarks/faults.py)
 
 INV_REL, INV_ABS = 1e-7, 1e-9  # declared invariances hold to round-off
 NOT_INV_ABS = 1e-6  # a declared NON-invariance must move the value by more than this
@@ -145,16 +151,31 @@ def test_direction_related_beats_unrelated(name, rng):
 def test_bad_input_raises_zooscope_input_error(name, rng):
     m = _entry_or_skip(name)
     X, Y = _pair(m, rng)
-    with pytest.raises(ZooscopeInputError):
+    named = re.escape(name)  # every refusal names the measure (the registry guard adds it where missing)
+    with pytest.raises(ZooscopeInputError, match=named):
         call(m, X, Y[:-1])
     bad = X.copy()
     bad[3, 2] = np.nan
-    with pytest.raises(ZooscopeInputError):
+    with pytest.raises(ZooscopeInputError, match=named):
         call(m, bad, Y)
     k = m.min_samples - 1
     if k >= 1:
-        with pytest.raises(ZooscopeInputError):
+        with pytest.raises(ZooscopeInputError, match=named):
             call(m, X[:k], Y[:k])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float_range_keeps_declared_scale_invariance_or_refuses_naming_the_measure(name):
+    """Issue 19 F13: X·s, Y·s (Grams K·s, L·s; features·s of label scores; every gradient-kernel array·s) for
+    s = 1e±200, 1e±300 -- the value at s equals the value at 1 where scale invariance is declared, else a finite
+    float; or a one-line ZooscopeInputError naming the measure. Never another exception, NaN or inf."""
+    probes = extreme_scales.probes(name)
+    if not probes:
+        pytest.skip(f"{name}: inputs={MEASURES.get(name).inputs!r} cannot be driven generically")
+    ref = extreme_scales.reference(probes[0])
+    assert ref is not None and math.isfinite(ref), f"{name} refused its own reference inputs at s = 1"
+    failures = [f"s={p.scale:g}: {what}" for p in probes for ok, what in [extreme_scales.judge(p, ref)] if not ok]
+    assert not failures, f"{name}: " + "; ".join(failures)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if MEASURES.get(n).is_metric])

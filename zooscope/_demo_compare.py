@@ -1,4 +1,4 @@
-"""Demo: do two CNNs trained from different seeds learn the same layers?
+"""Demo: do two CNNs trained from different seeds learn the same layers.
 
 Trains two `small_cnn` networks (seeds 1 and 2) on scikit-learn's 8×8 digits for a few seconds, compares
 them layer by layer with linear CKA on held-out digits, and writes the table and a heat-map.
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def digits_split(n_test: int = 360, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """sklearn digits as (N, 1, 8, 8) float32 in [0, 1] and int64 labels, split into train and test.
+    """Sklearn digits as (N, 1, 8, 8) float32 in [0, 1] and int64 labels, split into train and test.
 
     Returns
     -------

@@ -112,7 +112,7 @@ def write_cache(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any] 
 
 
 def cached_array(path: str | os.PathLike[str], compute: Callable[[], Any], keys: Sequence[str] = ()) -> Any:
-    """The array cached at ``path``, or ``compute()``'s, written there atomically (`write_cache`) and returned.
+    """Return the array cached at ``path``, or ``compute()``'s, written there atomically (`write_cache`) and returned.
 
     Parameters
     ----------

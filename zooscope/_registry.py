@@ -77,8 +77,11 @@ class Registry(Generic[M]):
         self._loaded = True
 
     def register(self, meta: M, name: str | None = None, aliases: Sequence[str] = ()) -> Callable[[F], F]:
-        """Register the decorated function under its own name (or ``name``) with ``meta``; `get` also finds it
-        under each of ``aliases`` (names users type that differ from the function's, e.g. ``hscore``)."""
+        """Register the decorated function under its own name (or ``name``) with ``meta``.
+
+        `get` also finds it under each of ``aliases`` (names users type that differ from the function's, e.g.
+        ``hscore``).
+        """
 
         def add(fn: F) -> F:
             key = name or fn.__name__

@@ -1,5 +1,7 @@
-"""Stratified, seeded sampling: the one helper (scikit-learn's ``resample(stratify=…)``) behind probe subsets,
-``?n=`` dataset options, fixed train/test splits, training splits and Task2Vec's ``max_samples``.
+"""Stratified, seeded sampling.
+
+The one helper (scikit-learn's ``resample(stratify=…)``) behind probe subsets, ``?n=`` dataset options, fixed
+train/test splits, training splits and Task2Vec's ``max_samples``.
 
 Each class gets its proportional share (scikit-learn's ``_approximate_mode``: floors, then the largest
 remainders), the examples within a class are a seeded random choice, and the result comes in a seeded random
@@ -17,7 +19,7 @@ __all__ = ["stratified_sample", "stratified_split"]
 
 
 def stratified_sample(y: npt.ArrayLike | None, n: int, seed: int = 0, *, size: int | None = None) -> np.ndarray:
-    """Indices of a stratified (by ``y``), seeded sample of ``n`` examples without replacement.
+    """Return indices of a stratified (by ``y``), seeded sample of ``n`` examples without replacement.
 
     Parameters
     ----------

@@ -58,7 +58,7 @@ def check_tensor_like(A: Any, name: str = "X") -> None:
 
 
 def _to_numpy(A: Any, name: str = "X") -> np.ndarray:
-    """torch tensors (any device, with or without grad; half precision upcast) and array-likes -> numpy.
+    """Torch tensors (any device, with or without grad; half precision upcast) and array-likes -> numpy.
 
     Gradients are detached (the caller is not differentiable); CUDA/MPS tensors are copied to the CPU; ``meta``
     and complex tensors raise :class:`ZooscopeInputError`.
@@ -194,7 +194,7 @@ def check_positive(value: float, name: str, owner: str) -> float:
 
 
 def check_choice(value: str, choices: Iterable[str], name: str, owner: str) -> str:
-    """A string option among ``choices``, with close matches in the error."""
+    """Return a string option among ``choices``, with close matches in the error."""
     choices = list(choices)
     if value not in choices:
         near = difflib.get_close_matches(str(value), choices, n=3)

@@ -60,8 +60,10 @@ def model_label(spec: str | None, checkpoint: str | Path | None = None) -> str:
 
 def measure_scale(measure: str, values: np.ndarray | None = None,
                   larger_is_more_similar: bool | None = None) -> dict[str, Any]:
-    """Colour scale of a measure: ``vmin``, ``vmax`` (registered bounds, else the data), ``cmap``, ``larger``,
-    ``direction`` ("higher = more similar" / "lower = more similar") and ``bounded`` (both bounds finite).
+    """Colour scale of a measure.
+
+    ``vmin``, ``vmax`` (registered bounds, else the data), ``cmap``, ``larger``, ``direction`` ("higher = more
+    similar" / "lower = more similar") and ``bounded`` (both bounds finite).
     """
     meta = _measure_meta(measure)
     larger = larger_is_more_similar
@@ -86,7 +88,7 @@ def measure_scale(measure: str, values: np.ndarray | None = None,
 
 
 def _measure_meta(measure: str) -> Any:
-    """The registered metadata of a measure or streaming comparer (None if unknown)."""
+    """Return the registered metadata of a measure or streaming comparer (None if unknown)."""
     if not measure:
         return None
     try:
@@ -144,7 +146,7 @@ def heatmap(df: pd.DataFrame, path: str | Path, title: str | None = None, *, mod
 
 def heatmap_figure(df: pd.DataFrame, title: str | None = None, *, model_a: str | None = None,
                    model_b: str | None = None) -> Figure:
-    """The `heatmap` figure, not yet written (for tests and notebooks)."""
+    """Return the `heatmap` figure, not yet written (for tests and notebooks)."""
     values = np.asarray(df.to_numpy(), dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
         raise ZooscopeInputError(f"heatmap needs a non-empty 2-D table; got shape {values.shape}.")
@@ -209,8 +211,10 @@ def _ink(im: Any, v: float) -> str:
 
 def match_plot(C: np.ndarray, rows: Sequence[int], cols: Sequence[int], values: Sequence[float], path: str | Path,
                *, model_a: str, model_b: str, layer_a: str, layer_b: str, method: str) -> Path:
-    """Unit matching of two layers: the sorted matched correlations, and the correlation matrix with both axes
-    reordered so that matched pairs sit on the diagonal.
+    """Plot unit matching of two layers.
+
+    The sorted matched correlations, and the correlation matrix with both axes reordered so that matched pairs
+    sit on the diagonal.
 
     Parameters
     ----------
@@ -227,7 +231,7 @@ def match_plot(C: np.ndarray, rows: Sequence[int], cols: Sequence[int], values: 
 
 def match_figure(C: np.ndarray, rows: Sequence[int], cols: Sequence[int], values: Sequence[float], *,
                  model_a: str, model_b: str, layer_a: str, layer_b: str, method: str) -> Figure:
-    """The `match_plot` figure, not yet written."""
+    """Return the `match_plot` figure, not yet written."""
     C = np.asarray(C, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     rows, cols = np.asarray(rows, dtype=int), np.asarray(cols, dtype=int)
@@ -302,7 +306,7 @@ def zoo_map(coords_df: pd.DataFrame, path: str | Path, title: str | None = None,
 
 def zoo_map_figure(coords_df: pd.DataFrame, title: str | None = None, *,
                    max_labels: int = 25) -> tuple[Figure, pd.DataFrame]:
-    """The `zoo_map` figure (labels placed) and the table with its ``labelled`` column, not yet written."""
+    """Return the `zoo_map` figure (labels placed) and the table with its ``labelled`` column, not yet written."""
     missing = {"model", "x", "y"} - set(coords_df.columns)
     if missing:
         raise ZooscopeInputError(f"zoo_map needs columns model, x, y; missing {sorted(missing)}.")

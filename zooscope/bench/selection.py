@@ -121,7 +121,7 @@ def ranking_metrics(score: Sequence[float], truth: Sequence[float], names: Seque
 
 
 def _method_column(table: pd.DataFrame, method: str | None) -> pd.Series:
-    """The method's own score column (larger = better) if the table has it, else ``score``."""
+    """Return the method's own score column (larger = better) if the table has it, else ``score``."""
     if method == "task2vec" and "task_distance" in table.columns:
         return -table["task_distance"].astype(float)
     if method is not None and method in table.columns and method != "model":
@@ -140,8 +140,11 @@ def _accepts(fn: Any, name: str) -> bool:
 
 
 def run_select(zoo: Any, target: str, k: int, method: str | None, candidates: Sequence[str] | None) -> pd.DataFrame:
-    """``zoo.select(target, k=k, method=method)``; falls back to ``methods=[method]`` for a select without
-    ``method=``, and passes ``candidates`` when select takes it."""
+    """``zoo.select(target, k=k, method=method)``.
+
+    Falls back to ``methods=[method]`` for a select without ``method=``, and passes ``candidates`` when select
+    takes it.
+    """
     kwargs: dict[str, Any] = {"k": k}
     if candidates is not None:
         kwargs["candidates"] = list(candidates)

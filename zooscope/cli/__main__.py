@@ -1,3 +1,5 @@
+"""``python -m zooscope.cli``: the command line, as the ``zooscope`` script runs it."""
+
 import sys
 
 try:

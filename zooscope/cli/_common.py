@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 
 
 def open_zoo(zoo: str, *, create: bool = False, storage: str | None = None) -> Zoo:
-    """Open the zoo named by --zoo (a folder, or a catalog URL with --storage / $ZOOSCOPE_STORAGE). Only ``init``
-    creates one: `Zoo.open` refuses a folder with no catalog, and says what to type."""
+    """Open the zoo named by --zoo (a folder, or a catalog URL with --storage / $ZOOSCOPE_STORAGE).
+
+    Only ``init`` creates one: `Zoo.open` refuses a folder with no catalog, and says what to type.
+    """
     from zooscope.zoo.zoo import Zoo
 
     explicit = storage or _STORAGE.get()

@@ -94,7 +94,7 @@ def _input_error_types() -> tuple[type[BaseException], ...]:
 
 
 def _message(e: BaseException) -> str:
-    """The user-facing text of an exception: its message, without SQL, reprs or source paths."""
+    """Return the user-facing text of an exception: its message, without SQL, reprs or source paths."""
     orig = getattr(e, "orig", None)
     if orig is not None and type(e).__module__.startswith("sqlalchemy"):
         return f"the zoo's catalog cannot be used ({one_line(orig)})"
@@ -161,7 +161,7 @@ _WARNING_HINTS: list[tuple[str, tuple[str, ...]]] = [
 
 
 def warning_hint(text: str, options: Sequence[str], verb: str = "") -> str:
-    """The options (among ``options``, or verbs) that change a warning of this text, as a short phrase."""
+    """Return the options (among ``options``, or verbs) that change a warning of this text, as a short phrase."""
     if re.search(r"(^|\s)--[a-z]", text):  # the warning names its option (its fix) already
         return ""
     for pattern, opts in _WARNING_HINTS:

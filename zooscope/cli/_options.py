@@ -1,5 +1,7 @@
-"""The options every zoo verb shares (``--zoo``, ``--storage``, ``--format``) and `guard`, which gives each verb
-the error boundary, the common option checks and ``--storage``."""
+"""The options every zoo verb shares (``--zoo``, ``--storage``, ``--format``) and `guard`.
+
+`guard` gives each verb the error boundary, the common option checks and ``--storage``.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ _STORAGE: contextvars.ContextVar[str | None] = contextvars.ContextVar("zooscope_
 
 
 def _auto_validate(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    """Checks every verb gets by parameter name: --device, --plot, --out, --format."""
+    """Check what every verb gets by parameter name: --device, --plot, --out, --format."""
     if "device" in kwargs:
         check_device(kwargs["device"])
     if kwargs.get("plot") is not None:

@@ -23,7 +23,7 @@ out = Console(highlight=False)
 
 @contextmanager
 def status(text: str) -> Iterator[None]:
-    """A spinner with elapsed time on stderr, for library calls that do not report progress themselves."""
+    """Return a spinner with elapsed time on stderr, for library calls that do not report progress themselves."""
     if not err.is_terminal:
         yield
         return

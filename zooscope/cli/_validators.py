@@ -44,7 +44,7 @@ def check_device(device: str | None, option: str = "--device") -> str | None:
 
 @functools.cache
 def image_suffixes() -> tuple[str, ...]:
-    """The image formats matplotlib can write here (``.png``, ``.pdf``, ``.svg``, …)."""
+    """Return the image formats matplotlib can write here (``.png``, ``.pdf``, ``.svg``, …)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -81,7 +81,7 @@ def check_format(fmt: str) -> str:
 
 
 def parse_json_object(text: str | None, option: str) -> dict[str, Any]:
-    """A JSON object given on the command line (``{}`` when empty); a clear error naming ``option``."""
+    """Return a JSON object given on the command line (``{}`` when empty); a clear error naming ``option``."""
     if text is None or not text.strip():
         return {}
     try:
@@ -110,7 +110,10 @@ def parse_shape(text: str | None, option: str = "--input-shape") -> tuple[int, .
 
 
 def check_name(name: str, what: str) -> str:
-    """A zoo name, by the library's one rule (`zooscope._validation.validate_name`); names are data, never paths."""
+    """Return a zoo name, checked by the library's one rule (`zooscope._validation.validate_name`).
+
+    Names are data, never paths.
+    """
     try:
         return validate_name(name, what)
     except ZooscopeInputError as e:

@@ -28,7 +28,7 @@ def add_dataset_cmd(
     zoo: ZooOpt,
     replace: Annotated[bool, typer.Option("--replace", help="Replace a dataset of the same name.")] = False,
 ) -> None:
-    """Add a dataset to the zoo (materialised, checksummed, its size and classes recorded).
+    r"""Add a dataset to the zoo (materialised, checksummed, its size and classes recorded).
 
     \b
     What a --source file must hold:

@@ -27,7 +27,7 @@ def dupes_cmd(
     by: Annotated[str, typer.Option(help="Embedding kind: cka or task2vec.")] = "cka",
     fmt: FormatOpt = "table",
 ) -> None:
-    """Groups of near-identical models.
+    """Show groups of near-identical models.
 
     Example: zooscope curate dupes --threshold 0.995
     """
@@ -68,7 +68,7 @@ def map_cmd(
                                         "(those with the most room); every model is in the table.")] = 25,
     fmt: FormatOpt = "table",
 ) -> None:
-    """A 2-D map of the zoo (MDS of 1 − similarity), saved as an image; the coordinates go to stdout.
+    """Draw a 2-D map of the zoo (MDS of 1 − similarity), saved as an image; the coordinates go to stdout.
 
     Example: zooscope curate map --by cka --out zoo_map.png
     """

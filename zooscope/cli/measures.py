@@ -25,7 +25,10 @@ def _inv(flags: Any) -> str:
 
 
 def comparer_meta(name: str, fn: Any) -> Any:
-    """A streaming comparer's metadata: its own ``meta``, else that of the measure it estimates (grad_nbs → nbs)."""
+    """Return a streaming comparer's metadata.
+
+    Its own ``meta``, else that of the measure it estimates (grad_nbs → nbs).
+    """
     from zooscope import measures as M
 
     own = getattr(fn, "meta", None)

@@ -55,7 +55,7 @@ _LEAF_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBas
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """The layers `compare` uses when none are given.
+    """Return the layers `compare` uses when none are given.
 
     Rule: a model with a timm-style ``feature_info`` (every timm model, and zooscope's own ``small_cnn`` and
     ``mlp``) gives its feature-stage modules, in order, followed by its classifier (``get_classifier()``,
@@ -158,14 +158,14 @@ def load_inputs(spec: str | os.PathLike, n: int | None = None, *, seed: int = 0,
 
 
 def resolve_data(data: Any) -> Any:
-    """``data`` as `iter_batches` takes it: a dataset spec (str or path) is loaded whole with `load_inputs`."""
+    """Return ``data`` as `iter_batches` takes it: a dataset spec (str or path) is loaded whole with `load_inputs`."""
     if isinstance(data, (str, os.PathLike)):
         return load_inputs(data)
     return data
 
 
 def n_examples(data: Any) -> int | None:
-    """Number of examples in ``data`` if it is known without iterating (else None)."""
+    """Return number of examples in ``data`` if it is known without iterating (else None)."""
     if isinstance(data, DataLoader):
         try:
             return len(data.dataset)  # type: ignore[arg-type]

@@ -378,8 +378,11 @@ def _collect(
 
 def _cka_tables(groups: list[list[torch.Tensor]], debiased: bool, progress: bool,
                 pairs: Sequence[tuple[int, int]] | None = None) -> dict[tuple[int, int], np.ndarray]:
-    """Linear CKA tables between groups of layers (one group per model): each layer centred and its Gram built
-    once, every Gram·Gram product in one stacked matmul (`zooscope.measures.minibatch`)."""
+    """Linear CKA tables between groups of layers (one group per model).
+
+    Each layer centred and its Gram built once, every Gram·Gram product in one stacked matmul
+    (`zooscope.measures.minibatch`).
+    """
     from zooscope.measures.minibatch import _Layer
 
     cache: dict[int, _Layer] = {}

@@ -62,6 +62,7 @@ class FisherTarget:
 
     @property
     def fan_in(self) -> int:
+        """Return the number of inputs of one output filter."""
         return self.weight[0].numel()
 
 

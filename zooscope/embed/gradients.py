@@ -50,7 +50,7 @@ INPUT = "input"  # pseudo-layer: the network's input tensor
 
 
 def label_free_weights(logits: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
-    """The constant weights q = p^beta / sum_c p_c^beta of the label-free score sum_c q_c log p_c.
+    """Return the constant weights q = p^beta / sum_c p_c^beta of the label-free score sum_c q_c log p_c.
 
     Parameters
     ----------
@@ -73,7 +73,7 @@ def _full_precision(t: torch.Tensor) -> torch.Tensor:
 
 
 def xfer_resnet_layers(model: nn.Module) -> list[str]:
-    """The xfer reference's 12 layers of a torchvision-style ResNet, as names for this module.
+    """Return the xfer reference's 12 layers of a torchvision-style ResNet, as names for this module.
 
     Parameters
     ----------

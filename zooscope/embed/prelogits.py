@@ -51,7 +51,7 @@ Layer = str | Callable[[nn.Module, torch.Tensor], torch.Tensor] | None
 
 
 def classifier_module(model: nn.Module) -> tuple[str, nn.Linear | nn.Module] | None:
-    """The model's classifier as ``(name, module)``, or None when it has none.
+    """Return the model's classifier as ``(name, module)``, or None when it has none.
 
     Rule: ``model.get_classifier()`` when that exists and returns a module registered in ``named_modules``
     other than ``nn.Identity`` (a timm model built with ``num_classes=0`` has no head); else the last ``nn.Linear``
@@ -103,7 +103,7 @@ def _logits_or_none(out: Any, has_head: bool) -> torch.Tensor | None:
 
 def prelogits_features(model: nn.Module, x: Any, batch_size: int = 256,
                        layer: Layer = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The classifier's input features (and the logits) of ``model`` on ``x``, in eval mode, without gradients.
+    """Return the classifier's input features (and the logits) of ``model`` on ``x``, in eval mode, without gradients.
 
     Parameters
     ----------
@@ -189,7 +189,7 @@ def _hooked(model: nn.Module, batches: list[torch.Tensor], layer: Layer,
 
 
 def spatial_map_features(model: nn.Module, x: Any, batch_size: int = 256) -> np.ndarray:
-    """The ``spatial_map`` rule: the last feature stage before pooling, flattened (N, C·H·W), float64."""
+    """Return the ``spatial_map`` rule: the last feature stage before pooling, flattened (N, C·H·W), float64."""
     batches = _batches(x, batch_size)
     if _is_timm_like(model):
         was_training = model.training

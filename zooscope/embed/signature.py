@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 def gram_signature(X: npt.ArrayLike, *, debiased: bool = False) -> np.ndarray:
-    """The CKA signature of one layer: vec(centred Gram) / ‖centred Gram‖_F.
+    """Return the CKA signature of one layer: vec(centred Gram) / ‖centred Gram‖_F.
 
     Parameters
     ----------
@@ -108,7 +108,7 @@ def signature_similarity(A: npt.ArrayLike, B: npt.ArrayLike) -> np.ndarray:
 
 
 def jl_epsilon(dim: int, delta: float = 0.01) -> float:
-    """The documented JL error bound ε for a projection to ``dim`` (see the module docstring).
+    """Return the documented JL error bound ε for a projection to ``dim`` (see the module docstring).
 
     Parameters
     ----------
@@ -153,7 +153,7 @@ def jl_dim(epsilon: float, delta: float = 0.01) -> int:
 )
 def cka_signature(model: Any, x: Any, *, layers: list[str] | None = None, debiased: bool = False,
                   batch_size: int = 256, **_: Any) -> dict[str, np.ndarray]:
-    """The ``cka`` embedding kind: one signature per layer of ``model`` on the probe inputs ``x``.
+    """Return the ``cka`` embedding kind: one signature per layer of ``model`` on the probe inputs ``x``.
 
     Parameters
     ----------

@@ -109,7 +109,7 @@ class _ProbeNet(nn.Module):
 
 
 def _canonical_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Indices sorting the examples by a hash of their content (ties are identical examples)."""
+    """Return indices sorting the examples by a hash of their content (ties are identical examples)."""
     xb = np.ascontiguousarray(x.reshape(len(x), -1))
     keys = [hashlib.blake2b(xb[i].tobytes() + y[i].tobytes(), digest_size=8).digest() for i in range(len(x))]
     return np.array(sorted(range(len(x)), key=keys.__getitem__), dtype=np.int64)
@@ -245,7 +245,7 @@ class Task2Vec:
         return self._embed(xt, torch.from_numpy(yi), len(classes), train_head=True)
 
     def embed_trivial(self, x: torch.Tensor | npt.ArrayLike, num_classes: int = 2) -> TaskEmbedding:
-        """The trivial task's embedding: the probe with an UNTRAINED (seeded random) ``num_classes`` head.
+        """Return the trivial task's embedding: the probe with an UNTRAINED (seeded random) ``num_classes`` head.
 
         Its labels carry no information about the inputs beyond a random projection of the features; used as
         ``trivial`` by d_asym. Compute it once per probe, on the zoo's probe inputs.
@@ -352,7 +352,7 @@ class Task2Vec:
                                           "label_draws": draws if self.fisher_labels == "sample" else "exact"}
 
     def get_params(self) -> dict[str, Any]:
-        """The constructor parameters except the probe (stored with each vector)."""
+        """Return the constructor parameters except the probe (stored with each vector)."""
         return {k: getattr(self, k) for k in ("method", "n_samples", "batch_size", "head_epochs", "head_lr",
                                                "head_wd", "head_draws", "max_samples", "seed", "estimator",
                                                "skip_layers", "include_bn", "fisher_labels", "head_solver")}
@@ -371,7 +371,7 @@ _DEFAULTS = {"method": "montecarlo", "n_samples": 10_000, "batch_size": 64, "hea
                 "FAISS candidates: index on task2vec.index_transform(vectors) (centred log-Fisher); re-rank "
                 "exactly with zooscope.embed.task2vec.task_distance (d_sym / d_asym) on the stored vectors."))
 def task2vec(x: torch.Tensor, y: torch.Tensor, *, probe: nn.Module, **params: Any) -> np.ndarray:
-    """The ``task2vec`` embedding kind: ``Task2Vec(probe, **params).embed(x, y).hessian`` as float32.
+    """Return the ``task2vec`` embedding kind: ``Task2Vec(probe, **params).embed(x, y).hessian`` as float32.
 
     Store this vector (exact re-rank with `task_distance` needs its scale). For the FAISS index use
     ``task2vec.index_transform`` (= `index_vector`): the centred log-Fisher, whose cosine is the correlation

@@ -40,7 +40,7 @@ class TaskEmbedding:
 
 
 def index_vector(hessian: npt.ArrayLike) -> np.ndarray:
-    """The vector to put in a FAISS index for candidate generation: ``log F`` minus its mean (float32).
+    """Return the vector to put in a FAISS index for candidate generation: ``log F`` minus its mean (float32).
 
     On unit-normalised copies the inner product is the correlation of the log-Fisher vectors: scale-free
     and not dominated by the few largest entries, as the raw Fisher's cosine is.  Zero entries are floored

@@ -31,7 +31,7 @@ def ivf_lists(n: int) -> int:
 
 
 def choose_factory(n: int, dim: int, metric: str = "ip") -> str:
-    """The factory string for ``n`` vectors of ``dim``, from `benchmarks/bench_index.py` (RESULTS.md).
+    """Return the factory string for ``n`` vectors of ``dim``, from `benchmarks/bench_index.py` (RESULTS.md).
 
     * ``n < FLAT_MAX`` (50,000): ``"IDMap2,Flat"``, exact; a batched query costs well under a millisecond.
     * above: ``"IDMap2,IVF{nlist},SQ8"`` with ``nlist`` ≈ sqrt(n) (`ivf_lists`), probed 8 lists deep (`NPROBE`), and
@@ -101,8 +101,10 @@ def _code_bytes(code: str, dim: int) -> float:
 
 
 def ram_budget() -> int:
-    """Bytes an index may hold in RAM: ``ZOOSCOPE_INDEX_RAM_BUDGET`` (bytes; suffix K/M/G allowed), else half
-    of MemAvailable."""
+    """Bytes an index may hold in RAM: ``ZOOSCOPE_INDEX_RAM_BUDGET`` (bytes.
+
+    Suffix K/M/G allowed), else half of MemAvailable.
+    """
     env = os.environ.get("ZOOSCOPE_INDEX_RAM_BUDGET")
     if env:
         mult = {"K": 2**10, "M": 2**20, "G": 2**30}.get(env.strip()[-1:].upper(), 1)

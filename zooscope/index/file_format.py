@@ -52,7 +52,7 @@ def write_index(path: Path, index: faiss.Index, meta: dict[str, Any], exact: np.
 
 
 def index_files(path: Path) -> list[Path]:
-    """The files an index saved at ``path`` occupies: ``path`` and its exact-vector files, if any."""
+    """Return the files an index saved at ``path`` occupies: ``path`` and its exact-vector files, if any."""
     side = [p for p in path.parent.glob(path.name + ".*" + _EXACT_SUFFIX)
             if _EXACT_NAME.fullmatch(p.name[len(path.name):])]
     return ([path] if path.exists() else []) + sorted(side)
@@ -60,7 +60,7 @@ def index_files(path: Path) -> list[Path]:
 
 def read_index(path: Path, sha256: str | None, *, allow_unverified: bool,
                mmap: bool | None) -> tuple[faiss.Index, dict[str, Any], np.ndarray | None]:
-    """The faiss index, header and exact vectors (or None) of a file written by `write_index`, checked first.
+    """Return the faiss index, header and exact vectors (or None) of a file written by `write_index`, checked first.
 
     See `zooscope.index.VectorIndex.load` for the parameters and errors.
     """
@@ -94,9 +94,11 @@ def read_index(path: Path, sha256: str | None, *, allow_unverified: bool,
 
 
 def _write_exact(index_path: Path, arr: np.ndarray) -> tuple[Path, str]:
-    """Write ``arr`` as .npy beside the index under a content-addressed name (``<index>.<sha[:16]>.exact.npy``):
-    written through `zooscope._io.atomic_write` in chunks. A reader of the previous index file still finds its own
-    exact file until the next save removes it. Returns (path, sha256)."""
+    """Write ``arr`` as .npy beside the index under a content-addressed name; return (path, sha256).
+
+    The name is ``<index>.<sha[:16]>.exact.npy``, written through `zooscope._io.atomic_write` in chunks. A reader
+    of the previous index file still finds its own exact file until the next save removes it.
+    """
     header = _npy_header(arr.shape, arr.dtype)
 
     def chunks() -> Iterator[bytes]:

@@ -62,10 +62,11 @@ class VectorStore:
         self.root = Path(root)
 
     def __repr__(self) -> str:
+        """Return the store as ``VectorStore(root)``."""
         return f"VectorStore({str(self.root)!r})"
 
     def kinds(self) -> list[str]:
-        """The kinds with a folder in the store."""
+        """Return the kinds with a folder in the store."""
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _KIND.match(p.name))
@@ -108,7 +109,7 @@ class VectorStore:
         return key, sha
 
     def path(self, key: str) -> Path:
-        """The file holding ``key``; raises `KeyError` (with the fix) when it is not stored."""
+        """Return the file holding ``key``; raises `KeyError` (with the fix) when it is not stored."""
         _check_key(key)
         for kind in self.kinds():
             p = self.root / kind / f"{key}.npy"
@@ -120,7 +121,7 @@ class VectorStore:
         )
 
     def get(self, key: str) -> np.ndarray:
-        """The array stored under ``key`` (never unpickles)."""
+        """Return the array stored under ``key`` (never unpickles)."""
         return np.load(self.path(key), allow_pickle=False)
 
     def get_many(self, keys: Iterable[str]) -> np.ndarray:
@@ -150,7 +151,7 @@ class VectorStore:
         return removed
 
     def keys(self, kind: str | None = None) -> list[str]:
-        """The stored keys, sorted (of one kind, or all); temp files of interrupted writes are not listed."""
+        """Return the stored keys, sorted (of one kind, or all); temp files of interrupted writes are not listed."""
         kinds = self.kinds() if kind is None else [_check_kind(kind)]
         out: list[str] = []
         for k in kinds:

@@ -113,9 +113,11 @@ class VectorIndex:
         return isinstance(self.exact, np.memmap)
 
     def __len__(self) -> int:
+        """Return the number of stored vectors."""
         return self.ntotal
 
     def __repr__(self) -> str:
+        """Return the factory, metric and exact-vector mode."""
         extra = "" if self.exact is None else f", exact={'mmap' if self.memory_mapped else 'ram'}"
         return (f"VectorIndex(factory={self.factory!r}, metric={self.metric!r}, normalized={self.normalized}, "
                 f"dim={self.dim}, ntotal={self.ntotal}{extra})")
@@ -206,8 +208,11 @@ class VectorIndex:
         return self
 
     def _training_sample(self, arr: np.ndarray) -> np.ndarray:
-        """Rows to train on: all of a small set, else a sorted random sample of 64 per IVF list (≥ 100k for
-        codecs without lists), which is what faiss would subsample to anyway."""
+        """Rows to train on.
+
+        All of a small set, else a sorted random sample of 64 per IVF list (≥ 100k for codecs without lists),
+        which is what faiss would subsample to anyway.
+        """
         ivf = faiss.try_extract_index_ivf(self.index)
         m = 64 * int(ivf.nlist) if ivf is not None else 100_000
         m = max(m, 10_000)
@@ -255,7 +260,7 @@ class VectorIndex:
             ) from None
 
     def ids(self) -> np.ndarray:
-        """The catalog ids in the index, in insertion order: shape (ntotal,)."""
+        """Return the catalog ids in the index, in insertion order: shape (ntotal,)."""
         if self._idmap is None or self._idmap.shape[0] != self.ntotal:
             self._idmap = faiss.vector_to_array(faiss.downcast_index(self.index).id_map).astype(np.int64)
         return self._idmap
@@ -337,7 +342,7 @@ class VectorIndex:
             ivf.nprobe = min(self.nprobe, int(ivf.nlist))
 
     def search(self, queries: npt.ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest stored vectors of each query.
+        """Return the ``k`` nearest stored vectors of each query.
 
         With exact vectors kept, faiss proposes ``k × oversample`` candidates and their exact scores decide.
 
@@ -418,7 +423,7 @@ class VectorIndex:
 
     @staticmethod
     def files(path: str | Path) -> list[Path]:
-        """The files an index saved at ``path`` occupies: ``path`` and its exact-vector files, if any."""
+        """Return the files an index saved at ``path`` occupies: ``path`` and its exact-vector files, if any."""
         return index_files(Path(path))
 
     @classmethod
@@ -445,14 +450,6 @@ class VectorIndex:
         ZooscopeInputError
             Missing checksum, checksum mismatch, or not a zooscope index file.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"No index file at {path}. Rebuild the index (zooscope embed rebuilds it).")
-        if sha256 is None and not allow_unverified:
-            raise ZooscopeInputError(
-                f"Refusing to read {path} without its sha256: faiss deserialisation of a crafted file can run "
-                "code. Pass the checksum recorded in the catalog (Catalog.get_index)."
-            )
         index, meta, exact = read_index(Path(path), sha256, allow_unverified=allow_unverified, mmap=mmap)
         return cls(index, metric=meta["metric"], normalized=meta["normalized"], factory=meta["factory"],
                    exact=exact)

@@ -11,6 +11,7 @@ from zooscope.measures.cca import *  # noqa: F403
 from zooscope.measures.cka import *  # noqa: F403
 from zooscope.measures.diffusion import *  # noqa: F403
 from zooscope.measures.geodesic import *  # noqa: F403
+from zooscope.measures.gramform import *  # noqa: F403
 from zooscope.measures.kernels import *  # noqa: F403
 from zooscope.measures.mahalanobis import *  # noqa: F403
 from zooscope.measures.matching import *  # noqa: F403

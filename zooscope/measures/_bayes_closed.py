@@ -154,6 +154,7 @@ def _covs(X: npt.ArrayLike, Y: npt.ArrayLike, b: float, normalize: bool, owner: 
 _closed_meta = dict(
     larger_is_more_similar=False, symmetric=True,
     invariances=Inv.ORTHOGONAL | Inv.ISOTROPIC_SCALE | Inv.PERMUTATION,
+    invariances_lost_by_option=(("normalize", False, Inv.ISOTROPIC_SCALE),),  # b is then an absolute ridge
     not_invariant=Inv.TRANSLATION | Inv.INVERTIBLE_LINEAR,
 )
 _ref = "Schütt et al. 2024 (BayesCompare distances.py)"
@@ -179,6 +180,7 @@ def sym_kl(X: npt.ArrayLike, Y: npt.ArrayLike, *, b: float = 0.01, normalize: bo
     ½[KL(P‖Q) + KL(Q‖P)] = ¼[tr(Σ_Y⁻¹Σ_X) + tr(Σ_X⁻¹Σ_Y)] − N/2. This is the reference's ``kldiv``,
     which is the *mean* of the two directions, not their sum (Jeffreys' divergence is twice this).
     {params}
+
     Returns
     -------
     float
@@ -201,6 +203,7 @@ def bhattacharyya(X: npt.ArrayLike, Y: npt.ArrayLike, *, b: float = 0.01, normal
     D_B = ½ ln det((Σ_X+Σ_Y)/2) − ¼(ln det Σ_X + ln det Σ_Y); e^{−D_B} is the Bhattacharyya coefficient
     BC, and 1 − BC ≤ TV ≤ √(1 − BC²).
     {params}
+
     Returns
     -------
     float
@@ -216,6 +219,7 @@ def hellinger(X: npt.ArrayLike, Y: npt.ArrayLike, *, b: float = 0.01, normalize:
 
     As the reference, without a √2 factor, so it lies in [0, 1]; D_B is :func:`bhattacharyya`.
     {params}
+
     Returns
     -------
     float
@@ -232,6 +236,7 @@ def bures_wasserstein(X: npt.ArrayLike, Y: npt.ArrayLike, *, b: float = 0.01, no
     W₂ = √(tr Σ_X + tr Σ_Y − 2 tr(Σ_X^½ Σ_Y Σ_X^½)^½), the reference's ``wasserstein`` (which uses
     ``scipy.linalg.sqrtm``; we use the singular values of L_Yᵀ L_X, the same number to ~1e-13).
     {params}
+
     Returns
     -------
     float

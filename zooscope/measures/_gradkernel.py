@@ -19,7 +19,7 @@ _CHUNK = 1 << 22  # entries per float64 chunk when a float32 matrix is multiplie
 
 
 def _gram(A: np.ndarray) -> np.ndarray:
-    """A Aᵀ in float64; a float32 A is promoted chunk by chunk over columns (memory O(M·chunk))."""
+    """Return a Aᵀ in float64; a float32 A is promoted chunk by chunk over columns (memory O(M·chunk))."""
     if A.dtype == np.float64:
         return A @ A.T
     step = max(1, _CHUNK // max(A.shape[0], 1))
@@ -31,7 +31,7 @@ def _gram(A: np.ndarray) -> np.ndarray:
 
 
 def gradient_kernel(F: npt.ArrayLike, G: npt.ArrayLike) -> np.ndarray:
-    """The exact gradient kernel K = (F Fᵀ) ∘ (G Gᵀ), i.e. K_ij = <f_i, f_j> <g_i, g_j>.
+    """Return the exact gradient kernel K = (F Fᵀ) ∘ (G Gᵀ), i.e. K_ij = <f_i, f_j> <g_i, g_j>.
 
     Parameters
     ----------
@@ -62,7 +62,7 @@ def gradient_kernel(F: npt.ArrayLike, G: npt.ArrayLike) -> np.ndarray:
 
 
 def sketched_kernel(SF: npt.ArrayLike, SG: npt.ArrayLike, T: int = 1) -> np.ndarray:
-    """The xfer sketched kernel K̃ = (SF)(SF)ᵀ/T ∘ (SG)(SG)ᵀ/T, in float64.
+    """Return the xfer sketched kernel K̃ = (SF)(SF)ᵀ/T ∘ (SG)(SG)ᵀ/T, in float64.
 
     Parameters
     ----------
@@ -146,7 +146,7 @@ def kernel_index(K: np.ndarray, L: np.ndarray, index: Index) -> float:
 
 def kernel_index_matrix(Ks_a: Sequence[npt.ArrayLike], Ks_b: Sequence[npt.ArrayLike],
                         index: Index = "cka") -> np.ndarray:
-    """xfer's similarity indices between every kernel of A and every kernel of B (a layer × layer heat-map).
+    """Xfer's similarity indices between every kernel of A and every kernel of B (a layer × layer heat-map).
 
     Parameters
     ----------

@@ -96,7 +96,7 @@ def _check_mc(n_samples: int, b: float, owner: str) -> None:
 
 
 def _log_ratios_np(L_from: np.ndarray, L_to: np.ndarray, Z: np.ndarray) -> np.ndarray:
-    """log p_to(x) − log p_from(x) for x = L_from z, z the columns of Z (float64)."""
+    """Log p_to(x) − log p_from(x) for x = L_from z, z the columns of Z (float64)."""
     if np.array_equal(L_from, L_to):
         return np.zeros(Z.shape[1])
     M = scipy.linalg.solve_triangular(L_to, L_from, lower=True)
@@ -133,7 +133,7 @@ def _cholesky(S: Any, which: str) -> Any:
 
 
 def _mc_terms(X: Any, Y: Any, b: float, normalize: bool, n_samples: int, seed: Any, owner: str):
-    """The two arrays of log-ratios r1 = log q − log p on P-draws and r2 = log p − log q on Q-draws."""
+    """Return the two arrays of log-ratios r1 = log q − log p on P-draws and r2 = log p − log q on Q-draws."""
     _check_mc(n_samples, b, owner)
     Xc, Yc = check_paired(X, Y, min_samples=2)  # validated float64 copies (torch graphs stay with X, Y)
     N = Xc.shape[0]
@@ -208,6 +208,7 @@ def _finish(est: MCEstimate, return_se: bool):
 _mc_meta = dict(
     larger_is_more_similar=False, symmetric=True, stochastic=True, bounds=(0.0, 1.0), differentiable=True,
     invariances=Inv.ORTHOGONAL | Inv.ISOTROPIC_SCALE | Inv.PERMUTATION,
+    invariances_lost_by_option=(("normalize", False, Inv.ISOTROPIC_SCALE),),  # b is then an absolute ridge
     not_invariant=Inv.TRANSLATION | Inv.INVERTIBLE_LINEAR,
 )
 

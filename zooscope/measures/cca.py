@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from zooscope._validation import ZooscopeInputError, check_choice, check_paired
 from zooscope.measures._base import MEASURES, Inv, MeasureMeta
+from zooscope.measures.gramform import orthogonal_factor, use_gram_form
 
 __all__ = ["cca", "cca_rho", "linear_regression", "pwcca", "svcca"]
 
@@ -36,11 +37,20 @@ def _basis(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return U[:, :r], s[:r]
 
 
+def _wide_basis(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_basis` of centred X in the Gram form (n × n eigh instead of an n × p SVD), for p > n."""
+    F = orthogonal_factor(X)
+    s = np.linalg.norm(F, axis=0)
+    if s.size == 0:
+        raise ZooscopeInputError("A representation has rank 0 after centring (a constant layer). Choose another layer.")
+    return F / s, s
+
+
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _user_stacklevel() -> int:
-    """stacklevel for warnings.warn (called by our caller) that points at the first frame outside zooscope."""
+    """Stacklevel for warnings.warn (called by our caller) that points at the first frame outside zooscope."""
     frame, level = sys._getframe(1), 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
         frame, level = frame.f_back, level + 1
@@ -134,7 +144,7 @@ def cca_rho(X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
     return cca(X, Y, statistic="rho")
 
 
-@MEASURES.register(_cca_meta(symmetric=True, invariances=_ALL,
+@MEASURES.register(_cca_meta(symmetric=True, invariances=_ALL, factorable=True,
                              reference="Raghu et al. 2017 (SVCCA); Kornblith et al. 2019"))
 def svcca(
     X: npt.ArrayLike,
@@ -146,7 +156,9 @@ def svcca(
     """SVCCA: CCA on the leading singular directions that keep a fraction of the variance.
 
     Each centred representation is reduced to its top-k singular directions with
-    ``Σ_{i<=k} s_i² >= keep · Σ s_i²``; then the canonical correlations of the reduced pair are summarised.
+    ``Σ_{i<=k} s_i² >= keep · Σ s_i²`` (from the n × n Gram's eigendecomposition when it has more features
+    than examples: :func:`~zooscope.measures.gramform.orthogonal_factor`); then the canonical correlations
+    of the reduced pair are summarised.
 
     Parameters
     ----------
@@ -177,7 +189,7 @@ def svcca(
     X, Y = check_paired(X, Y, min_samples=3)
     reduced = []
     for A in (X, Y):
-        U, s = _basis(A - A.mean(axis=0))
+        U, s = _wide_basis(A) if use_gram_form(*A.shape) else _basis(A - A.mean(axis=0))
         frac = np.cumsum(s**2) / np.sum(s**2)
         k = int(np.searchsorted(frac, keep - 1e-12) + 1)  # smallest k reaching the kept fraction
         reduced.append(U[:, : min(k, U.shape[1])] * s[: min(k, U.shape[1])])

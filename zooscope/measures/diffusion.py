@@ -367,7 +367,7 @@ class GeometricHarmonics:
         return self
 
     def predict(self, X: npt.ArrayLike) -> np.ndarray:
-        """Extended function values at new points.
+        """Return extended function values at new points.
 
         Parameters
         ----------

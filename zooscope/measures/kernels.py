@@ -108,7 +108,7 @@ def gram_rbf(X: npt.ArrayLike, threshold: float = 1.0) -> np.ndarray:
 
 
 def _center(K: Any, unbiased: bool = False, *, inplace: bool = False) -> Any:
-    """The one Gram centring of zooscope, for numpy arrays and torch tensors (any device, any float dtype).
+    """Return the one Gram centring of zooscope, for numpy arrays and torch tensors (any device, any float dtype).
 
     Biased: ``H K H`` as K − row means − column means + grand mean. Unbiased: U-centring (Székely & Rizzo
     2014), step by step as the Demo does it (needs n >= 3). ``K`` must be symmetric (the column means serve as

@@ -212,7 +212,7 @@ def unit_correlations(acts_a: Any, acts_b: Any, *, joint: bool = False) -> np.nd
 
 
 def _is_batch(x: Any) -> bool:
-    """A numpy array or torch tensor is one batch; lists, tuples and generators are read as batches."""
+    """Return a numpy array or torch tensor is one batch; lists, tuples and generators are read as batches."""
     return isinstance(x, np.ndarray) or hasattr(x, "detach")
 
 
@@ -391,7 +391,7 @@ def cycles(order: Sequence[int] | np.ndarray) -> list[list[int]]:
 
 
 def follow_loops(order: Sequence[int] | np.ndarray) -> tuple[list[int], list[int]]:
-    """The reference's ``follow_loops``: units listed cycle by cycle, and the cycle lengths.
+    """Return the reference's ``follow_loops``: units listed cycle by cycle, and the cycle lengths.
 
     Reordering both axes of a matched correlation matrix by this list puts each cycle in a block.
 

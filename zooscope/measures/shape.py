@@ -8,13 +8,15 @@ netrep's ``LinearMetric(alpha=1, score_method="angular")``) for Procrustes; Tang
 from __future__ import annotations
 
 from functools import partial
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy import linalg
 
-from zooscope._validation import ZooscopeInputError, check_alloc, check_gram_pair, check_paired
+from zooscope._validation import ZooscopeInputError, check_alloc, check_choice, check_gram_pair, check_paired
 from zooscope.measures._base import MEASURES, Inv, MeasureMeta
+from zooscope.measures.gramform import orthogonal_factor, use_gram_form
 from zooscope.measures.kernels import _center_biased
 
 __all__ = ["nbs", "procrustes", "procrustes_gram"]
@@ -23,9 +25,15 @@ _SHAPE_INV = Inv.TRANSLATION | Inv.ISOTROPIC_SCALE | Inv.ORTHOGONAL | Inv.PERMUT
 _shape_meta = partial(MeasureMeta, symmetric=True, invariances=_SHAPE_INV, not_invariant=Inv.INVERTIBLE_LINEAR)
 
 
-def _unit_shape(X: np.ndarray) -> np.ndarray:
-    """Centre the columns, scale to unit Frobenius norm, and (if wider than tall) rotate the columns
-    onto at most n of them (``U S`` from the SVD): an orthogonal map, so every distance is unchanged."""
+def _unit_shape(X: np.ndarray, gram: bool) -> np.ndarray:
+    """Centre the columns, scale to unit Frobenius norm, and rotate wide data onto at most n columns.
+
+    The rotation (when wider than tall) is an orthogonal map, so every distance is unchanged. ``gram``: it comes
+    from the n × n Gram (:func:`~zooscope.measures.gramform.orthogonal_factor`), else from X's SVD (``U S``).
+    """
+    if gram:
+        F = orthogonal_factor(X)
+        return F / np.linalg.norm(F)
     X = X - X.mean(axis=0)
     X = X / np.linalg.norm(X)
     if X.shape[1] > X.shape[0]:
@@ -34,14 +42,38 @@ def _unit_shape(X: np.ndarray) -> np.ndarray:
     return X
 
 
+#: Below this nuclear norm (θ > ~0.014 rad) arccos is accurate to ~1e-11; above it the residual form is used.
+_ARCCOS_MAX = 1.0 - 1e-4
+
+
+def _angle(Xh: np.ndarray, Yh: np.ndarray) -> float:
+    """θ = arccos ‖X̂ᵀŶ‖_* for centred, unit-norm X̂, Ŷ.
+
+    Singular values only (no vectors) unless θ is near 0, where ``2 arcsin(‖X̂ − Ŷ Q*‖_F / 2)`` from the
+    optimal rotation keeps the digits arccos loses.
+    """
+    nuclear = float(linalg.svdvals(Yh.T @ Xh, check_finite=False).sum())
+    if nuclear < _ARCCOS_MAX:
+        return float(np.arccos(nuclear))
+    p = max(Xh.shape[1], Yh.shape[1])
+    Xh = np.pad(Xh, ((0, 0), (0, p - Xh.shape[1])))
+    Yh = np.pad(Yh, ((0, 0), (0, p - Yh.shape[1])))
+    U, _, Vt = np.linalg.svd(Yh.T @ Xh)
+    resid = np.linalg.norm(Xh - Yh @ (U @ Vt))  # min over orthogonal Q of ‖X̂ − ŶQ‖ (orthogonal Procrustes)
+    return float(2.0 * np.arcsin(min(resid / 2.0, np.sqrt(0.5))))
+
+
 @MEASURES.register(_shape_meta(larger_is_more_similar=False, is_metric=True, bounds=(0.0, np.pi / 2),
+                               factorable=True,
                                reference="Williams et al. 2021, angular shape metric (netrep alpha=1)"))
-def procrustes(X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
+def procrustes(X: npt.ArrayLike, Y: npt.ArrayLike, *,
+               form: Literal["auto", "features", "gram"] = "auto") -> float:
     """Angular Procrustes shape distance between two representations of the same examples.
 
     ``θ = arccos(‖X̂ᵀŶ‖_*)`` where X̂, Ŷ are the column-centred representations scaled to unit Frobenius
-    norm (the narrower one zero-padded). It is computed from the residual of the optimal rotation,
-    ``θ = 2 arcsin(‖X̂ − Ŷ Q*‖_F / 2)``, which is exact near 0 where the arccos form loses half the digits.
+    norm (the narrower one zero-padded), from the singular values of X̂ᵀŶ. Near 0 (‖X̂ᵀŶ‖_* > 1 − 10⁻⁴),
+    where the arccos form loses half the digits, it is computed from the residual of the optimal rotation,
+    ``θ = 2 arcsin(‖X̂ − Ŷ Q*‖_F / 2)``.
 
     For representations with orthonormal, zero-mean columns (whitened; same width k) the value is
     ``arccos(mean_i cos φ_i)`` over the principal angles φ_i between the column spaces, i.e.
@@ -53,6 +85,12 @@ def procrustes(X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
         One representation, one row per example.
     Y : array-like of shape (n_samples, n_features_y)
         Another representation of the same examples.
+    form : {"auto", "features", "gram"}, default="auto"
+        How a layer wider than n is reduced to n columns: its SVD ("features", ≈ 4n²p + 8n³ flops with
+        vectors) or its n × n Gram's eigendecomposition ("gram", n²p + 9n³;
+        :func:`~zooscope.measures.gramform.orthogonal_factor`). "auto" takes the Gram form when either layer
+        has more features than examples. Both give the same value to ~1e-12. To score many layer pairs,
+        factor each layer once with ``orthogonal_factor`` and pass the factors (``MeasureMeta.factorable``).
 
     Returns
     -------
@@ -68,17 +106,14 @@ def procrustes(X: npt.ArrayLike, Y: npt.ArrayLike) -> float:
     >>> procrustes(X, 2 * X @ Q + 1) < 1e-12
     True
     """
+    check_choice(form, ("auto", "features", "gram"), "form", "procrustes")
     X, Y = check_paired(X, Y, min_samples=2)
+    n = X.shape[0]
+    gram = form == "gram" or (form == "auto" and (use_gram_form(n, X.shape[1]) or use_gram_form(n, Y.shape[1])))
     q = max(min(X.shape), min(Y.shape))
     check_alloc((3, q, q), f"The {q}×{q} cross-covariance of procrustes",
                 "Reduce the examples or PCA-reduce both layers first, or use linear_cka")
-    Xh, Yh = _unit_shape(X), _unit_shape(Y)
-    p = max(Xh.shape[1], Yh.shape[1])
-    Xh = np.pad(Xh, ((0, 0), (0, p - Xh.shape[1])))
-    Yh = np.pad(Yh, ((0, 0), (0, p - Yh.shape[1])))
-    U, _, Vt = np.linalg.svd(Yh.T @ Xh)
-    resid = np.linalg.norm(Xh - Yh @ (U @ Vt))  # min over orthogonal Q of ‖X̂ − ŶQ‖ (orthogonal Procrustes)
-    return float(2.0 * np.arcsin(min(resid / 2.0, np.sqrt(0.5))))
+    return _angle(_unit_shape(X, gram), _unit_shape(Y, gram))
 
 
 def _round_off_floor(w: np.ndarray) -> float:
@@ -113,7 +148,7 @@ def _nbs_clean(K: np.ndarray, L: np.ndarray) -> float:
 @MEASURES.register(_shape_meta(larger_is_more_similar=True, inputs="gram", bounds=(0.0, 1.0),
                                reference="Tang et al. 2020 (amzn/xfer SimIndex.nbs); fidelity of Bures"))
 def nbs(K: npt.ArrayLike, L: npt.ArrayLike) -> float:
-    """Normalized Bures similarity of two Gram matrices over the same examples.
+    """Return normalized Bures similarity of two Gram matrices over the same examples.
 
     ``NBS = tr((K̄^½ L̄ K̄^½)^½) / sqrt(tr K̄ · tr L̄)`` with K̄ = H K H (``K − colmean − rowmean + mean``):
     equal to xfer's ``Σ sqrt(max(0, Re λ(K̄ L̄))) / sqrt(tr K̄ tr L̄)``. Computed with two symmetric

@@ -126,13 +126,13 @@ class CountSketch:
         return rows, signs
 
     def matrix(self, index: npt.ArrayLike) -> sp.csr_array:
-        """The columns ``index`` of S as a sparse (M, len(index)) matrix."""
+        """Return the columns ``index`` of S as a sparse (M, len(index)) matrix."""
         rows, signs = self.buckets(index)
         cols = np.broadcast_to(np.arange(rows.shape[1]), rows.shape)
         return sp.csr_array((signs.ravel(), (rows.ravel(), cols.ravel())), shape=(self.M, rows.shape[1]))
 
     def toarray(self, n: int) -> np.ndarray:
-        """The first ``n`` columns as a dense int8 (M, n) array (for inspection and tests)."""
+        """Return the first ``n`` columns as a dense int8 (M, n) array (for inspection and tests)."""
         return self.matrix(np.arange(n)).toarray().astype(np.int8)
 
 
@@ -154,7 +154,7 @@ class _ExplicitSketch:
 
 
 def signed_permutation(n: int, seed: int = 0) -> np.ndarray:
-    """A random signed permutation matrix (n, n): a sketch with no collisions, M = n, T = 1.
+    """Return a random signed permutation matrix (n, n): a sketch with no collisions, M = n, T = 1.
 
     With it the sketched kernel is P (FFᵀ ∘ GGᵀ) Pᵀ, so CKA and NBS equal their unsketched values exactly.
     """
@@ -277,11 +277,11 @@ class SketchAccumulator:
         return self
 
     def matrix_for(self, index: np.ndarray) -> sp.csr_array:
-        """The sketch's columns for the examples ``index``, in this accumulator's dtype."""
+        """Return the sketch's columns for the examples ``index``, in this accumulator's dtype."""
         return self.sketch.matrix(index).astype(self.dtype)
 
     def kernel(self) -> np.ndarray:
-        """The sketched kernel (SF)(SF)ᵀ/T ∘ (SG)(SG)ᵀ/T, float64 of shape (M, M)."""
+        """Return the sketched kernel (SF)(SF)ᵀ/T ∘ (SG)(SG)ᵀ/T, float64 of shape (M, M)."""
         if self.SF_ is None:
             raise ZooscopeInputError("No examples were added; call update(F, G) first.")
         return sketched_kernel(self.SF_, self.SG_, self.T)
@@ -413,7 +413,7 @@ def grad_kernel_cka(F_a: npt.ArrayLike, G_a: npt.ArrayLike, F_b: npt.ArrayLike, 
 @MEASURES.register(MeasureMeta(larger_is_more_similar=True, bounds=(0.0, 1.0), **_grad_meta))
 def grad_kernel_nbs(F_a: npt.ArrayLike, G_a: npt.ArrayLike, F_b: npt.ArrayLike, G_b: npt.ArrayLike, *,
                     sketch_dim: int | None = None, sketch_blocks: int = 1, seed: int = 0) -> float:
-    """Normalized Bures similarity of the centred gradient kernels; in [0, 1], larger is more similar."""
+    """Return normalized Bures similarity of the centred gradient kernels; in [0, 1], larger is more similar."""
     Ka, Kb = _grad_kernels(F_a, G_a, F_b, G_b, sketch_dim, sketch_blocks, seed, "grad_kernel_nbs")
     return kernel_index(Ka, Kb, "nbs")
 

@@ -1,6 +1,7 @@
-"""Transferability scores built on discriminant analysis and class-conditional Gaussians: SFDA (and its PCA variant),
-NCTI, GBC. Notation, input rules and the table of every score: `zooscope.measures.transfer`, whose helpers
-(input checks, metadata) these share.
+"""Transferability scores built on discriminant analysis and class-conditional Gaussians.
+
+SFDA (and its PCA variant), NCTI, GBC. Notation, input rules and the table of every score:
+`zooscope.measures.transfer`, whose helpers (input checks, metadata) these share.
 """
 
 from __future__ import annotations
@@ -215,7 +216,12 @@ def ncti_terms(features: npt.ArrayLike, labels: npt.ArrayLike, *, n_components: 
         raise ZooscopeInputError(f"'n_components' of ncti must be an int >= 1; got {n_components!r}.")
     Z = _pca(f, int(n_components))
     n = Z.shape[0]
-    ev = np.sort(Z.var(axis=0, ddof=1))[::-1]
+    with np.errstate(over="ignore"):
+        ev = np.sort(Z.var(axis=0, ddof=1))[::-1]
+    if not np.isfinite(ev.sum()):  # the shrinkage exp(−Σ variance) depends on the scale: no rescaling can help
+        raise ZooscopeInputError(
+            "ncti: the features' variances overflow float64 (its LDA shrinkage exp(−Σ variance) depends on their "
+            "scale). Rescale or standardise the features first.")
     temp = max(math.exp(-min(float(ev[:32].sum()), 700.0)), 1e-10)
     clf = (LinearDiscriminantAnalysis(solver="svd") if temp == 1e-10
            else LinearDiscriminantAnalysis(solver="eigen", shrinkage=float(temp)))
@@ -233,8 +239,10 @@ def ncti_terms(features: npt.ArrayLike, labels: npt.ArrayLike, *, n_components: 
 
 
 def ncti_combine(terms: Sequence[NCTITerms]) -> np.ndarray:
-    """The paper's NCTI of each candidate model: min–max normalise each term across the candidates, then
-    ``ncc + seli − vc`` (BUserName/NCTI ``evaluate_metric``).
+    """Return the paper's NCTI of each candidate model.
+
+    Min–max normalise each term across the candidates, then ``ncc + seli − vc`` (BUserName/NCTI
+    ``evaluate_metric``).
 
     Parameters
     ----------

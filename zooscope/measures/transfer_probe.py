@@ -1,5 +1,7 @@
-"""Transferability by fitting a probe on the frozen features: ``linear_probe`` (k-fold logistic regression) and
-``knn_accuracy`` (leave-one-out k-NN); notation and the shared input checks in `zooscope.measures.transfer`.
+"""Transferability by fitting a probe on the frozen features.
+
+``linear_probe`` (k-fold logistic regression) and ``knn_accuracy`` (leave-one-out k-NN); notation and the
+shared input checks in `zooscope.measures.transfer`.
 """
 
 from __future__ import annotations

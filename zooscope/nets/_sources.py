@@ -23,7 +23,7 @@ Loaded = tuple[np.ndarray, np.ndarray | None, list[str] | None]
 
 
 def to_float_inputs(x: np.ndarray, what: str) -> np.ndarray:
-    """Inputs as float32: uint8 is scaled to [0, 1]; (N, H, W) gains a channel axis; NHWC becomes NCHW."""
+    """Return inputs as float32: uint8 is scaled to [0, 1]; (N, H, W) gains a channel axis; NHWC becomes NCHW."""
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise ZooscopeInputError(f"The inputs in {what} must be numeric; got dtype {x.dtype}.")
     if x.ndim < 2 or x.shape[0] == 0:
@@ -99,7 +99,7 @@ def load_npz(path: Path, split: str) -> Loaded:
 
 
 def load_npy(path: Path, split: str) -> Loaded:
-    """Inputs only (no labels)."""
+    """Return inputs only (no labels)."""
     if split == "test":
         raise ZooscopeInputError(f"{path} is a single .npy array with no test split; use split='train'.")
     return to_float_inputs(np.load(path, allow_pickle=False), str(path)), None, None
@@ -178,7 +178,7 @@ def load_image_folder(root: Path, split: str, *, size: int | None, channels: int
 
 
 def is_hf_folder(path: Path) -> bool:
-    """A folder written by ``datasets``' ``save_to_disk`` (a Dataset or a DatasetDict)."""
+    """Return a folder written by ``datasets``' ``save_to_disk`` (a Dataset or a DatasetDict)."""
     return (path / "dataset_dict.json").is_file() or (
         (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
     )
@@ -189,7 +189,7 @@ _HF_LABELS = ("label", "labels", "y", "fine_label", "target")
 
 
 def load_hf_folder(path: Path, split: str, *, size: int | None, channels: int | None) -> Loaded:
-    """A Hugging Face ``datasets`` folder: an image/array column and an optional integer label column."""
+    """Return a Hugging Face ``datasets`` folder: an image/array column and an optional integer label column."""
     if importlib.util.find_spec("datasets") is None:
         raise ZooscopeInputError(
             f"{path} is a Hugging Face datasets folder, which needs the optional 'datasets' package: "

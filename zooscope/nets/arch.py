@@ -51,11 +51,12 @@ class ArchRef:
     name: str
 
     def __str__(self) -> str:
+        """Return the spec as typed (``module:name``)."""
         return f"{self.module}:{self.name}"
 
 
 def resolve_module(module: str) -> str:
-    """The module to import for a factory module path: its new home if it moved (`MOVED_MODULES`), else itself.
+    """Return the module to import for a factory module path: its new home if it moved (`MOVED_MODULES`), else itself.
 
     >>> resolve_module("zooscope.zoo.models")
     'zooscope.nets.models'

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from zooscope._io import atomic_write, user_cache_dir
+from zooscope._io import cached_array, user_cache_dir
 from zooscope._sampling import stratified_sample, stratified_split
 from zooscope._validation import ZooscopeInputError, _to_numpy, check_choice, unknown_name_error
 from zooscope.nets import _sources
@@ -90,6 +90,7 @@ class DatasetTensors:
         return int(self.y.max()) + 1 if len(self.y) else 0
 
     def __len__(self) -> int:
+        """Return the number of examples."""
         return int(self.x.shape[0])
 
 
@@ -99,20 +100,8 @@ def cache_dir() -> Path:
 
 
 def _cached_npz(name: str, make: Any) -> dict[str, np.ndarray]:
-    """Load ``<cache>/<name>.npz`` or build it with ``make()`` and write it atomically."""
-    path = cache_dir() / f"{name}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
-        except (OSError, ValueError) as e:  # a damaged cache file is rebuilt, not trusted
-            log.warning("rebuilding damaged cache file %s (%s)", path, e)
-    arrays = make()
-    try:
-        atomic_write(path, lambda f: np.savez(f, **arrays))
-    except OSError as e:  # a read-only cache only costs time
-        log.warning("could not cache %s (%s)", path, e)
-    return arrays
+    """Load ``<cache>/<name>.npz`` or build it with ``make()`` and write it atomically (`cached_array`)."""
+    return cached_array(cache_dir() / f"{name}.npz", make)
 
 
 def _fixed_split(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -204,8 +193,10 @@ def _parse(source: str) -> tuple[str, dict[str, str]]:
 
 
 def absolute_source(source: str) -> str:
-    """``source`` with a local path made absolute (options kept): what the catalog stores, so that `embed` and
-    queries run from any folder find the same files. ``builtin:`` sources are returned unchanged.
+    """``source`` with a local path made absolute (options kept).
+
+    What the catalog stores, so that `embed` and queries run from any folder find the same files. ``builtin:``
+    sources are returned unchanged.
 
     >>> absolute_source("builtin:digits?classes=0,1")
     'builtin:digits?classes=0,1'
@@ -326,7 +317,7 @@ def load_dataset(source: str, *, split: str = "train", seed: int = 0) -> Dataset
 
 
 def probe_subset(ds: DatasetTensors, n: int, *, seed: int = 0, stratified: bool = True) -> DatasetTensors:
-    """A deterministic subset of ``n`` examples: stratified by class and seeded.
+    """Return a deterministic subset of ``n`` examples: stratified by class and seeded.
 
     `zooscope._sampling.stratified_sample` (scikit-learn): each class gets a share proportional to its
     frequency (largest-remainder rounding); within a class the examples are a seeded random choice; the result

@@ -63,6 +63,7 @@ class ModelSpec:
     checkpoint: str | None = None
 
     def __post_init__(self) -> None:
+        """Default ``kwargs`` to an empty dict."""
         if self.kwargs is None:
             object.__setattr__(self, "kwargs", {})
         elif not isinstance(self.kwargs, Mapping):
@@ -72,15 +73,18 @@ class ModelSpec:
 
     @classmethod
     def from_row(cls, row: Any) -> ModelSpec:
-        """The spec of a catalog model row: a record with ``spec``/``kwargs``/``checkpoint`` attributes, or a mapping
-        with those keys (the arch is stored under ``"spec"``, a stored column name)."""
+        """Return the spec of a catalog model row.
+
+        A record with ``spec``/``kwargs``/``checkpoint`` attributes, or a mapping with those keys (the arch is
+        stored under ``"spec"``, a stored column name).
+        """
         if not isinstance(row, Mapping):
             return cls(row.spec, row.kwargs or {}, row.checkpoint)
         return cls(row["spec"], row.get("kwargs") or {}, row.get("checkpoint"))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelSpec:
-        """The spec of a ``{"arch", "kwargs", "checkpoint"}`` dict (a Task2Vec probe-net setting)."""
+        """Return the spec of a ``{"arch", "kwargs", "checkpoint"}`` dict (a Task2Vec probe-net setting)."""
         return cls(d["arch"], d.get("kwargs") or {}, d.get("checkpoint"))
 
     def build(self, *, pretrained: bool = False) -> nn.Module:
@@ -317,7 +321,7 @@ class _Net(nn.Sequential):
         self._head = head
 
     def get_classifier(self) -> nn.Module:
-        """The final linear layer (read by `zooscope.embed.capture.default_layers`)."""
+        """Return the final linear layer (read by `zooscope.embed.capture.default_layers`)."""
         return getattr(self, self._head)
 
 
@@ -327,7 +331,7 @@ def _seeded(seed: int | None) -> contextlib.AbstractContextManager[Any]:
 
 def small_cnn(in_chans: int = 1, num_classes: int = 10, width: int = 16, seed: int | None = None,
               img_size: int = 28) -> nn.Module:
-    """A 4-layer CNN: conv 3×3 (in→w) · conv 3×3 s2 (w→2w) · conv 3×3 s2 (2w→2w) · linear → classes.
+    """Return a 4-layer CNN: conv 3×3 (in→w) · conv 3×3 s2 (w→2w) · conv 3×3 s2 (2w→2w) · linear → classes.
 
     Each conv is followed by a ReLU inside its named block, so the layers ``conv1``, ``conv2``, ``conv3``
     and ``fc`` are post-activation outputs (``fc`` gives the logits). With 28×28 inputs and ``width=16``
@@ -365,7 +369,7 @@ def small_cnn(in_chans: int = 1, num_classes: int = 10, width: int = 16, seed: i
 
 def mlp(in_features: int = 40, hidden: Sequence[int] = (64, 64), num_classes: int = 10,
         seed: int | None = None) -> nn.Module:
-    """A ReLU MLP for 1-D data such as mnist1d: layers ``fc1``, ``fc2``, … (post-ReLU) and ``head`` (logits).
+    """Return a ReLU MLP for 1-D data such as mnist1d: layers ``fc1``, ``fc2``, … (post-ReLU) and ``head`` (logits).
 
     Parameters
     ----------
@@ -394,7 +398,7 @@ def mlp(in_features: int = 40, hidden: Sequence[int] = (64, 64), num_classes: in
 
 
 def penultimate_layer(model: Any, layers: list[str]) -> str:
-    """The layer the zoo compares models at by default.
+    """Return the layer the zoo compares models at by default.
 
     Rule: the last captured layer that is not the classifier (``model.get_classifier()``, as timm models and
     zooscope's factories expose it); without a ``get_classifier``, the last but one captured layer when the last
