@@ -74,7 +74,8 @@ def test_a_comparison_estimated_above_a_minute_is_announced_in_one_line():
 
     from zooscope.embed.compare import warn_if_slow
 
-    wide = {f"l{i}": torch.zeros(1, 65536).expand(2000, 65536) for i in range(14)}  # story 1 at 64 px: 14 × 14 wide layers
+    # story 1 at 64 px: 14 × 14 wide layers (expanded: no memory)
+    wide = {f"l{i}": torch.zeros(1, 65536).expand(2000, 65536) for i in range(14)}
     narrow = {"l0": torch.zeros(1, 10).expand(100, 10)}
 
     records: list[logging.LogRecord] = []
