@@ -75,8 +75,8 @@ def test_ctrl_c_inside_procrustes_on_8192_features_exits_130(tmp_path):
     kw32 = json.dumps({**KW, "img_size": 32})  # 32x32 inputs: conv1 has 8,192 features, each SVD takes a while
     w = Watched([sys.executable, "-m", "zooscope.cli", "compare", SPEC, SPEC, "--kwargs-a", kw32,
                  "--data", "builtin:digits?size=32", "--n", "1797", "--batch-size", "8",
-                 "--measure", "procrustes", "--format", "csv"], tmp_path)
-    w.wait_for("procrustes per layer pair: 0/16")  # the layer pairs' SVDs have started
+                 "--measure", "procrustes", "--measure-kwargs", '{"form": "features"}', "--format", "csv"], tmp_path)
+    w.wait_for("procrustes per layer pair: 0/16")  # the pairs' SVDs of 1,438 × 8,192 (the feature form) have started
     code, lines = w.interrupt()
     assert code == 130, lines
     assert lines[-1] == "interrupted" and not any("Traceback" in ln for ln in lines)
