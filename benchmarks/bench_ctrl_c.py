@@ -21,7 +21,8 @@ def once() -> tuple[float, int, str]:
     proc = subprocess.Popen([sys.executable, "-m", "zooscope.cli", "compare", SPEC, SPEC, "--kwargs-a", json.dumps(KW),
                              "--data", "builtin:digits?size=32", "--n", "1797", "--batch-size", "8", "--measure",
                              "procrustes", "--measure-kwargs", '{"form": "features"}', "--format", "csv"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stderr:
         if "procrustes per layer pair: 0/" in line:
             break

@@ -37,12 +37,19 @@ def _env() -> dict[str, str]:
             "HF_HUB_OFFLINE": "1"}
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C's default disposition. A test run started in the background (``cmd &``, nohup, some CI)
+    ignores SIGINT, and an ignored signal stays ignored in its children: Python then installs no handler and the
+    child never sees the Ctrl-C this test sends (what failed `make test` here)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Watched:
     """A subprocess whose stderr lines are collected as they come (a reader thread), to wait for a state."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                                     cwd=cwd)
+                                     cwd=cwd, preexec_fn=default_sigint)
         self.lines: list[str] = []
         self._seen = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)

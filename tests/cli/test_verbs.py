@@ -197,7 +197,8 @@ def test_ctrl_c_during_embed_says_how_many_pairs_were_saved(tmp_path):
     for i in range(12):
         z.add_model(f"extra{i}", SPEC, checkpoints(2)[i % 2], kwargs=KW, trained_on="digits")
     proc = subprocess.Popen([sys.executable, "-m", "zooscope.cli", "embed", "--kinds", "cka", "--zoo", str(zoo)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # see default_sigint
     deadline = time.monotonic() + 120
     rows = 0
     while proc.poll() is None and time.monotonic() < deadline:
