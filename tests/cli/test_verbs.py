@@ -197,7 +197,8 @@ def test_ctrl_c_during_embed_says_how_many_pairs_were_saved(tmp_path):
     for i in range(12):
         z.add_model(f"extra{i}", SPEC, checkpoints(2)[i % 2], kwargs=KW, trained_on="digits")
     proc = subprocess.Popen([sys.executable, "-m", "zooscope.cli", "embed", "--kinds", "cka", "--zoo", str(zoo)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # see default_sigint
     deadline = time.monotonic() + 120
     rows = 0
     while proc.poll() is None and time.monotonic() < deadline:
@@ -211,7 +212,7 @@ def test_ctrl_c_during_embed_says_how_many_pairs_were_saved(tmp_path):
         time.sleep(0.02)
     assert proc.poll() is None, "embed finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     m = re.search(r"interrupted: (\d+) pairs saved, rerun to continue", err)
@@ -252,29 +253,5 @@ def test_compare_plot_names_both_checkpoints_and_the_direction(tmp_path):
     assert "lower = more similar" in ax.get_title()
 
 
-def _wait_for_cpu(pid: int, seconds: float, timeout: float = 300.0) -> None:
-    """Wait until process ``pid`` has used ``seconds`` of CPU (wall time on a loaded machine says nothing)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            return
-        if (int(fields[11]) + int(fields[12])) / tick >= seconds:
-            return
-        time.sleep(0.2)
-
-
-def test_ctrl_c_in_another_verb_exits_130_with_one_line(tmp_path):
-    kw32 = json.dumps({**KW, "img_size": 32})  # 32x32 inputs: procrustes on 8,192 features takes a while
-    proc = subprocess.Popen([sys.executable, "-m", "zooscope.cli", "compare", SPEC, SPEC, "--kwargs-a", kw32,
-                             "--data", "builtin:digits?size=32", "--n", "1797", "--batch-size", "8",
-                             "--measure", "procrustes", "--format", "csv"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
-    _wait_for_cpu(proc.pid, seconds=10.0)  # past the imports (which take ~3 CPU s), into the comparison
-    assert proc.poll() is None, proc.communicate()[1]
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+# Ctrl-C inside compare's procrustes (8,192 features) and inside a C call that never returns:
+# tests/cli/test_interrupt_progress.py (they wait for a progress line, not for CPU seconds).

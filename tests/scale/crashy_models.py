@@ -20,3 +20,15 @@ def slow_cnn(delay: float, driver_pid: int, **kwargs):
 
         time.sleep(float(delay))
     return small_cnn(**kwargs)
+
+
+def counting_cnn(counter: str, error: str, driver_pid: int, **kwargs):
+    """small_cnn that, outside the test process, counts its attempts in ``counter`` then fails: ``"missing"`` as a
+    missing checkpoint would (permanent: must not be retried), else with a transient-looking error."""
+    if os.getpid() != int(driver_pid):
+        with open(counter, "a") as f:
+            f.write("x")
+        if error == "missing":
+            raise FileNotFoundError(2, "No such file or directory", "/nowhere/ckpt.safetensors")
+        raise RuntimeError("worker hiccup\nwith a second line")
+    return small_cnn(**kwargs)

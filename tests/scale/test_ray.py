@@ -96,6 +96,20 @@ def test_a_worker_that_kills_itself_fails_only_its_pair(ray_cluster, checkpoints
     assert [f.model for f in zoo.catalog.failures()] == ["crasher"]
 
 
+def test_a_permanent_error_is_not_retried_and_every_failure_is_one_line(ray_cluster, checkpoints, tmp_path):
+    extra = [(f"{e}-model", "crashy_models:counting_cnn",
+              dict(KW, counter=str(tmp_path / f"{e}.count"), error=e, driver_pid=os.getpid()))
+             for e in ("missing", "flaky")]
+    zoo = make_zoo(tmp_path / "zoo", checkpoints[:1], extra=extra)
+    report = zoo.embed(kinds=("cka",), backend="ray", retries=2).set_index("model")
+    assert report.loc["missing-model", "status"] == report.loc["flaky-model", "status"] == "failed"
+    assert (tmp_path / "missing.count").read_text() == "x"  # a missing file: one attempt
+    assert (tmp_path / "flaky.count").read_text() == "xxx"  # anything else: 1 + 2 retries
+    assert "FileNotFoundError" in report.loc["missing-model", "error"]
+    assert report.loc["flaky-model", "error"] == "RuntimeError: worker hiccup"
+    assert all("\n" not in e and "\x1b[" not in e for e in report["error"].dropna())
+
+
 def test_run_jobs_retries_then_reports_progress(ray_cluster, tmp_path):
     from dataclasses import replace
 

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from zooscope._progress import Progress
 from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.kept import save_last
 
@@ -199,7 +200,7 @@ def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequ
                        history: str | None = None, metric: str = "accuracy", default: bool = True,
                        targets: Sequence[str] | None = None, static: bool = False,
                        truth_seeds: str | Path | pd.DataFrame | None = None, n_resamples: int = 9999,
-                       seed: int = 0) -> SelectionBench:
+                       seed: int = 0, progress: bool = False) -> SelectionBench:
     """Rank the truth's models for each of its targets with every method and score the rankings.
 
     Parameters
@@ -223,6 +224,8 @@ def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequ
         Per-seed truth (model, dataset, value, seed): adds the noise-ceiling row ``ceiling:seed-vs-mean``.
     n_resamples, seed : int
         Bootstrap of the paired difference to the default (`paired_bootstrap`).
+    progress : bool, default=False
+        Progress on stderr over the (target, method) rankings (a bar, or lines in a log).
 
     Returns
     -------
@@ -257,11 +260,16 @@ def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequ
     family = _families(zoo)
     statics = _static_scores(zoo, df) if static else {}
     recorded: set[tuple[str, str]] = set()
+    all_targets = sorted(df["dataset"].unique())
+    bar = Progress(f"ranking {len(all_targets)} targets × {len(todo)} methods", len(all_targets) * len(todo),
+                   enabled=progress)
     try:
-        for target in sorted(df["dataset"].unique()):
+        bar.__enter__()
+        for target in all_targets:
             t = df[df["dataset"] == target].sort_values("model")
             if len(t) < 2:
                 notes.append(f"{target}: fewer than 2 models in the truth, skipped.")
+                bar.advance(len(todo))
                 continue
             names = t["model"].tolist()
             for label, method, loto in todo:
@@ -277,10 +285,12 @@ def evaluate_selection(zoo: Zoo, truth: str | Path | pd.DataFrame, methods: Sequ
                 by_model = dict(zip(table["model"].astype(str), col, strict=True))
                 s = np.array([by_model.get(n, np.nan) for n in names], dtype=float)
                 _add_row(rows, score_rows, label, target, names, s, t["value"].to_numpy(), family, seconds)
+                bar.advance()
             truth_t = t["value"].to_numpy()
             for label, fn in statics.items():
                 _add_row(rows, score_rows, label, target, names, fn(names, truth_t), truth_t, family, 0.0)
     finally:
+        bar.__exit__(None, None, None)
         _remove_recorded(zoo, recorded, metric)
     if truth_seeds is not None:
         ceil = noise_ceiling(truth_seeds, metric)

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from zooscope.cli._errors import FILE_OPTIONS, handle_exception, warnings_as_lines
+from zooscope.cli._errors import FILE_OPTIONS, handle_exception, say, warnings_as_lines
+from zooscope.cli._interrupt import run_interruptible
 from zooscope.cli._validators import check_device, check_format, check_image_path, check_table_path
 
 
@@ -85,7 +86,8 @@ def guard(fn: Callable[..., Any], verb: str) -> Callable[..., Any]:
         try:
             with warnings_as_lines(options, verb):
                 _auto_validate(fn, kwargs)
-                return fn(**kwargs)
+                # in a worker thread, so that Ctrl-C answers even inside a long C call (`zooscope.cli._interrupt`)
+                return run_interruptible(lambda: fn(**kwargs), say=say)
         except BaseException as e:
             handle_exception(e, verb, {k: kwargs[k] for k in FILE_OPTIONS if kwargs.get(k) is not None})
         finally:

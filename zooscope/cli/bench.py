@@ -60,7 +60,7 @@ def selection_cmd(
     if truth_seeds is not None and not truth_seeds.is_file():
         raise FileNotFoundError(f"--truth-seeds {truth_seeds}: no such file.")
     bench = evaluate_selection(the_zoo, truth, names, history=history, metric=metric, static=static,
-                               truth_seeds=truth_seeds, n_resamples=resamples, seed=seed)
+                               truth_seeds=truth_seeds, n_resamples=resamples, seed=seed, progress=True)
     for note in bench.notes:
         err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
     if fmt == "table":

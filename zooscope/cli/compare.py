@@ -15,6 +15,24 @@ from zooscope.cli._validators import parse_json_object
 app = typer.Typer()
 
 
+def check_layers_early(models: list[str], kw_list: list[dict[str, Any]], layer_lists: list[str | None]) -> None:
+    """Timm names and layer names checked on meta-device skeletons (no weights, no data) before anything loads."""
+    from zooscope._validation import unknown_name_error
+    from zooscope.nets.models import module_names
+
+    seen: dict[tuple[str, str], list[str] | None] = {}
+    for spec, kw, layers in zip(models, kw_list, layer_lists, strict=True):
+        key = (spec, repr(sorted(kw.items())))
+        if key not in seen:
+            seen[key] = module_names(spec, kw)
+        valid = seen[key]
+        if layers is None or valid is None:
+            continue
+        for name in (s.strip() for s in layers.split(",") if s.strip()):
+            if name not in valid:
+                raise unknown_name_error("layer", name, valid)
+
+
 def _model_names(specs: list[str], weights: list[Path | None]) -> list[str]:
     """Readable, unique names for the long table: the spec, plus the checkpoint's stem when specs repeat."""
     names = [spec if specs.count(spec) == 1 or w is None else f"{spec}[{Path(w).stem}]"
@@ -111,6 +129,7 @@ def compare_cmd(
         kw_b = parse_json_object(kwargs_b, "--kwargs-b") if kwargs_b is not None else dict(kw_a)
         kw_list = [kw_a, kw_b] if not many else [{} for _ in models]
     m_kw = parse_json_object(measure_kwargs, "--measure-kwargs")
+    check_layers_early(models, kw_list, [layers] * len(models) if many else [layers_a, layers_b])
     nets: list[Any] = []
     for spec, kw, w in zip(models, kw_list, w_list, strict=True):
         twin = next((k for k, (s2, kw2, w2) in enumerate(zip(models, kw_list, w_list, strict=True))

@@ -11,6 +11,7 @@ import typer
 from zooscope._validation import ZooscopeInputError
 from zooscope.cli._common import open_zoo
 from zooscope.cli._errors import EXIT_FOUND, Interrupted, say
+from zooscope.cli._interrupt import on_abandon
 from zooscope.cli._options import FormatOpt, ZooOpt
 from zooscope.cli._output import emit
 
@@ -89,6 +90,7 @@ def embed_cmd(
         datasets = [d for d in fdatasets if datasets is None or d in datasets]
         say(f"retrying {len(models)} models and {len(datasets)} datasets that failed ({', '.join(kind_list)})")
     before = n_saved(z)
+    on_abandon(lambda: f"interrupted: {max(n_saved(z) - before, 0)} pairs saved, rerun to continue")
     try:
         summary = z.embed(kinds=tuple(kind_list), backend=backend, models=models, datasets=datasets,
                           progress=True, address=address, workers=workers, retries=retries, pairs=pair_items)

@@ -9,7 +9,7 @@ import typer
 
 from zooscope.cli._common import open_zoo
 from zooscope.cli._options import FormatOpt, ZooOpt
-from zooscope.cli._output import emit, status
+from zooscope.cli._output import emit
 
 app = typer.Typer()
 
@@ -52,10 +52,9 @@ def select_cmd(
     budget_s = parse_budget(budget)
     check_choice(backend, ("local", "ray"), "--backend", "zooscope select")
     z = open_zoo(zoo)
-    with status(f"selecting models for {dataset}"):
-        table = z.select(dataset, k=k, method=method, history=history, finetune_top=finetune_top,
-                         epochs=epochs, max_examples=max_examples, budget_s=budget_s, backend=backend,
-                         address=address)
+    table = z.select(dataset, k=k, method=method, history=history, finetune_top=finetune_top,
+                     epochs=epochs, max_examples=max_examples, budget_s=budget_s, backend=backend,
+                     address=address, progress=True)
     emit(table, fmt, out, title=f"models to transfer from for {dataset}")
 
 

@@ -46,7 +46,7 @@ from zooscope.embed.capture import (
 )
 from zooscope.measures._base import MEASURES
 
-__all__ = ["COMPARERS", "check_measure", "compare"]
+__all__ = ["COMPARERS", "check_measure", "compare", "usable_measures"]
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,16 @@ def minibatch_cka(
     return np.asarray(acc.result(), dtype=np.float64)
 
 
+def usable_measures() -> list[str]:
+    """Every name `compare` accepts: layer-wise measures of activations or Grams, and the streaming comparers."""
+    _load_plugins()
+    layerwise = [m for m in MEASURES.available()
+                 if MEASURES.get(m).layerwise and MEASURES.get(m).inputs in ("features", "gram")]
+    return sorted({*layerwise, *COMPARERS.available()})
+
+
 def _unknown_measure(name: str) -> ZooscopeInputError:
-    valid = sorted([*MEASURES.available(), *COMPARERS.available()])
+    valid = usable_measures()  # suggestions only among names compare can use (not linear_probe)
     near = difflib.get_close_matches(str(name), valid, n=3)
     hint = f" Did you mean {', '.join(near)}?" if near else ""
     return ZooscopeInputError(f"Unknown measure {name!r}.{hint} Valid names: {', '.join(valid)}.")
@@ -153,7 +161,7 @@ def check_measure(measure: str) -> None:
     if not entry.layerwise or entry.inputs not in ("features", "gram"):
         raise ZooscopeInputError(
             f"measure {measure!r} does not compare two layers' activations (inputs={entry.inputs!r}); "
-            f"use one of: {', '.join(['linear_cka', *COMPARERS.available()])}."
+            f"use one of: {', '.join(usable_measures())}."
         )
 
 
@@ -283,6 +291,7 @@ def compare(
             values = _cka_tables([list(acts_a.values()), list(acts_b.values())], kwargs["debiased"],
                                  progress)[(0, 1)]
         else:
+            warn_if_slow(measure, acts_a, acts_b)
             values = _pairwise(entry, list(acts_a.values()), list(acts_b.values()), kwargs, progress)
         larger = entry.larger_is_more_similar
         n = int(next(iter(acts_a.values())).shape[0])
@@ -291,6 +300,26 @@ def compare(
                       columns=pd.Index(names_b, name="layer_b"))
     df.attrs.update(measure=measure, n_examples=n, larger_is_more_similar=bool(larger))
     return df
+
+
+def warn_if_slow(measure: str, acts_a: dict[str, torch.Tensor], acts_b: dict[str, torch.Tensor],
+                 limit_s: float = 60.0) -> float:
+    """Estimate the measure stage's seconds (`zooscope.measures.gramform.estimate_seconds`) before it starts, and
+    warn in one line above ``limit_s``. Returns the estimate."""
+    from zooscope.measures.gramform import estimate_seconds
+
+    first = next(iter(acts_a.values()))
+    n = int(first.shape[0])
+    widths = [[int(t[0].numel()) for t in acts.values()] for acts in (acts_a, acts_b)]
+    try:
+        est = float(estimate_seconds(measure, n, widths[0], widths[1]))
+    except Exception:  # a measure the cost model does not know: no estimate, no warning
+        return float("nan")
+    if est > limit_s:
+        log.warning("%s on %d × %d layer pairs of %s examples: about %s of work on this machine (estimate)",
+                    measure, len(widths[0]), len(widths[1]), f"{n:,}",
+                    f"{est / 60:.0f} min" if est < 5400 else f"{est / 3600:.1f} h")
+    return est
 
 
 def _cka_kwargs(measure: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -403,7 +432,9 @@ def _pairwise(entry: Any, A: list[torch.Tensor], B: list[torch.Tensor], kwargs: 
               progress: bool, grams: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """Score every (layer_a, layer_b) pair with a full-batch measure (numpy float64, off the CKA hot path).
 
-    ``grams`` caches the linear Grams of ``inputs="gram"`` measures by tensor identity across calls.
+    ``grams`` caches, by tensor identity across calls, the linear Grams of ``inputs="gram"`` measures and the
+    Gram-form factors of ``factorable`` ones (`zooscope.measures.gramform.prepare_layer`: a layer with more
+    features than examples becomes its n × r factor, built once and used for every pair; same values).
     """
     from zooscope import measures as M
 
@@ -418,6 +449,15 @@ def _pairwise(entry: Any, A: list[torch.Tensor], B: list[torch.Tensor], kwargs: 
         for t, x in [*zip(A, An, strict=True), *zip(B, Bn, strict=True)]:
             if id(t) not in grams:
                 grams[id(t)] = M.gram_linear(x.astype(np.float64))
+        An, Bn = [grams[id(t)] for t in A], [grams[id(t)] for t in B]
+    elif entry.factorable and "form" not in kwargs:  # SVD-based: a wide layer in the Gram form, factored once
+        from zooscope.measures.gramform import prepare_layer
+
+        grams = {} if grams is None else grams
+        todo = list({id(t): (t, x) for t, x in [*zip(A, An, strict=True), *zip(B, Bn, strict=True)]
+                     if id(t) not in grams}.values())
+        for t, x in track(todo, total=len(todo), description=f"{entry.name}: factoring layers", enabled=progress):
+            grams[id(t)] = prepare_layer(entry.name, x)
         An, Bn = [grams[id(t)] for t in A], [grams[id(t)] for t in B]
     out = np.empty((len(An), len(Bn)))
     cells = [(i, j) for i in range(len(An)) for j in range(len(Bn))]

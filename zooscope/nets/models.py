@@ -33,6 +33,7 @@ from zooscope.nets.arch import ArchRef, parse_spec, resolve_module
 __all__ = [
     "ModelSpec",
     "build_model",
+    "module_names",
     "load_checkpoint",
     "mlp",
     "penultimate_layer",
@@ -136,6 +137,26 @@ def build_model(
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model
+
+
+def module_names(arch: str, kwargs: Mapping[str, Any] | None = None) -> list[str] | None:
+    """The module names of the network ``arch`` builds, from a skeleton on the meta device (no weights read, no
+    memory), so that layer names can be checked before anything loads.
+
+    An unknown timm name or a factory that rejects ``kwargs`` raises `ZooscopeInputError` as `build_model`
+    does; a factory that cannot build on the meta device gives ``None`` (the layers are then checked later).
+    """
+    parsed = parse_spec(arch)
+    kwargs = dict(kwargs or {})
+    try:
+        with torch.device("meta"):
+            model = _build_timm(parsed.name, kwargs, False) if parsed.source == "timm" \
+                else _build_python(parsed, kwargs)
+    except ZooscopeInputError:
+        raise
+    except Exception:  # e.g. a factory that reads data or moves tensors to a device itself
+        return None
+    return [n for n, _ in model.named_modules() if n]
 
 
 def _build_timm(name: str, kwargs: dict[str, Any], pretrained: bool) -> nn.Module:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from zooscope._io import cached_array
+from zooscope._progress import Progress
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
 from zooscope.zoo import parallel
@@ -241,16 +242,16 @@ def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models
         for job in jobs:
             if not cat.claim(kind=job.kind, owner=owner, lease_s=lease_s, **job.who):
                 report.append(_entry(job) | {"status": "skipped (another writer)"})
-                bar.skip()
+                bar.advance(skipped=1)
                 continue
             if _done(ctx, job):
                 cat.release_claims(owner, kind=job.kind, **job.who)
                 report.append(_entry(job) | {"status": "skipped (another writer)"})
-                bar.skip()
+                bar.advance(skipped=1)
                 continue
             yield job
 
-    bar = _Bar(len(jobs), enabled=progress)
+    bar = Progress("embedding", len(jobs), enabled=progress and bool(jobs), counters=("failed", "skipped"))
     try:
         with bar:
             results = parallel.run_jobs(claimed(), backend=backend, address=address, workers=workers,
@@ -267,7 +268,7 @@ def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models
                     _fail(ctx, entry, error)
                 cat.release_claims(owner, kind=job.kind, **job.who)
                 cat.renew_claims(owner, lease_s)
-                bar.advance(failed=error is not None)
+                bar.advance(failed=int(error is not None))
                 report.append(entry)
     finally:
         cat.release_claims(owner)
@@ -280,44 +281,6 @@ def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models
 def _entry(job: EmbedJob) -> dict[str, Any]:
     model, dataset = _key(job)
     return {"kind": job.kind, "model": model, "dataset": dataset, "seconds": 0.0, "error": None}
-
-
-class _Bar:
-    """A Rich progress bar on stderr: pairs done of total, with the failed and skipped counts."""
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        self.total, self.enabled, self.failed, self.skipped = total, enabled and total > 0, 0, 0
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Bar:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("[red]{task.fields[failed]} failed"),
-                                      TextColumn("{task.fields[skipped]} skipped"), TimeRemainingColumn(),
-                                      console=Console(stderr=True))
-            self._progress.__enter__()
-            self._task = self._progress.add_task("embed", total=self.total, failed=0, skipped=0)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-
-    def _update(self, advance: int) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, advance=advance, failed=self.failed, skipped=self.skipped)
-
-    def advance(self, *, failed: bool) -> None:
-        self.failed += bool(failed)
-        self._update(1)
-
-    def skip(self) -> None:
-        self.skipped += 1
-        self._update(1)
 
 
 def _fail(ctx: EmbedContext, entry: dict[str, Any], error: str) -> None:

@@ -48,6 +48,19 @@ class CorruptFileError(ZooscopeInputError):
 
 
 # -- checksums ------------------------------------------------------------------------------------------------
+def check_labels(y: Any, name: str, source: str) -> None:
+    """A labelled dataset needs labels of at least two classes (``y`` None: a probe set without labels)."""
+    if y is None:
+        return
+    import numpy as np
+
+    present = len(np.unique(np.asarray(y)))
+    if present < 2:
+        raise ZooscopeInputError(f"dataset {name!r}: its labels hold {present} class{'es' * (present != 1)} "
+                                 f"({source}); a labelled dataset needs at least 2 (a probe set without labels "
+                                 "is a .npy file of inputs only).")
+
+
 def verified_bytes(path: str | os.PathLike[str], sha256: str | None, what: str) -> bytes:
     """The bytes of ``path``, after checking them against ``sha256`` (None: not recorded, not checked).
 

@@ -140,23 +140,51 @@ def _safe(job: EmbedJob) -> tuple[EmbedJob, JobResult | None, str | None]:
         return job, None, f"{type(e).__name__}: {e}\n{tb}"
 
 
-def _ray_task(job: EmbedJob) -> JobResult:
-    """One Ray task: one pair, one torch thread; an exception propagates so Ray can retry it."""
+@dataclass(frozen=True)
+class Permanent:
+    """A Ray task's failure that a retry cannot fix (a missing file, a bad checkpoint, a bad input): returned,
+    not raised, so Ray does not retry it."""
+
+    message: str
+
+
+def _permanent_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [ZooscopeInputError, FileNotFoundError, PermissionError, IsADirectoryError,
+                                        NotADirectoryError, ValueError, KeyError]
+    try:
+        from safetensors import SafetensorError
+
+        types.append(SafetensorError)
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        pass
+    return tuple(types)
+
+
+def _first_line(text: object) -> str:
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def _ray_task(job: EmbedJob) -> JobResult | Permanent:
+    """One Ray task: one pair, one torch thread. A permanent error is returned (not retried); any other
+    exception propagates so Ray retries it."""
     import torch
 
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-    return compute_job(job)
+    try:
+        return compute_job(job)
+    except _permanent_types() as e:
+        return Permanent(f"{type(e).__name__}: {_first_line(e)}")
 
 
 def _ray_error(e: BaseException) -> str:
-    """A short, useful message for a task that failed for good (exception after retries, or a dead worker)."""
+    """One line for a task that failed for good (exception after retries, or a dead worker): no traceback."""
     import ray.exceptions as rex
 
     if isinstance(e, rex.RayTaskError):
         cause = e.cause if getattr(e, "cause", None) is not None else e
-        lines = str(e).strip().splitlines()
-        return f"{type(cause).__name__}: {cause}\n" + "\n".join(lines[-6:])
+        return f"{type(cause).__name__}: {_first_line(cause)}"
     if isinstance(e, rex.WorkerCrashedError | rex.NodeDiedError | rex.ActorDiedError):
         return (f"{type(e).__name__}: the Ray worker running this pair died (crash, out of memory or killed) "
                 f"on every attempt: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
@@ -222,12 +250,21 @@ def run_jobs(jobs: Iterable[EmbedJob], *, backend: str = "local", address: str |
             "backend='ray' needs Ray, an optional extra: pip install 'zooscope[ray]' (or pip install ray), "
             "then start a cluster (ray start --head) or pass address=None for a local one."
         ) from None
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         init: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
         if address is None and workers is not None:
             init["num_cpus"] = int(workers)
         try:
             ray.init(**init)
+        except ValueError as e:  # --workers (num_cpus) while a `ray start --head` cluster runs here
+            if "existing cluster" not in str(e):
+                raise
+            raise ZooscopeInputError(
+                "a Ray cluster is already running on this machine (`ray start --head`), so --workers cannot size a "
+                "new one: add --address auto to run on it (its CPUs were set by `ray start --num-cpus`), or stop "
+                "it with `ray stop` first."
+            ) from None
         except ConnectionError as e:
             raise ZooscopeInputError(
                 f"Cannot reach the Ray cluster at address={address!r} ({str(e).splitlines()[0]}). Start one with "
@@ -254,7 +291,8 @@ def run_jobs(jobs: Iterable[EmbedJob], *, backend: str = "local", address: str |
             for ref in done:
                 job = owner.pop(ref)
                 try:
-                    item = (job, ray.get(ref), None)
+                    res = ray.get(ref)
+                    item = (job, None, res.message) if isinstance(res, Permanent) else (job, res, None)
                 except ray.exceptions.RayError as e:
                     item = (job, None, _ray_error(e))
                 submit()  # refill the freed slot before the caller spends time committing
@@ -262,3 +300,5 @@ def run_jobs(jobs: Iterable[EmbedJob], *, backend: str = "local", address: str |
     finally:
         for ref in owner:  # the caller stopped early (or failed): do not leave work running
             ray.cancel(ref, force=True)
+        if started:  # shut down here, not at exit: a Ctrl-C during the shutdown is then the verb's (exit 130)
+            ray.shutdown()

@@ -253,6 +253,7 @@ class Zoo:
         integrity.validate_name(name, "dataset")
         source = absolute_source(source)  # stored absolute: embed from any folder reads the same files
         ds = load_dataset(source, split=split, seed=seed)
+        integrity.check_labels(ds.y, name, source)  # a one-class dataset is refused now, not after a long embed
         if replace and any(d.name == name for d in self.catalog.datasets()):
             self.remove_dataset(name)
         return self.catalog.add_dataset(
