@@ -159,6 +159,19 @@ def check_folder(root: Path, *, create: bool) -> dict[str, Any] | None:
     return marker
 
 
+def catalog_unusable(root: Path, e: BaseException) -> ZooscopeInputError:
+    """The error for a catalog that failed to open: a full disk or I/O error says so (the catalog is intact and
+    must not be "restored"); anything else is a catalog that cannot be read."""
+    text = str(getattr(e, "orig", e)).splitlines()[0]
+    path = root / "catalog.sqlite"
+    if any(s in text.lower() for s in ("database or disk is full", "disk i/o error", "no space left")):
+        return ZooscopeInputError(f"The zoo catalog {path} cannot be opened for writing ({text}): is the disk of "
+                                  f"{root} full? Nothing was changed and the catalog is not damaged; free space and "
+                                  "run the command again.")
+    return ZooscopeInputError(f"The zoo catalog {path} cannot be read ({text}). Nothing was changed. Restore it "
+                              "from a backup, or rebuild the zoo from an export (`zooscope import`).")
+
+
 def check_catalog_matches(root: Path, marker: dict[str, Any] | None, catalog: Any) -> None:
     """Refuse a catalog that cannot be read, or whose zoo id differs from the marker's (a catalog of another zoo)."""
     import sqlalchemy as sa
@@ -167,10 +180,7 @@ def check_catalog_matches(root: Path, marker: dict[str, Any] | None, catalog: An
         stored = catalog.get_setting("zoo_id")
         catalog.count_models()
     except sa.exc.SQLAlchemyError as e:
-        orig = getattr(e, "orig", e)
-        raise ZooscopeInputError(
-            f"The zoo catalog {root / 'catalog.sqlite'} cannot be read ({str(orig).splitlines()[0]}). Nothing was "
-            "changed. Restore it from a backup, or rebuild the zoo from an export (`zooscope import`).") from None
+        raise catalog_unusable(root, e) from None
     if marker is not None and stored is not None and stored != marker["zoo_id"]:
         raise ZooscopeInputError(
             f"The catalog in {root} belongs to another zoo (its zoo id {stored[:8]}… is not the marker's "

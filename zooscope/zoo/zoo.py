@@ -42,7 +42,7 @@ import pandas as pd
 
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
-from zooscope.zoo import embedrun, integrity, settings, shapes
+from zooscope.zoo import embedrun, integrity, ownership, settings, shapes
 from zooscope.zoo.catalog import Catalog
 from zooscope.zoo.check import CheckContext
 from zooscope.zoo.curate import CurateContext
@@ -79,10 +79,7 @@ def _open_catalog(root: Path, open_: Any) -> Catalog:
     try:
         return open_()
     except sa.exc.SQLAlchemyError as e:
-        orig = getattr(e, "orig", e)
-        raise ZooscopeInputError(
-            f"The zoo catalog {root / 'catalog.sqlite'} cannot be read ({str(orig).splitlines()[0]}). Nothing was "
-            "changed. Restore it from a backup, or rebuild the zoo from an export (`zooscope import`).") from None
+        raise integrity.catalog_unusable(root, e) from None
 
 
 def _storage_of_url(url: str, storage: str | os.PathLike[str] | None, create: bool) -> Path:
@@ -147,7 +144,7 @@ class Zoo:
         if "://" in text:
             root = _storage_of_url(text, storage, create)
             writable = create or _writable(root)
-            catalog = Catalog(text)
+            catalog = ownership.open_url_catalog(text, root, create=create, writable=writable)
         else:
             root = _folder_of_zoo(text, storage, create)
             marker = integrity.check_folder(root, create=create)  # a damaged zoo is refused, never re-made
@@ -170,6 +167,7 @@ class Zoo:
         if writable:
             for sub in _SUBDIRS:
                 (root / sub).mkdir(parents=True, exist_ok=True)
+        ownership.own_subfolders(root, catalog, writable=writable)  # a vectors/ linked into two zoos: refused
         return cls(catalog, root, writable=writable)
 
     @classmethod
@@ -272,14 +270,14 @@ class Zoo:
         else:  # no dataset to fit yet: check that the model runs, settle the shape at embed time
             find_input_shape(model, shape_candidates(datasets, None, None, kwargs, model))
             shape = None
-        if replace:
-            old = [m for m in self.catalog.models() if m.name == name]
-            if old:
-                self.remove_model(name)
-        return self.catalog.add_model(
-            name, spec=arch, kwargs=kwargs, checkpoint=None if ckpt is None else str(ckpt),
-            checkpoint_sha256=None if ckpt is None else file_sha256(ckpt), trained_on=trained_on,
-            metrics=metrics, tags=tags, input_shape=shape)
+        values = dict(spec=arch, kwargs=kwargs, checkpoint=None if ckpt is None else str(ckpt), tags=tags,
+                      checkpoint_sha256=None if ckpt is None else file_sha256(ckpt), trained_on=trained_on,
+                      metrics=metrics, input_shape=shape)
+        if replace and self.catalog.has_model(name):  # one transaction: the old model or the new, never neither
+            rid, rows = self.catalog.replace_model(name, **values)
+            embedrun.drop_rows(self.embed_context(), rows)
+            return rid
+        return self.catalog.add_model(name, **values)
 
     def add_dataset(self, name: str, source: str, *, split: str = "train", seed: int = 0,
                     replace: bool = False) -> int:
