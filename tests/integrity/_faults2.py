@@ -109,6 +109,8 @@ def probe_import_hostile(template: Path, work: Path) -> tuple[int, int, int]:
         code, _, err = cli("import", src, "--zoo", dest)
         ok = code == 2 and one_line_error(err) and needle in err and not dest.exists()
         ok = ok and not (work / "canary").exists() and not list(work.glob(f".{dest.name}.importing-*"))
+        if not ok:
+            print(f"not survived: {what}: exit {code}: {err[-500:]}", file=sys.stderr)
         survived += ok
     return tried, survived, 0
 
@@ -222,7 +224,7 @@ def probe_writers_beside_embed(work: Path, rounds: int, rng: random.Random) -> t
     for r in range(rounds):
         tried += 1
         root = work / f"race-{r}"
-        zoo = slow_zoo(root, 8)
+        slow_zoo(root, 8)
         proc = subprocess.Popen(zoo_cli("embed", "--kinds", "cka", "--zoo", root), env=env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         codes: list[int] = []
@@ -242,6 +244,9 @@ def probe_writers_beside_embed(work: Path, rounds: int, rng: random.Random) -> t
             while proc.poll() is None:
                 codes.append(cli("check", "--fix", "--zoo", root)[0])
             _, err = proc.communicate()
+            if proc.returncode != 0 or not all(c in (0, 1) for c in codes):
+                print(f"race round {r}: embed exit {proc.returncode} ({err[-800:]}); verb exits {codes}",
+                      file=sys.stderr)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -382,9 +387,9 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-FULL_DISK_VERBS = (("record", "cnn0", "digits", "--value", "0.9"), ("remove", "model", "cnn2"), ("configure", "--jl-dim", "64"),
-                   ("check", "--fix"), ("similar", "cnn0", "--k", "2"), ("add-dataset", "d2", "--source",
-                                                                          "builtin:digits"))
+FULL_DISK_VERBS = (("record", "cnn0", "digits", "--value", "0.9"), ("remove", "model", "cnn2"),
+                   ("configure", "--jl-dim", "64"), ("check", "--fix"), ("similar", "cnn0", "--k", "2"),
+                   ("add-dataset", "d2", "--source", "builtin:digits"))
 
 
 def probe_full_disk(template: Path, work: Path) -> tuple[int, int, int]:

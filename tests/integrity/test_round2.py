@@ -10,9 +10,9 @@ import pytest
 from _faults2 import (
     probe_dead_models,
     probe_full_disk,
-    probe_impossible_inputs,
     probe_import_hostile,
     probe_import_kills,
+    probe_impossible_inputs,
     probe_replace_kills,
     probe_results_exported,
     probe_shared_storage,
