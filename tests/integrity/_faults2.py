@@ -242,7 +242,10 @@ def probe_writers_beside_embed(work: Path, rounds: int, rng: random.Random) -> t
             codes.append(cli("record", "m1", "digits", "--value", "0.5", "--zoo", root)[0])
             codes.append(cli("configure", "--jl-dim", "128", "--zoo", root)[0])
             while proc.poll() is None:
-                codes.append(cli("check", "--fix", "--zoo", root)[0])
+                code, _, err = cli("check", "--fix", "--zoo", root)
+                if code not in (0, 1):
+                    print(f"check --fix beside embed: exit {code}: {err[-400:]}", file=sys.stderr)
+                codes.append(code)
             _, err = proc.communicate()
             if proc.returncode != 0 or not all(c in (0, 1) for c in codes):
                 print(f"race round {r}: embed exit {proc.returncode} ({err[-800:]}); verb exits {codes}",
@@ -295,14 +298,19 @@ def probe_stray_index(template: Path, work: Path) -> tuple[int, int, int]:
     root = work / "stray"
     shutil.copytree(template, root)
     idx = next((root / "indices").glob("*.faiss"))
-    stray = root / "indices" / f".new-cka-{dead_pid()}.faiss"
-    live = root / "indices" / f".new-cka-{os.getpid()}.faiss"
-    shutil.copy(idx, stray)
-    shutil.copy(idx, live)
-    code1, out1, _ = cli("check", "--format", "csv", "--zoo", root)
-    code2, _, _ = cli("check", "--fix", "--zoo", root)
-    ok = code1 == 1 and stray.name in out1 and live.name not in out1 and code2 == 0
-    return 1, int(ok and not stray.exists() and live.exists()), 0
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:  # a save in progress in another live process: not reported, not deleted
+        stray = root / "indices" / f".new-cka-{dead_pid()}.faiss"
+        live = root / "indices" / f".new-cka-{other.pid}.faiss"
+        shutil.copy(idx, stray)
+        shutil.copy(idx, live)
+        code1, out1, _ = cli("check", "--format", "csv", "--zoo", root)
+        code2, _, _ = cli("check", "--fix", "--zoo", root)
+        ok = code1 == 1 and stray.name in out1 and live.name not in out1 and code2 == 0
+        ok = ok and not stray.exists() and live.exists()
+    finally:
+        other.communicate(b"")
+    return 1, int(ok), 0
 
 
 def probe_dead_models(template: Path, work: Path) -> tuple[int, int, int]:
@@ -377,7 +385,7 @@ def small_disk(folder: Path, size: str = "8m") -> Iterator[Path]:
 def fill(folder: Path) -> Path:
     """Fill the disk of ``folder`` to the last byte; returns the filler file (delete it to free the space)."""
     filler = folder / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 4096)

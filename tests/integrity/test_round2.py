@@ -4,6 +4,7 @@ impossible shapes and a full disk. Every probe must survive; no file of a commit
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -117,3 +118,23 @@ def test_a_file_size_limit_says_so_with_the_path(template_zoo, tmp_path):
             assert one_line_error(res.stderr) and "restore" not in res.stderr, res.stderr
             assert str(tmp_path) in res.stderr or "catalog" in res.stderr, res.stderr
     assert Zoo.open(root).check().empty
+
+
+def test_a_catalog_opens_only_with_its_own_storage(zoo_factory, tmp_path):
+    """SQLite and PostgreSQL: an empty database, a second catalog on a zoo's storage, and a zoo's catalog with
+    another (empty) storage folder are refused; the zoo itself still opens."""
+    from zooscope import Zoo
+    from zooscope._validation import ZooscopeInputError
+
+    zoo_factory("a")
+    url_b = zoo_factory.url("b")
+    zoo_factory.storage("b").mkdir(parents=True, exist_ok=True)
+    with pytest.raises(ZooscopeInputError, match="holds no zoo catalog"):
+        Zoo.open(url_b, storage=zoo_factory.storage("b"))
+    with pytest.raises(ZooscopeInputError, match="belongs to another zoo"):
+        Zoo.open(url_b, storage=zoo_factory.storage("a"), create=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ZooscopeInputError, match="is not the storage"):
+        Zoo.open(zoo_factory.url("a"), storage=tmp_path / "empty")
+    a = zoo_factory("a")
+    assert a.catalog.get_setting("zoo_id") == json.loads((zoo_factory.storage("a") / "zoo.json").read_text())["zoo_id"]

@@ -150,6 +150,15 @@ def drop_rows(ctx: EmbedContext, rows: list[EmbeddingRecord]) -> None:
                 ctx.indices.sync(kind)
 
 
+def rebuild_indices(ctx: EmbedContext) -> None:
+    """Rebuild every recorded index from the vector store, under the index locks (after a settings change)."""
+    from zooscope.embed._kinds import EMBEDDINGS
+
+    kinds = sorted({i.kind for i in ctx.catalog.indices()} & set(EMBEDDINGS.available()))
+    with index_locks(ctx.catalog, kinds):
+        ctx.indices.rebuild(kinds)
+
+
 @contextmanager
 def index_locks(catalog: Catalog, kinds: Sequence[str]) -> Iterator[None]:
     """Hold the index lock of every kind in ``kinds`` (taken in sorted order: two holders never deadlock).

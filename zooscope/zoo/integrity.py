@@ -99,8 +99,7 @@ def check_catalog_file(path: str | os.PathLike[str]) -> None:
     size = path.stat().st_size
     if size == 0:
         raise ZooscopeInputError(f"The zoo catalog {path} is empty (0 bytes): the zoo cannot be read. {fix}")
-    with open(path, "rb") as f:
-        head = f.read(100)
+    head = _read_head(path)
     if len(head) < 100 or not head.startswith(_SQLITE_HEADER):
         raise ZooscopeInputError(f"The zoo catalog {path} is not an SQLite database (damaged or overwritten). {fix}")
     page = struct.unpack(">H", head[16:18])[0]
@@ -110,6 +109,28 @@ def check_catalog_file(path: str | os.PathLike[str]) -> None:
     if (not wal.exists() or wal.stat().st_size == 0) and n_pages and size < page * n_pages:
         raise ZooscopeInputError(f"The zoo catalog {path} is truncated ({size} bytes; its header says "
                                  f"{page * n_pages}). {fix}")
+
+
+_HEAD_FDS: dict[tuple[int, int], int] = {}
+
+
+def _read_head(path: Path) -> bytes:
+    """The first 100 bytes of an SQLite file, read through one descriptor kept open for the process's life.
+
+    SQLite's POSIX locks belong to the process and the inode: closing *any* descriptor of the database drops the
+    locks of every connection this process holds on it (sqlite.org/howtocorrupt.html, 2.2). Another process
+    could then take itself for the last user, delete the WAL under our connections and leave them failing with
+    "disk I/O error". So the header check never closes a descriptor of a live database.
+    """
+    st = path.stat()
+    key = (st.st_dev, st.st_ino)
+    fd = _HEAD_FDS.get(key)
+    if fd is not None and os.fstat(fd).st_nlink == 0:  # that file was deleted (and its inode reused)
+        os.close(fd)
+        fd = None
+    if fd is None:
+        fd = _HEAD_FDS[key] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    return os.pread(fd, 100, 0)
 
 
 def read_marker(root: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -36,6 +36,10 @@ def _database_has_zoo(url: str) -> bool:
 
     from zooscope.zoo.catalog.schema import schema_version_table
 
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:" \
+            and not Path(parsed.database).is_file():
+        return False  # never create the file just to look into it
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:

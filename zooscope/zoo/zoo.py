@@ -353,6 +353,8 @@ class Zoo:
         settings.configure(self.catalog, probe_n=probe_n, probe_seed=probe_seed, probe_dataset=probe_dataset,
                            task2vec_probe=task2vec_probe, input_shape=input_shape, jl_dim=jl_dim, jl_seed=jl_seed,
                            kind_params=kind_params)
+        if jl_dim is not None or jl_seed is not None:  # the indices hold JL views: rebuilt now, under the locks
+            embedrun.rebuild_indices(self.embed_context())
         return self.settings()
 
     def settings(self) -> dict[str, Any]:
