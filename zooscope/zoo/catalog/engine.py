@@ -236,11 +236,14 @@ class CatalogEngine:
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive lock across processes for ``name`` (e.g. updating one kind's FAISS index): a PostgreSQL
-        session advisory lock, or for SQLite a `fcntl.flock` on a file beside the database (one machine)."""
+        session advisory lock, or for SQLite a `fcntl.flock` on a file beside the database (one machine). A
+        writer that has to wait says so in one warning line, then waits."""
         key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         if self.engine.dialect.name == "postgresql":
             with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                    log.warning("waiting for another zooscope writer (%s) to finish", name)
+                    conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
                 try:
                     yield
                 finally:
@@ -255,7 +258,11 @@ class CatalogEngine:
 
         path = Path(db).with_name(Path(db).name + f".lock-{key & 0xFFFFFFFF:08x}")
         with open(path, "a+b") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another writer holds it: say so once, then wait for it
+                log.warning("waiting for another zooscope writer (%s) to finish", name)
+                fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
             finally:
