@@ -252,8 +252,7 @@ def import_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str], zoo_cl
         if not (src / rel).is_file():
             raise ZooscopeInputError(f"The export at {src} lacks {rel}; it is incomplete.")
         verify_file(src / rel, sha, "exported")
-    if not dest.parent.is_dir():
-        raise ZooscopeInputError(f"The zoo folder's parent {dest.parent} does not exist; create it first.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     stage = _staging(dest)
     try:
         _build(src, stage, files, tables, manifest, zoo_cls, sorted({r["kind"] for r in tables["embeddings"]}
