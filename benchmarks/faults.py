@@ -16,10 +16,30 @@ Probe families (all real: files are really damaged, processes really killed, not
   Survived = the declared scale invariance holds (value at s == value at 1 to 1e-6), else a finite value or a
   one-line ``ZooscopeInputError`` naming the measure; never another exception, NaN or inf.
 
+Round 2 (issue 19; the probes live in ``tests/integrity/_faults2.py`` and are the tests of
+``tests/integrity/test_round2.py``):
+
+* ``import``   -- hostile export folders (a ``subprocess:run`` model or probe spec, ``build_model`` as a factory,
+  ``../`` / bidi+BEL / 5,000-character names, row id 2^60, size 10^30, a row for a model not exported). Survived =
+  exit 2, one line naming it, no zoo created, no code run (a canary file stays absent).
+* ``import kill`` -- kill -9 of ``zooscope import`` at random points. Survived = the target is absent or whole,
+  and the next import to it succeeds.
+* ``results``  -- record -> export -> import keeps the recorded results.
+* ``storage``  -- a catalog URL whose ``--storage`` is another zoo's folder, a zoo whose ``vectors/`` links to
+  another's. Survived = refused (exit 2, one line); the first zoo keeps every file.
+* ``writers``  -- beside a live ``zooscope embed``: remove of a model being computed, ``check --fix`` in a loop,
+  ``add-model --replace``, ``record``, ``configure``. Survived = embed exits 0, no verb exits 2/3, no ghost row,
+  check clean, a final embed completes.
+* ``replace kill`` -- kill -9 of ``add-model --replace``. Survived = the model is there (old or new record).
+* ``stray``, ``dead model``, ``shapes`` -- ``indices/.new-*`` of a dead process reported and swept; an all-zero
+  checkpoint skipped by select, int8/bool checkpoints refused; an .npz declaring 10^12 elements refused.
+* ``full disk`` -- a 8 MB tmpfs filled to the last byte, then every writing verb. Survived = it answers or
+  exits 2 saying the disk is full (never "restore the catalog"), and the zoo is whole once space is freed.
+
 Data lost = vector / probe / index files of committed rows that a probe removed or changed (must be 0).
 
-Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/faults.py [--flips 3] [--kills 5] [--families ...]``
-(prints a markdown table; about three minutes on 2 shared cores).
+Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/faults.py [--flips 3] [--kills 5] [--races 3] [--families ...]``
+(prints a markdown table; ``--families r2`` runs issue 19's round only; run as root for the full-disk family).
 """
 
 from __future__ import annotations
@@ -34,6 +54,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests" / "integrity"), str(HERE.parent / "tests" / "zoo"),
@@ -184,12 +205,46 @@ def probe_measures() -> tuple[int, int, int]:
     return len(rows), sum(ok for _, ok, _ in rows), 0
 
 
+def round2(template: Path, work: Path, args: argparse.Namespace, rng: random.Random) -> list[tuple[str, Any]]:
+    """Issue 19's families (`_faults2`)."""
+    import _faults2 as f2
+
+    def sub(name: str) -> Path:
+        (work / name).mkdir(exist_ok=True)
+        return work / name
+
+    def full_disk() -> tuple[int, int, int]:
+        try:
+            return f2.probe_full_disk(template, sub("r2-disk"))
+        except PermissionError:
+            return 0, 0, 0  # not root: reported as 0 tried
+
+    return [
+        ("import: hostile export (code, names, ids, ghost rows)", lambda: f2.probe_import_hostile(template,
+                                                                                                    sub("r2-imp"))),
+        (f"kill -9 of `zooscope import` ({args.kills} random points)",
+         lambda: f2.probe_import_kills(template, sub("r2-impk"), args.kills, rng)),
+        ("record → export → import keeps results", lambda: f2.probe_results_exported(template, sub("r2-res"))),
+        ("two zoos on one storage (URL catalog, linked vectors/)",
+         lambda: f2.probe_shared_storage(template, sub("r2-own"))),
+        (f"writers beside a live embed ({args.races} rounds × remove, check --fix, --replace, record, configure)",
+         lambda: f2.probe_writers_beside_embed(sub("r2-race"), args.races, rng)),
+        (f"kill -9 of `add-model --replace` ({args.kills} random points)",
+         lambda: f2.probe_replace_kills(sub("r2-repk"), args.kills, rng)),
+        ("stray indices/.new-* of a killed save", lambda: f2.probe_stray_index(template, sub("r2-stray"))),
+        ("dead model (all-zero) and int8/bool checkpoints", lambda: f2.probe_dead_models(template, sub("r2-dead"))),
+        (".npz declaring 10^12 elements", lambda: f2.probe_impossible_inputs(template, sub("r2-shape"))),
+        ("full disk (8 MB tmpfs) × writing verbs and export", full_disk),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flips", type=int, default=3)
     ap.add_argument("--kills", type=int, default=5)
+    ap.add_argument("--races", type=int, default=3, help="rounds of writers beside a live embed")
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--families", default="catalog,bitflip,names,kill,measures",
+    ap.add_argument("--families", default="catalog,bitflip,names,kill,measures,r2",
                     help="comma-separated probe families to run (default: all)")
     args = ap.parse_args()
     families = set(args.families.split(","))
@@ -207,7 +262,8 @@ def main() -> None:
             ("names", "hostile names (library + CLI)", lambda: probe_names(template, work)),
             ("kill", f"kill -9 of `zooscope embed` ({args.kills} random points)",
              lambda: probe_kills(work, args.kills, rng)),
-            ("measures", "measures at 1e±200, 1e±300 (every registered measure × 4 scales)", probe_measures)):
+            ("measures", "measures at 1e±200, 1e±300 (every registered measure × 4 scales)", probe_measures),
+            *(("r2", fam, fn) for fam, fn in (round2(template, work, args, rng) if "r2" in families else ()))):
         if key not in families:
             continue
         t0 = time.perf_counter()

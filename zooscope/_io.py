@@ -70,8 +70,10 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno and e.filename is None:  # ENOSPC from write(): say which file
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
         raise
     fsync_dir(path.parent)
 

@@ -10,6 +10,8 @@ from zooscope.zoo.catalog import SCHEMA_VERSION, Catalog
 def test_a_v1_catalog_gains_the_sha256_column(tmp_path):
     path = tmp_path / "catalog.sqlite"
     cat = Catalog(f"sqlite:///{path}")
+    cat.add_model("m", spec="a:b")
+    cat.add_model("n", spec="a:b")
     cat.add_embedding(kind="cka", model="m", params={}, vector_key="0" * 32, dim=3, code_version="1")
     cat.close()
     with sqlite3.connect(path) as con:  # make it what zooscope 0.x (schema 1) wrote

@@ -83,9 +83,36 @@ def test_dataset_crud(cat):
 
 
 def _emb(cat, **kw):
-    base = dict(kind="cka", model="m", layer="fc", params={"n": 256}, vector_key="k" * 32, dim=8,
-                code_version="1")
-    return cat.add_embedding(**{**base, **kw})
+    """An embedding row (its model / dataset registered first: a row for an unknown one is refused)."""
+    row = {**dict(kind="cka", model="m", layer="fc", params={"n": 256}, vector_key="k" * 32, dim=8,
+                  code_version="1"), **kw}
+    if row.get("model") and not cat.has_model(row["model"]):
+        cat.add_model(row["model"], spec="a:b")
+    if row.get("dataset") and row["dataset"] not in {d.name for d in cat.datasets()}:
+        cat.add_dataset(row["dataset"], source="x.npz", size=1, num_classes=None, input_shape=None)
+    return cat.add_embedding(**row)
+
+
+def test_a_row_for_a_model_or_dataset_not_in_the_catalog_is_never_committed(cat):
+    from zooscope.zoo.catalog import SubjectGoneError
+
+    with pytest.raises(SubjectGoneError, match="'ghost'"):
+        cat.add_embedding(kind="cka", model="ghost", params={}, vector_key="k" * 32, dim=8, code_version="1")
+    with pytest.raises(SubjectGoneError, match="'nodata'"):
+        cat.add_embedding(kind="t", dataset="nodata", params={}, vector_key="k" * 32, dim=8, code_version="1")
+    _emb(cat)
+    cat.remove_model("m")
+    with pytest.raises(SubjectGoneError):  # removed: the row of a late writer is refused in its transaction
+        cat.add_embedding(kind="cka", model="m", params={}, vector_key="k" * 32, dim=8, code_version="1")
+    assert cat.embeddings() == []
+
+
+def test_replace_model_is_one_transaction(cat):
+    _emb(cat)
+    rid = cat.get_model("m").id
+    new_id, rows = cat.replace_model("m", spec="c:d", kwargs={"w": 2})
+    assert new_id == rid and len(rows) == 1 and cat.embeddings() == []
+    assert cat.get_model("m").spec == "c:d" and cat.get_model("m").kwargs == {"w": 2}
 
 
 def test_embedding_rows_and_filters(cat):

@@ -100,7 +100,7 @@ def test_incremental_add_and_remove_equal_a_fresh_build(tmp_path):
     _add_synthetic(zoo, [f"m{i:03d}" for i in range(100)], stacks[:100])
     writer = zoo.embed_context().indices
     writer.sync("cka")
-    files_before = set((zoo.root / "indices").iterdir())
+    files_before = set((zoo.root / "indices").glob("*.faiss"))
     for name in [f"m{i:03d}" for i in range(0, 100, 7)]:
         zoo.remove_model(name)  # removes in place
     _add_synthetic(zoo, [f"n{i:03d}" for i in range(50)], stacks[100:])
@@ -117,7 +117,7 @@ def test_incremental_add_and_remove_equal_a_fresh_build(tmp_path):
         d_new, i_new = fresh.search(queries, 7)
         np.testing.assert_array_equal(i_inc, i_new)
         np.testing.assert_allclose(d_inc, d_new, atol=1e-6)
-    files_after = set((zoo.root / "indices").iterdir())
+    files_after = set((zoo.root / "indices").glob("*.faiss"))
     assert len(files_after) == 2 and not files_after & files_before  # content-addressed: old files deleted
     assert zoo.check().empty
 

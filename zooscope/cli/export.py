@@ -39,8 +39,13 @@ def export_cmd(
 def import_cmd(
     src: Annotated[Path, typer.Argument(help="A folder written by `zooscope export`.")],
     zoo: ZooOpt,
+    trust_code: Annotated[bool, typer.Option(
+        "--trust-code", help="Accept model/probe specs naming any package.module:factory (code that `embed` and "
+        "`select` will run). Without it only zooscope's own factories and timm: names are imported.")] = False,
 ) -> None:
     """Create a new zoo (--zoo, which must not exist yet or be empty) from an export; every file is verified.
+
+    An export is data: specs that name other code are refused (listed) unless --trust-code is given.
 
     Example: zooscope import ./zoo-backup --zoo ./zoo-restored
     """
@@ -48,6 +53,6 @@ def import_cmd(
     from zooscope.zoo.zoo import Zoo
 
     with status(f"importing {src}"):
-        z = import_zoo(src, zoo, Zoo)
+        z = import_zoo(src, zoo, Zoo, trust_code=trust_code)
     say(f"imported {len(z.catalog.models())} models, {len(z.catalog.datasets())} datasets and "
         f"{len(z.catalog.embeddings())} embeddings into {z.root}")

@@ -8,6 +8,8 @@ door; these helpers assume a checked path.
 from __future__ import annotations
 
 import importlib.util
+import math
+import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,8 +64,40 @@ def _check_pair(x: np.ndarray, y: np.ndarray | None, what: str) -> None:
         raise ZooscopeInputError(f"{what} has {len(x)} inputs but {len(y)} labels; they must match one to one.")
 
 
+def _check_declared(f: Any, size: int, what: str) -> None:
+    """Refuse an ``.npy`` stream whose header declares more bytes than its ``size`` holds (e.g. shape (10**12,)
+    in a file of a few bytes: loading it would try to allocate terabytes)."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    except ValueError:
+        return  # not a plain .npy header: np.load says what is wrong with it
+    n = math.prod(int(d) for d in shape)
+    if dtype.itemsize and n * dtype.itemsize > size:
+        raise ZooscopeInputError(f"{what} declares an array of shape {tuple(shape)} ({n:,} values of {dtype}) but "
+                                 f"holds only {size:,} bytes: the file is damaged or crafted; refusing it.")
+
+
+def check_npy_sizes(path: Path) -> None:
+    """`_check_declared` for every array of an ``.npz`` (or one ``.npy``) file, before anything is allocated."""
+    if path.suffix == ".npy":
+        with open(path, "rb") as f:
+            _check_declared(f, path.stat().st_size, str(path))
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.filename.endswith(".npy"):
+                    with z.open(info) as f:
+                        _check_declared(f, info.file_size, f"{path} (array {info.filename[:-4]!r})")
+    except zipfile.BadZipFile:
+        return  # np.load reports it
+
+
 def load_npz(path: Path, split: str) -> Loaded:
     """x_train/y_train + x_test/y_test, or x/y (then the file is one split); an optional ``classes`` array."""
+    check_npy_sizes(path)
     with np.load(path, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     if "x_train" in arrays:
@@ -102,6 +136,7 @@ def load_npy(path: Path, split: str) -> Loaded:
     """Return inputs only (no labels)."""
     if split == "test":
         raise ZooscopeInputError(f"{path} is a single .npy array with no test split; use split='train'.")
+    check_npy_sizes(path)
     return to_float_inputs(np.load(path, allow_pickle=False), str(path)), None, None
 
 

@@ -101,3 +101,29 @@ def parse_spec(spec: str) -> ArchRef:
             f"name in it. {_SPEC_HELP}"
         )
     return ArchRef("python", module, name)
+
+
+#: zooscope's own network factories (module -> names): a spec naming one of them (or a ``timm:`` name) runs no
+#: code beyond zooscope and timm, so it may arrive from an export folder. Other callables of those modules
+#: (``build_model``, ``load_checkpoint``) are not factories: ``build_model`` would build any spec it is given.
+REGISTERED_FACTORIES: Mapping[str, tuple[str, ...]] = {"zooscope.nets.models": ("small_cnn", "mlp")}
+
+
+def is_registered_spec(spec: str) -> bool:
+    """Whether ``spec`` names a ``timm:`` model or a factory of zooscope's own (`REGISTERED_FACTORIES`).
+
+    Any other ``package.module:factory`` imports and runs code the user did not type here (e.g. from an export
+    folder); `zooscope.zoo.transfer_io.import_zoo` refuses those unless ``trust_code=True``.
+
+    >>> is_registered_spec("timm:resnet18"), is_registered_spec("zooscope.zoo.models:small_cnn")
+    (True, True)
+    >>> is_registered_spec("subprocess:run"), is_registered_spec("zooscope.nets.models:build_model")
+    (False, False)
+    """
+    try:
+        ref = parse_spec(spec)
+    except ZooscopeInputError:
+        return False
+    if ref.source == "timm":
+        return True
+    return ref.name in REGISTERED_FACTORIES.get(resolve_module(ref.module), ())

@@ -271,7 +271,7 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path) -> nn.Module:
     ------
     ZooscopeInputError
         Missing file; a pickle that would need arbitrary code to load (refused, never executed); missing,
-        unexpected or wrongly shaped keys (all listed).
+        unexpected or wrongly shaped keys (all listed); integer or bool values for floating-point weights.
     """
     path = Path(checkpoint)
     if not path.is_file():
@@ -285,6 +285,13 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path) -> nn.Module:
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    casts = [f"{k} {str(sd[k].dtype).removeprefix('torch.')}" for k in own
+             if k in sd and own[k].is_floating_point() and not (sd[k].is_floating_point() or sd[k].is_complex())]
+    if casts:  # int8 / bool values in float weights: quantised or damaged; a silent cast would give a dead model
+        raise ZooscopeInputError(
+            f"Checkpoint {path.name} stores integer or bool values for floating-point weights ({_listing(casts, 5)}): "
+            "quantised or damaged weights are refused, not cast. Save the float (dequantised) weights, e.g. "
+            "{k: v.float() for k, v in state_dict.items()} after dequantising.")
     if missing or unexpected or shapes:
         parts = []
         if missing:

@@ -8,6 +8,13 @@ recorded sha256, the indices, and the checkpoints.
 whose vector file is missing or corrupt (and deletes those files), deletes the orphan files it listed, forgets a
 corrupt probe file (renamed ``*.corrupt``, never deleted; the next ``embed`` re-makes the same tensors from the
 dataset, under the same probe-set id) and rebuilds the indices. No other file is ever deleted.
+
+Beside a live writer. ``fix`` acts under the index locks of every kind (`zooscope.zoo.embedrun.index_locks`),
+like embed's index update and removals, so no index is rebuilt under another writer's feet. A vector file that
+appears unnamed may be one an `embed` has just written and not recorded yet: orphans (and temp files) are only
+deleted when no other writer holds a live claim, and only those still unnamed when the rows are read again.
+Temp files of index saves (``indices/.new-<kind>-<pid>.faiss``) are reported once their process is gone, and
+deleted by ``fix``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zooscope.zoo.embedrun import EmbedContext
+from zooscope.zoo.catalog.claims import _owner_dead
+from zooscope.zoo.embedrun import EmbedContext, index_locks
 from zooscope.zoo.indices import IndexKey, IndexWriter
 from zooscope.zoo.integrity import CorruptFileError
 from zooscope.zoo.probes import loadable_net, verified_probe
@@ -48,7 +56,7 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
     cat, store, vectors = ctx.embedding.catalog, ctx.embedding.store, ctx.embedding.vectors
     out: list[dict[str, Any]] = []
     changed: list[tuple[str, Path]] = []
-    listed: dict[str, list[Any]] = {"rows": [], "orphans": [], "probes": [], "t2v": []}  # what fix=True may act on
+    listed: dict[str, list[Any]] = {"rows": [], "orphans": [], "probes": [], "t2v": [], "temps": []}  # fix acts on these
 
     def add(problem: str, subject: str, detail: str, how: str) -> None:
         out.append({"problem": problem, "subject": subject, "detail": detail, "fix": how})
@@ -112,6 +120,9 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
             if key not in used.get(kind, set()):
                 add("orphan vector", kind, f"{key}.npy is named by no catalog row", "check(fix=True) deletes it")
                 listed["orphans"].append(key)
+    for path in stray_index_files(ctx):
+        add("stray index file", path.name, "left by an index save that was killed", "check(fix=True) deletes it")
+        listed["temps"].append(path)
     kinds = sorted({r.kind for r in rows} | {i.kind for i in cat.indices()})
     for kind in kinds:
         if kind not in EMBEDDINGS:
@@ -126,9 +137,23 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
     if fix and not table.empty:
         for name, path in changed:  # re-queue: the next embed sees a new request and replaces the stale vectors
             cat.update_model(name, checkpoint_sha256=file_sha256(path))
-        _fix(ctx, listed, [k for k in kinds if k in EMBEDDINGS])
+        with index_locks(cat, sorted(set(kinds) | set(store.kinds()))):
+            _fix(ctx, listed, [k for k in kinds if k in EMBEDDINGS])
         return check(_fresh(ctx), fix=False)
     return table
+
+
+def stray_index_files(ctx: CheckContext) -> list[Path]:
+    """``indices/.new-<kind>-<pid>.faiss`` files whose process (on this host) is gone."""
+    import socket
+
+    folder = Path(ctx.embedding.paths.root) / "indices"
+    out = []
+    for p in sorted(folder.glob(".new-*.faiss")) if folder.is_dir() else []:
+        pid = p.stem.rpartition("-")[2]
+        if pid.isdigit() and _owner_dead(f"{socket.gethostname()}:{pid}:"):
+            out.append(p)
+    return out
 
 
 def _catalog_problem(cat: Any) -> str | None:
@@ -151,7 +176,6 @@ def _probe_path(ctx: CheckContext, rec: dict[str, Any]) -> Path:
 
 def _fresh(ctx: CheckContext) -> CheckContext:
     """The context with settings re-read (a fix may have changed the probe sets)."""
-    from zooscope.zoo.embedrun import EmbedContext
     from zooscope.zoo.settings import ZooSettings
 
     e = ctx.embedding
@@ -190,8 +214,10 @@ def _fix(ctx: CheckContext, listed: dict[str, list[Any]], kinds: list[str]) -> N
     if listed["rows"]:  # the row first: a kill between the two leaves an orphan file, never a dangling row
         cat.remove_embeddings([r.id for r in listed["rows"]])
         store.delete([r.vector_key for r in listed["rows"]])
-    if listed["orphans"]:
-        store.delete(listed["orphans"])
+    busy = [c for c in cat.claims(live_only=True)]  # check holds none: any live claim is another writer's
+    if listed["orphans"] and not busy:
+        named = {r.vector_key for r in cat.embeddings()}  # read again: a row committed since still protects
+        store.delete([k for k in listed["orphans"] if k not in named])
     if listed["probes"]:
         sets = dict(cat.get_setting("probe_sets", {}) or {})
         for shape in listed["probes"]:
@@ -208,6 +234,8 @@ def _fix(ctx: CheckContext, listed: dict[str, list[Any]], kinds: list[str]) -> N
             if path.is_file() and path.parent == Path(ctx.embedding.paths.probes):
                 path.replace(path.with_name(path.name + ".corrupt"))
         cat.set_setting("task2vec_probes", nets)
-    for p in store.stale_temp_files():
+    for p in [] if busy else store.stale_temp_files():
+        p.unlink(missing_ok=True)
+    for p in listed["temps"]:
         p.unlink(missing_ok=True)
     ctx.indices.rebuild(kinds)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,15 @@ from zooscope._progress import Progress
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
 from zooscope.zoo import parallel
-from zooscope.zoo.catalog import DEFAULT_LEASE_S, Catalog, DatasetRecord, EmbeddingRecord, ModelRecord, new_owner
+from zooscope.zoo.catalog import (
+    DEFAULT_LEASE_S,
+    Catalog,
+    DatasetRecord,
+    EmbeddingRecord,
+    ModelRecord,
+    SubjectGoneError,
+    new_owner,
+)
 from zooscope.zoo.catalog import params_hash as request_hash
 from zooscope.zoo.indices import IndexWriter
 from zooscope.zoo.pairs import plan_pair, resolve_pairs
@@ -45,7 +54,7 @@ from zooscope.zoo.probes import ProbeContext, materialise, task2vec_net
 from zooscope.zoo.settings import ZooPaths, ZooSettings
 from zooscope.zoo.vectors import VectorRepo
 
-__all__ = ["T2V_MAX_SAMPLES", "EmbedContext", "compute_missing", "drop_rows", "embed", "plan_job"]
+__all__ = ["T2V_MAX_SAMPLES", "EmbedContext", "compute_missing", "drop_rows", "embed", "index_locks", "plan_job"]
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +143,33 @@ def drop_rows(ctx: EmbedContext, rows: list[EmbeddingRecord]) -> None:
 
     if not rows:
         return
-    ctx.store.delete([r.vector_key for r in rows])
-    for kind in sorted({r.kind for r in rows}):
-        if kind in EMBEDDINGS:
-            with ctx.catalog.lock(f"zooscope-index:{kind}"):
+    kinds = sorted({r.kind for r in rows})
+    with index_locks(ctx.catalog, kinds):  # an embed updating these indices reads no file we delete under it
+        ctx.store.delete([r.vector_key for r in rows])
+        for kind in kinds:
+            if kind in EMBEDDINGS:
                 ctx.indices.sync(kind)
+
+
+def rebuild_indices(ctx: EmbedContext) -> None:
+    """Rebuild every recorded index from the vector store, under the index locks (after a settings change)."""
+    from zooscope.embed._kinds import EMBEDDINGS
+
+    kinds = sorted({i.kind for i in ctx.catalog.indices()} & set(EMBEDDINGS.available()))
+    with index_locks(ctx.catalog, kinds):
+        ctx.indices.rebuild(kinds)
+
+
+@contextmanager
+def index_locks(catalog: Catalog, kinds: Sequence[str]) -> Iterator[None]:
+    """Hold the index lock of every kind in ``kinds`` (taken in sorted order: two holders never deadlock).
+
+    Every writer that deletes vector files or changes an index (embed's index update, remove, --replace,
+    check --fix) does so under these locks."""
+    with ExitStack() as stack:
+        for kind in sorted(set(kinds)):
+            stack.enter_context(catalog.lock(f"zooscope-index:{kind}"))
+        yield
 
 
 def remove_orphans(ctx: EmbedContext, kinds: Sequence[str], *, owner: str | None = None) -> list[str]:
@@ -273,7 +304,7 @@ def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models
     finally:
         cat.release_claims(owner)
     for kind in kinds:
-        with cat.lock(f"zooscope-index:{kind}"):  # two writers must not interleave their index updates
+        with index_locks(cat, [kind]):  # two writers must not interleave their index updates
             ctx.indices.sync(kind)
     return pd.DataFrame(report, columns=REPORT_COLUMNS)
 
@@ -304,6 +335,10 @@ def _write(ctx: EmbedContext, job: EmbedJob, res: JobResult, meta: Any) -> bool:
     try:
         ctx.catalog.add_embedding(kind=kind, params=params, vector_key=key, dim=int(res.vectors.shape[-1]),
                                   code_version=str(meta.version), sha256=sha, **who)
+    except SubjectGoneError as e:  # removed (or replaced) while we computed it: nothing to record
+        ctx.store.delete([key])
+        log.info("%s", e)
+        return False
     except Exception:
         ctx.store.delete([key])  # never leave our file behind
         if _done(ctx, job):  # the unique constraint: another writer (whose lease we took over) won the race

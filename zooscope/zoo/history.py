@@ -23,9 +23,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from zooscope._validation import ZooscopeInputError
-from zooscope.zoo.catalog import Catalog
+from zooscope.zoo.catalog import Catalog, SubjectGoneError
 from zooscope.zoo.catalog.engine import _now
-from zooscope.zoo.catalog.schema import results_table
+from zooscope.zoo.catalog.schema import datasets_table, models_table, results_table
 
 __all__ = ["COLUMNS", "history_prior", "record_result", "remove_result", "results"]
 
@@ -54,6 +54,9 @@ def record_result(catalog: Catalog, model: str, dataset: str, value: float, metr
     t = results_table
     with catalog._write() as conn:
         t.create(conn, checkfirst=True)
+        for table, what, name in ((models_table, "model", model), (datasets_table, "dataset", dataset)):
+            if catalog._lock_named(conn, table, name) is None:  # removed since the check: never a ghost result
+                raise SubjectGoneError(f"The {what} {name!r} was removed meanwhile; the result was not recorded.")
         where = (t.c.model == model, t.c.dataset == dataset, t.c.metric == metric)
         if conn.execute(sa.select(t.c.id).where(*where)).first() is None:
             conn.execute(t.insert().values(model=model, dataset=dataset, metric=metric, value=float(value),

@@ -244,6 +244,9 @@ class IndexWriter(IndexReader):
             except Exception as e:  # unreadable or changed file: rebuild it from the store
                 log.warning("rebuilding index %s: %s", key, str(e).splitlines()[0])
                 index = None
+            if index is not None and group_rows and index.dim != self.view(group_rows[0]).shape[-1]:
+                log.info("rebuilding index %s: the zoo's settings (e.g. configure --jl-dim) changed its views", key)
+                index = None
             if index is None:
                 self.build(key)
                 continue

@@ -112,8 +112,7 @@ def check_catalog_file(path: str | os.PathLike[str]) -> None:
     size = path.stat().st_size
     if size == 0:
         raise ZooscopeInputError(f"The zoo catalog {path} is empty (0 bytes): the zoo cannot be read. {fix}")
-    with open(path, "rb") as f:
-        head = f.read(100)
+    head = _read_head(path)
     if len(head) < 100 or not head.startswith(_SQLITE_HEADER):
         raise ZooscopeInputError(f"The zoo catalog {path} is not an SQLite database (damaged or overwritten). {fix}")
     page = struct.unpack(">H", head[16:18])[0]
@@ -123,6 +122,28 @@ def check_catalog_file(path: str | os.PathLike[str]) -> None:
     if (not wal.exists() or wal.stat().st_size == 0) and n_pages and size < page * n_pages:
         raise ZooscopeInputError(f"The zoo catalog {path} is truncated ({size} bytes; its header says "
                                  f"{page * n_pages}). {fix}")
+
+
+_HEAD_FDS: dict[tuple[int, int], int] = {}
+
+
+def _read_head(path: Path) -> bytes:
+    """The first 100 bytes of an SQLite file, read through one descriptor kept open for the process's life.
+
+    SQLite's POSIX locks belong to the process and the inode: closing *any* descriptor of the database drops the
+    locks of every connection this process holds on it (sqlite.org/howtocorrupt.html, 2.2). Another process
+    could then take itself for the last user, delete the WAL under our connections and leave them failing with
+    "disk I/O error". So the header check never closes a descriptor of a live database.
+    """
+    st = path.stat()
+    key = (st.st_dev, st.st_ino)
+    fd = _HEAD_FDS.get(key)
+    if fd is not None and os.fstat(fd).st_nlink == 0:  # that file was deleted (and its inode reused)
+        os.close(fd)
+        fd = None
+    if fd is None:
+        fd = _HEAD_FDS[key] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    return os.pread(fd, 100, 0)
 
 
 def read_marker(root: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -172,6 +193,19 @@ def check_folder(root: Path, *, create: bool) -> dict[str, Any] | None:
     return marker
 
 
+def catalog_unusable(root: Path, e: BaseException) -> ZooscopeInputError:
+    """The error for a catalog that failed to open: a full disk or I/O error says so (the catalog is intact and
+    must not be "restored"); anything else is a catalog that cannot be read."""
+    text = str(getattr(e, "orig", e)).splitlines()[0]
+    path = root / "catalog.sqlite"
+    if any(s in text.lower() for s in ("database or disk is full", "disk i/o error", "no space left")):
+        return ZooscopeInputError(f"The zoo catalog {path} cannot be opened for writing ({text}): is the disk of "
+                                  f"{root} full? Nothing was changed and the catalog is not damaged; free space and "
+                                  "run the command again.")
+    return ZooscopeInputError(f"The zoo catalog {path} cannot be read ({text}). Nothing was changed. Restore it "
+                              "from a backup, or rebuild the zoo from an export (`zooscope import`).")
+
+
 def check_catalog_matches(root: Path, marker: dict[str, Any] | None, catalog: Any) -> None:
     """Refuse a catalog that cannot be read, or whose zoo id differs from the marker's (a catalog of another zoo)."""
     import sqlalchemy as sa
@@ -180,10 +214,7 @@ def check_catalog_matches(root: Path, marker: dict[str, Any] | None, catalog: An
         stored = catalog.get_setting("zoo_id")
         catalog.count_models()
     except sa.exc.SQLAlchemyError as e:
-        orig = getattr(e, "orig", e)
-        raise ZooscopeInputError(
-            f"The zoo catalog {root / 'catalog.sqlite'} cannot be read ({str(orig).splitlines()[0]}). Nothing was "
-            "changed. Restore it from a backup, or rebuild the zoo from an export (`zooscope import`).") from None
+        raise catalog_unusable(root, e) from None
     if marker is not None and stored is not None and stored != marker["zoo_id"]:
         raise ZooscopeInputError(
             f"The catalog in {root} belongs to another zoo (its zoo id {stored[:8]}… is not the marker's "

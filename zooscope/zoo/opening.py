@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zooscope._validation import ZooscopeInputError
+from zooscope.zoo import integrity
 from zooscope.zoo.catalog import Catalog
 
 __all__ = ["folder_of_zoo", "open_catalog", "storage_of_url", "writable"]
@@ -33,10 +34,7 @@ def open_catalog(root: Path, open_: Any) -> Catalog:
     try:
         return open_()
     except sa.exc.SQLAlchemyError as e:
-        orig = getattr(e, "orig", e)
-        raise ZooscopeInputError(
-            f"The zoo catalog {root / 'catalog.sqlite'} cannot be read ({str(orig).splitlines()[0]}). Nothing was "
-            "changed. Restore it from a backup, or rebuild the zoo from an export (`zooscope import`).") from None
+        raise integrity.catalog_unusable(root, e) from None
 
 
 def storage_of_url(url: str, storage: str | os.PathLike[str] | None, create: bool) -> Path:

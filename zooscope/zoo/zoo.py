@@ -46,7 +46,7 @@ import pandas as pd
 
 from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
-from zooscope.zoo import embedrun, integrity, opening, settings, shapes
+from zooscope.zoo import embedrun, integrity, opening, ownership, settings, shapes
 from zooscope.zoo.catalog import Catalog
 from zooscope.zoo.check import CheckContext
 from zooscope.zoo.curate import CurateContext
@@ -99,7 +99,7 @@ class Zoo:
         if "://" in text:
             root = opening.storage_of_url(text, storage, create)
             writable = create or opening.writable(root)
-            catalog = Catalog(text)
+            catalog = ownership.open_url_catalog(text, root, create=create, writable=writable)
         else:
             root = opening.folder_of_zoo(text, storage, create)
             marker = integrity.check_folder(root, create=create)  # a damaged zoo is refused, never re-made
@@ -122,6 +122,7 @@ class Zoo:
         if writable:
             for sub in _SUBDIRS:
                 (root / sub).mkdir(parents=True, exist_ok=True)
+        ownership.own_subfolders(root, catalog, writable=writable)  # a vectors/ linked into two zoos: refused
         return cls(catalog, root, writable=writable)
 
     @classmethod
@@ -225,14 +226,14 @@ class Zoo:
         else:  # no dataset to fit yet: check that the model runs, settle the shape at embed time
             find_input_shape(model, shape_candidates(datasets, None, None, kwargs, model))
             shape = None
-        if replace:
-            old = [m for m in self.catalog.models() if m.name == name]
-            if old:
-                self.remove_model(name)
-        return self.catalog.add_model(
-            name, spec=arch, kwargs=kwargs, checkpoint=None if ckpt is None else str(ckpt),
-            checkpoint_sha256=None if ckpt is None else file_sha256(ckpt), trained_on=trained_on,
-            metrics=shapes.with_cost(metrics, model, shape), tags=tags, input_shape=shape)
+        values = dict(spec=arch, kwargs=kwargs, checkpoint=None if ckpt is None else str(ckpt), tags=tags,
+                      checkpoint_sha256=None if ckpt is None else file_sha256(ckpt), trained_on=trained_on,
+                      metrics=shapes.with_cost(metrics, model, shape), input_shape=shape)
+        if replace and self.catalog.has_model(name):  # one transaction: the old model or the new, never neither
+            rid, rows = self.catalog.replace_model(name, **values)
+            embedrun.drop_rows(self.embed_context(), rows)
+            return rid
+        return self.catalog.add_model(name, **values)
 
     def add_dataset(self, name: str, source: str, *, split: str = "train", seed: int = 0,
                     replace: bool = False) -> int:
@@ -328,6 +329,8 @@ class Zoo:
             probes.store_task2vec_probe(self.probe_context(), input_shape, task2vec_probe)
         settings.configure(self.catalog, probe_n=probe_n, probe_seed=probe_seed, probe_dataset=probe_dataset,
                            jl_dim=jl_dim, jl_seed=jl_seed, kind_params=kind_params)
+        if jl_dim is not None or jl_seed is not None:  # the indices hold JL views: rebuilt now, under the locks
+            embedrun.rebuild_indices(self.embed_context())
         return self.settings()
 
     def task2vec_probe_note(self) -> str | None:

@@ -15,7 +15,7 @@ from zooscope.zoo.catalog.records import (
     IndexRecord,
     ModelRecord,
 )
-from zooscope.zoo.catalog.rows import Catalog, params_hash
+from zooscope.zoo.catalog.rows import Catalog, SubjectGoneError, params_hash
 
 __all__ = ["DEFAULT_LEASE_S", "SCHEMA_VERSION", "Catalog", "ClaimRecord", "DatasetRecord", "EmbeddingRecord",
-           "FailureRecord", "IndexRecord", "ModelRecord", "new_owner", "params_hash"]
+           "FailureRecord", "IndexRecord", "ModelRecord", "SubjectGoneError", "new_owner", "params_hash"]

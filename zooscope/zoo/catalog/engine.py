@@ -39,6 +39,9 @@ __all__ = ["SCHEMA_VERSION", "CatalogEngine"]
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# what SQLite and PostgreSQL say when a write cannot reach the disk (the database itself is fine)
+_WRITE_FAILURES = ("database or disk is full", "disk i/o error", "no space left", "could not extend file",
+                   "unable to open database file", "readonly database", "read-only file system")
 R = TypeVar("R")
 
 
@@ -154,8 +157,22 @@ class CatalogEngine:
             raise ZooscopeInputError(
                 f"The catalog {self!r} is open read-only (the zoo folder is not writable); this needs a writable "
                 "zoo. Fix the folder's permissions, or run read-only verbs only (similar, select, ls, check).")
-        with self.engine.connect().execution_options(zooscope_write=True) as conn, conn.begin():
-            yield conn
+        try:
+            with self.engine.connect().execution_options(zooscope_write=True) as conn, conn.begin():
+                yield conn
+        except sa.exc.OperationalError as e:
+            raise self.write_error(e) or e from None
+
+    def write_error(self, e: BaseException) -> ZooscopeInputError | None:
+        """A full disk or an I/O error while writing the catalog, as a one-line input error naming the database
+        (not "damaged": the catalog is intact, the write was rolled back); None for other errors."""
+        text = str(getattr(e, "orig", e)).splitlines()[0]
+        if not any(s in text.lower() for s in _WRITE_FAILURES):
+            return None
+        where = self.engine.url.database or self.engine.url.render_as_string(hide_password=True)
+        return ZooscopeInputError(f"Writing the zoo catalog {where} failed ({text}): is its disk full or not "
+                                  "writable? Nothing was committed and the catalog is intact; free space and run "
+                                  "the command again.")
 
     def _read(self, stmt: Any) -> list[Any]:
         with self.engine.connect() as conn:
@@ -219,11 +236,14 @@ class CatalogEngine:
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive lock across processes for ``name`` (e.g. updating one kind's FAISS index): a PostgreSQL
-        session advisory lock, or for SQLite a `fcntl.flock` on a file beside the database (one machine)."""
+        session advisory lock, or for SQLite a `fcntl.flock` on a file beside the database (one machine). A
+        writer that has to wait says so in one warning line, then waits."""
         key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         if self.engine.dialect.name == "postgresql":
             with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                    log.warning("waiting for another zooscope writer (%s) to finish", name)
+                    conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
                 try:
                     yield
                 finally:
@@ -238,7 +258,11 @@ class CatalogEngine:
 
         path = Path(db).with_name(Path(db).name + f".lock-{key & 0xFFFFFFFF:08x}")
         with open(path, "a+b") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another writer holds it: say so once, then wait for it
+                log.warning("waiting for another zooscope writer (%s) to finish", name)
+                fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
             finally:

@@ -29,9 +29,13 @@ from zooscope.zoo.catalog.schema import (
 )
 from zooscope.zoo.integrity import validate_name
 
-__all__ = ["Catalog", "params_hash"]
+__all__ = ["Catalog", "SubjectGoneError", "params_hash"]
 
 _RECORDS = {"models": ModelRecord, "datasets": DatasetRecord}
+
+
+class SubjectGoneError(ZooscopeInputError):
+    """A row for a model or dataset that is not in the catalog (e.g. removed while it was being embedded)."""
 
 
 def params_hash(params: Mapping[str, Any] | None) -> str:
@@ -99,13 +103,49 @@ class Catalog(CatalogClaims):
         ``replace=True`` overwrites the record of an existing model of that name (same id) and leaves its
         embedding rows alone: call `remove_model` first when the checkpoint changed and they are stale.
         """
-        values = dict(
+        values = self._model_values(spec=spec, kwargs=kwargs, checkpoint=checkpoint,
+                                    checkpoint_sha256=checkpoint_sha256, trained_on=trained_on, metrics=metrics,
+                                    tags=tags, input_shape=input_shape)
+        return self._add_named(models_table, "model", name, values, replace)
+
+    @staticmethod
+    def _model_values(*, spec: str, kwargs: dict | None = None, checkpoint: str | Path | None = None,
+                      checkpoint_sha256: str | None = None, trained_on: str | None = None,
+                      metrics: dict | None = None, tags: list | dict | None = None,
+                      input_shape: Iterable[int] | None = None) -> dict[str, Any]:
+        return dict(
             spec=str(spec), kwargs=dict(kwargs or {}), checkpoint=None if checkpoint is None else str(checkpoint),
             checkpoint_sha256=checkpoint_sha256, trained_on=trained_on, metrics=dict(metrics or {}),
             tags=tags if tags is not None else [],
             input_shape=None if input_shape is None else [int(s) for s in input_shape],
         )
-        return self._add_named(models_table, "model", name, values, replace)
+
+    def replace_model(self, name: str, **values: Any) -> tuple[int, list[EmbeddingRecord]]:
+        """Overwrite the record of model ``name`` (same id; ``values`` as `add_model` takes them) and delete its
+        embedding rows and failures, in ONE transaction: a kill leaves the old model or the new, never neither.
+        Returns (its id, the deleted embedding rows: the caller deletes their files and index entries)."""
+        validate_name(name, "model")
+        new = self._model_values(**values)
+        t, e = models_table, embeddings_table
+        with self._write() as conn:
+            rid = self._lock_named(conn, t, name)
+            if rid is None:
+                raise unknown_name_error("model", name, [])
+            rows = [_row(r, EmbeddingRecord, keyed=("model", "dataset", "layer"))
+                    for r in conn.execute(sa.select(e).where(e.c.model == name))]
+            conn.execute(e.delete().where(e.c.model == name))
+            conn.execute(failures_table.delete().where(failures_table.c.model == name))
+            conn.execute(t.update().where(t.c.id == rid).values(**new))
+        return int(rid), rows
+
+    @staticmethod
+    def _lock_named(conn: Any, table: sa.Table, name: str) -> int | None:
+        """The id of ``name`` in ``table``, its row locked until the transaction ends (PostgreSQL ``FOR SHARE``;
+        SQLite's write transactions are serialised already), so a concurrent delete waits for our commit."""
+        stmt = sa.select(table.c.id).where(table.c.name == name)
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(read=True)
+        return conn.execute(stmt).scalar()
 
     def has_model(self, name: str) -> bool:
         """Whether a model of that name is recorded."""
@@ -190,12 +230,19 @@ class Catalog(CatalogClaims):
         ------
         ZooscopeInputError
             If (kind, model, dataset, layer, params) is already recorded.
+        SubjectGoneError
+            If the model or dataset is not (or no longer) in the catalog: checked in the same transaction as the
+            insert, so a row for a removed model is never committed.
         """
         row = dict(kind=kind, model=_key(model), dataset=_key(dataset), layer=_key(layer), params=dict(params),
                    params_hash=params_hash(params), vector_key=str(vector_key), dim=int(dim),
                    code_version=str(code_version), created=_now(), sha256=sha256)
         try:
             with self._write() as conn:
+                for table, what, name in ((models_table, "model", model), (datasets_table, "dataset", dataset)):
+                    if name and self._lock_named(conn, table, name) is None:
+                        raise SubjectGoneError(f"The {what} {name!r} is not in the zoo (removed meanwhile?); its "
+                                               f"{kind} vector was not recorded.")
                 return int(conn.execute(embeddings_table.insert().values(**row)).inserted_primary_key[0])
         except sa.exc.IntegrityError:
             raise ZooscopeInputError(

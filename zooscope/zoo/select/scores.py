@@ -86,9 +86,10 @@ def score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str, 
             todo = [c for c in columns if c not in cached]
             if todo:
                 feats, probs = features(m, sub, path)
-                if not np.isfinite(feats).all():  # NaN weights or activations: skipped, never fatal for the zoo
+                dead = feature_problem(feats)
+                if dead:  # NaN/Inf or constant features: skipped with one line, never fatal for the zoo
                     if skipped is not None:
-                        skipped.append((m.name, "non-finite features (NaN or Inf weights or activations)"))
+                        skipped.append((m.name, dead))
                     continue
                 for c in todo:
                     cached[c] = _one_score(c, feats, probs, y, m.name, rec.name)
@@ -96,6 +97,16 @@ def score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str, 
             row.update({c: float(cached[c]) for c in columns})
         rows.append(row)
     return pd.DataFrame(rows, columns=["model", *columns]), ds
+
+
+def feature_problem(feats: np.ndarray) -> str | None:
+    """Why a model's features on a dataset cannot be scored (non-finite, or the same for every example: all-zero
+    or dead weights), or None."""
+    if not np.isfinite(feats).all():
+        return "non-finite features (NaN or Inf weights or activations)"
+    if len(feats) > 1 and np.array_equal(np.broadcast_to(feats[:1], feats.shape), feats):
+        return "constant features (the same for every example: all-zero or dead weights?)"
+    return None
 
 
 def _one_score(c: str, feats: np.ndarray, probs: np.ndarray | None, y: np.ndarray, model: str,
