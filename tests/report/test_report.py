@@ -110,8 +110,8 @@ def test_cli_writes_the_page_by_task2vec(report_zoo, tmp_path):
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["--by", "fisher"], "available kinds: cka, task2vec, gradsketch"),
-    (["--by", "nope"], "available kinds: cka, task2vec, gradsketch"),
+    (["--by", "Fisher"], "available kinds: cka, task2vec, gradsketch, fisher"),
+    (["--by", "nope"], "available kinds: cka, task2vec, gradsketch, fisher"),
     (["--out", "zoo.csv"], "give a .html path"),
 ])
 def test_cli_refuses_bad_options_in_one_line(report_zoo, tmp_path, args, expected):
