@@ -99,7 +99,8 @@ from zooscope.zoo.select.context import (
 )
 from zooscope.zoo.select.distances import fisher_distances, task_distances
 from zooscope.zoo.select.explain import why
-from zooscope.zoo.select.prior import prior as history_prior
+from zooscope.zoo.select.fusion import robust_zmean
+from zooscope.zoo.select.history import prior as history_prior
 from zooscope.zoo.select.scores import score_table
 
 __all__ = ["DEFAULT_COLUMNS", "FISHER_EXAMPLES", "METHODS", "STAGE1_ALL", "SelectContext", "combine_ranks", "select"]
@@ -172,8 +173,13 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     table.index = pd.Index(table["model"].to_numpy(), name=None)
     cols = [DISTANCES.get(c, c) for c in (DEFAULT_COLUMNS if default else chosen)]
     target_side = [c for c in cols if c != "history"]
-    base = pd.Series(combine_ranks(table, target_side, smaller_is_better=smaller_is_better()), index=table.index) \
-        if target_side else pd.Series(np.nan, index=table.index)
+    dropped: dict[str, str] = {}
+    if default:  # robust z-mean of the members; constant/saturated members dropped for this target, named in why
+        fused, dropped = robust_zmean(table, target_side, smaller_is_better())
+        base = rank01(fused)
+    else:
+        base = pd.Series(combine_ranks(table, target_side, smaller_is_better=smaller_is_better()),
+                         index=table.index) if target_side else pd.Series(np.nan, index=table.index)
     # history: results on OTHER datasets only; the target's own results are displayed, never ranked on
     prior, weights, own = history_prior(ctx, rec, table.index, fits, all_models, base if default else None,
                                         history and (default or "history" in chosen), metric, max_examples, seed)
@@ -192,8 +198,12 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     if finetune_top:
         from zooscope.zoo.select.refine import refine
 
-        table = refine(table, fits, ds, int(finetune_top), int(epochs), seed)
-    return _shown(ctx, table, k, cols, score_cols, prior, weights, default, bool(finetune_top), skipped)
+        from zooscope.zoo.history import results
+        from zooscope.zoo.select.history import history_matrix
+
+        R = history_matrix(results(ctx.catalog), dataset, list(table.index), metric) if history else None
+        table = refine(table, fits, ds, int(finetune_top), int(epochs), seed, R)
+    return _shown(ctx, table, k, cols, score_cols, prior, weights, default, bool(finetune_top), skipped, dropped)
 
 
 def _candidates(ctx: SelectContext, dataset: str, candidates: Sequence[str] | None) -> tuple[
@@ -235,11 +245,11 @@ def _stage1(ctx: SelectContext, dataset: str, fits: list[dict[str, Any]], chosen
 
 def _shown(ctx: SelectContext, table: pd.DataFrame, k: int, cols: list[str], score_cols: list[str],
            prior: pd.DataFrame, weights: dict[str, float], default: bool, finetuned: bool,
-           skipped: list[tuple[str, str]]) -> pd.DataFrame:
+           skipped: list[tuple[str, str]], dropped: dict[str, str] | None = None) -> pd.DataFrame:
     """The top ``k`` rows with their ``why``, ranked, in the documented column order."""
     shown = [c for c in cols if c not in ("history",)]
     registered = {d.name for d in ctx.catalog.datasets()}
-    table["why"] = [why(table, name, shown, prior, weights, default, registered) for name in table.index]
+    table["why"] = [why(table, name, shown, prior, weights, default, registered, dropped) for name in table.index]
     table = table.head(k).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     distances = tuple(DISTANCES.values())
