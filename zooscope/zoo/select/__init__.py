@@ -35,13 +35,14 @@ Default ranker (``method=None``), chosen by evidence
     ``fisher`` pair distance: on 4 targets it reaches τ_w 0.17 alone and adding it to the four lowers their rank
     mean from 0.746 to 0.705 (``benchmarks/RESULTS.md``).
 
-History (recorded fine-tuning outcomes, `zooscope.zoo.history`)
-    When results on datasets other than the target are recorded, each model gets a prior: its mean z-scored
-    outcome over the past datasets, each weighted by task similarity = max(0, Spearman correlation of the default
-    score of the models on the target and on that past dataset) (1 when it cannot be computed). The default score
-    becomes the mean of the target-side rank mean and the rank-normalised prior (models without a prior keep the
-    target-side score). Benchmark, leave one target out: τ_w 0.714 (uniform weights 0.705; prior alone 0.644).
-    A result recorded on the target itself is shown in ``result_on_target`` and never used to rank it.
+History as a model (`zooscope.zoo.select.history`, fitted at query time on what is recorded, nothing written)
+    The results matrix (models × past datasets) is read with the target's own results dropped first. Each past
+    dataset is weighted by its similarity to the target (max(0, Spearman) of the default score profiles); each
+    model's weighted mean z-scored outcome is its prior; the target-side fused score is projected onto the span of
+    the matrix's rank-2 model factors and shrunk toward the prior with few past datasets (λ = n/(n + 3)). The
+    default score is the mean of the target-side rank and the rank of that history score. A result recorded on the
+    target itself is shown in ``result_on_target`` and never used to rank it. Not yet in the model: the Task2Vec
+    distance of the target to each past dataset and each model's source-task distance.
 
 Candidates (stage 1) and exact scores (stage 2)
     Zoos of at most ``STAGE1_ALL`` (200) fitting models: every model is scored. Larger zoos: the task2vec index of
@@ -60,14 +61,16 @@ Methods by name (``method=``; the table's ``score`` is then that column, rank-no
     unknown), ``history`` (the prior alone).
     ``methods=(...)`` (several) ranks by the rank mean of those columns.
 
-Optional refinement: ``finetune_top=n`` fine-tunes the top n candidates for ``epochs`` (head replaced, all layers
-trained, `zooscope.nets.training.train_classifier`, on a stratified 80/20 split of the target's data) and re-orders
-those n by validation accuracy (column ``finetune_val_acc``). Off by default. On the benchmark (top 3, 1 epoch):
-top-1 regret 0.030 → 0.015, τ_w 0.655 → 0.669, for ~3 s per target.
+Optional refinement, an active step (`zooscope.zoo.select.refine`): ``finetune_top=k`` fine-tunes k models
+chosen for information (the top-1, then the most different in the history's factor space among the top 3k; the top
+k without history) for ``epochs`` (head replaced, all layers, `zooscope.nets.training.train_classifier`, stratified
+80/20 split; column ``finetune_val_acc``), re-estimates every model from the low-rank history plus those k outcomes
+(OBOE-style, `zooscope.zoo.history_model.impute_column`), and moves a model above another only when its estimate
+is larger by more than the seed noise (`refine.SEED_NOISE` = 0.02, the benchmarks' median seed std). Off by default.
 
 The package, in the order `select` uses it: `context` (what it reads, the method table from the measure
 registry, rank arithmetic), `distances` (stage 1 and ``fisher``), `scores` (stage 2: features and scores with their
-caches), `prior` (history), `refine` (``finetune_top``), `explain` (the ``why`` text).
+caches), `fusion` (the default's robust z-mean), `history` (history as a model), `refine` (``finetune_top``), `explain` (the ``why`` text).
 
 Speed: one target, 20 small models, default settings, no cached features: 11–19 s on 2 loaded cores; features and
 scores are then cached per (model, dataset, subset) and a repeat takes ~0.1 s.
