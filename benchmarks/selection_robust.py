@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+CHOSEN = "zmean(logme,leep,hscore,knn,probe_logloss)"  # select's default (DEFAULT_COLUMNS), see RESULTS.md
 CANDIDATES = ["logme", "leep", "nce", "hscore", "ncti", "knn", "probe_logloss", "energy", "sfda_pca"]
 
 
@@ -64,14 +65,15 @@ def tau_table(scores: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (bench, t), g in scores.groupby(["bench", "dataset"]):
         g = g.reset_index(drop=True)
+        # per column once: robust z (all NaN when robust_zmean drops the member) and rank in [0, 1];
+        # a subset's z-mean / rank mean is then the NaN-mean of its columns (the same as robust_zmean(g, subset))
+        z = pd.DataFrame({c: robust_zmean(g, [c])[0] for c in CANDIDATES})
+        r = pd.DataFrame({c: combine_ranks(g, [c]) for c in CANDIDATES})
+        truth, names = g["value"].to_numpy(float), list(g["model"])
         for label, (kind, cols) in rules().items():
-            if kind == "single":
-                s = g[cols[0]].to_numpy(float)
-            elif kind == "zmean":
-                s = robust_zmean(g, cols)[0].to_numpy(float)
-            else:
-                s = combine_ranks(g, cols)
-            m = ranking_metrics(s, g["value"].to_numpy(float), list(g["model"]))
+            src = r if kind == "rankmean" else z
+            s = g[cols[0]].to_numpy(float) if kind == "single" else src[list(cols)].mean(axis=1).to_numpy(float)
+            m = ranking_metrics(s, truth, names)
             rows.append({"bench": bench, "dataset": t, "rule": label, "tau_w": m["tau_w"],
                          "relerr@1": m["relerr@1"]})
     return pd.DataFrame(rows)
@@ -85,7 +87,7 @@ def table_phase(scores_path: Path) -> None:
     benches = [b for b in per.columns if b != "worst"]
     print(f"targets per benchmark: {taus.groupby('bench')['dataset'].nunique().to_dict()}\n")
     print("## singles and today's default\n")
-    show = [*CANDIDATES, "rankmean(logme,leep,nce,hscore)", "zmean(logme,leep,nce,hscore)"]
+    show = [*CANDIDATES, "rankmean(logme,leep,nce,hscore)", "zmean(logme,leep,nce,hscore)", CHOSEN]
     print(per.loc[show].round(3).to_string())
     print("\n## top rules by worst-benchmark mean τ_w\n")
     print(per.sort_values("worst", ascending=False).head(12).round(3).to_string())
@@ -100,6 +102,9 @@ def table_phase(scores_path: Path) -> None:
     print("\n## LOTO inside each benchmark: rule chosen on the other targets (mean τ_w), scored on the held-out one\n")
     for b in benches:
         tb = taus[taus["bench"] == b].pivot(index="dataset", columns="rule", values="tau_w")
+        if len(tb) < 2:
+            print(f"- {b}: one target only, no LOTO")
+            continue
         got = [tb.loc[t, tb.drop(index=t).mean().idxmax()] for t in tb.index]
         print(f"- {b}: LOTO-chosen rule mean τ_w {np.mean(got):.3f} over {len(got)} targets")
 
