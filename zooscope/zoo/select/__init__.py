@@ -4,36 +4,34 @@ Reads only (see `SelectContext`); the one thing written is deletable cache under
 (pre-logits features per (model, dataset, subset) in ``cache/select_features``, the target's task vector and the
 trivial task's vector when task distance is asked for).
 
-Default ranker (``method=None``), chosen by evidence
-    The unweighted mean of the rank-normalised LogME, LEEP, NCE and H-score of each candidate, every score computed
-    on the candidate's **pre-logits** features (`zooscope.embed.prelogits`: the classifier's pooled input) on a
-    stratified subset (≤ ``max_examples``) of the target's labelled data. A model without a classifier head has no
-    LEEP/NCE: the mean is over the scores it has. Nothing here needs the model's training data (hub models) or any
-    recorded history.
+Default ranker (``method=None``), chosen for robustness (issue 20)
+    The robust z-mean (`fusion.robust_zmean`: (x − median)/(1.4826·MAD), clipped to ±3, averaged) of LogME, NCE,
+    H-score, k-NN leave-one-out accuracy and the 3-fold linear probe's log-loss (`DEFAULT_COLUMNS`), every score on
+    the candidate's **pre-logits** features (`zooscope.embed.prelogits`) on a stratified subset (≤ ``max_examples``)
+    of the target's labelled data. A member that is constant or saturated on the target (half the models or more
+    tie) is dropped for that target and named in ``why``; a model without a classifier head has no NCE. Nothing
+    here needs the model's training data or any recorded history.
 
-    Evidence (selection benchmark, ``scripts/build_selection_bench.py``: 28 models of 4 families trained on 7
-    source tasks, 11 target tasks, truth = full fine-tuning; ``benchmarks/selection_default.py``; mean weighted
-    Kendall τ_w over targets, nothing fitted on the target it ranks):
+    Chosen by the WORST benchmark, not one mean (``benchmarks/selection_robust.py``; RESULTS.md "A robust default"):
+    among rank means and robust z-means of every 2-5-member subset, those within 0.02 of the best single score on
+    every benchmark, no member anti-correlated alone on a benchmark, best worst-benchmark mean τ_w:
 
-    ========================================  ==========  =========
-    rule                                      mean τ_w    min τ_w
-    ========================================  ==========  =========
-    **rank mean(LogME, LEEP, NCE, H-score)**  **0.659**   0.214
-    best rank-mean set chosen on the other    0.656       0.201
-    targets (leave one target out)
-    ridge on z-scored scores (LOTO-fitted)    0.636       0.320
-    z-mean(LogME, LEEP, NCE, H-score)         0.617       0.190
-    NCTI / LEEP / LogME / k-NN alone          0.591 / 0.584 / 0.574 / 0.573
-    H-score / NCE / SFDA-PCA alone            0.555 / 0.545 / 0.542
-    GBC / 3-fold linear probe / TransRate     0.490 / 0.490 / 0.446
-    task distance alone (issue 8's zoo)       0.27
-    ========================================  ==========  =========
+    ==============================================  ==========  ==========  ========
+    rule (mean τ_w; b1: 8 targets, b2: 3 targets)   b1          b2          in/out
+    ==============================================  ==========  ==========  ========
+    **robust z-mean of the five (default)**         **0.703**   **0.333**
+    rank mean(LogME, LEEP, NCE, H-score) (old)      0.712       0.321
+    LogME                                           0.678       0.332       in
+    probe log-loss / k-NN / H-score / NCE           0.649 / 0.623 / 0.619 / 0.558 (b1)     in
+    LEEP (only one source-head score kept: NCE)     0.611       0.226       out
+    SFDA-PCA (worst on b2)                          0.655       0.086       out
+    ETran energy (near 0 on b1)                     0.185       0.245       out
+    NCTI (anti-correlated on b1)                    -0.420      0.042       out
+    ==============================================  ==========  ==========  ========
 
-    Choosing the "best" subset of scores on the benchmark does not beat the fixed four out of sample (0.656 vs
-    0.659), and a fitted fusion does worse (0.636): the simple rule is the default. Task distance is not in it
-    (τ_w 0.27 on issue 8's zoo; the rank mean with it was 0.61); ``method="task2vec"`` remains. Nor is the
-    ``fisher`` pair distance: on 4 targets it reaches τ_w 0.17 alone and adding it to the four lowers their rank
-    mean from 0.746 to 0.705 (``benchmarks/RESULTS.md``).
+    The new and the old default are not distinguishable (paired bootstrap over targets: b1 −0.009 [−0.043, 0.020],
+    b2 +0.013 [−0.219, 0.201]); the choice is provisional until b2 is complete. Task distance (τ_w 0.27 on issue 8's
+    zoo) and the ``fisher`` pair distance (lowered the rank mean from 0.746 to 0.705 on 4 targets) stay out.
 
 History as a model (`zooscope.zoo.select.history`, fitted at query time on what is recorded, nothing written)
     The results matrix (models × past datasets) is read with the target's own results dropped first. Each past
