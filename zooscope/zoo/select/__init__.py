@@ -68,10 +68,12 @@ is larger by more than the seed noise (`refine.SEED_NOISE` = 0.02, the benchmark
 
 The package, in the order `select` uses it: `context` (what it reads, the method table from the measure
 registry, rank arithmetic), `distances` (stage 1 and ``fisher``), `scores` (stage 2: features and scores with their
-caches), `fusion` (the default's robust z-mean), `history` (history as a model), `refine` (``finetune_top``), `explain` (the ``why`` text).
+caches), `fusion` (the default's robust z-mean), `history` (history as a model), `refine` (``finetune_top``),
+`explain` (the ``why`` text).
 
-Speed: one target, 20 small models, default settings, no cached features: 11–19 s on 2 loaded cores; features and
-scores are then cached per (model, dataset, subset) and a repeat takes ~0.1 s.
+Speed (measured with the old default; the probe log-loss member adds ~0.4 s per model at 1000×512, not
+re-measured end to end): one target, 20 small models, default settings, no cached features: 11–19 s on 2 loaded
+cores; features and scores are then cached per (model, dataset, subset) and a repeat takes ~0.1 s.
 """
 
 from __future__ import annotations
@@ -197,10 +199,9 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     table["trained_on"] = [m.trained_on for m in fits]
     table = table.sort_values(["score", "model"], ascending=[False, True], na_position="last")
     if finetune_top:
-        from zooscope.zoo.select.refine import refine
-
         from zooscope.zoo.history import results
         from zooscope.zoo.select.history import history_matrix
+        from zooscope.zoo.select.refine import refine
 
         R = history_matrix(results(ctx.catalog), dataset, list(table.index), metric) if history else None
         table = refine(table, fits, ds, int(finetune_top), int(epochs), seed, R)
