@@ -93,3 +93,10 @@ def test_robust_zmean_ignores_one_outlier_model():
     fused, dropped = robust_zmean(t, ["s"])
     assert not dropped and fused.iloc[-1] == pytest.approx(3.0)
     assert list(fused.rank()) == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_past_dataset_weights_average_profile_and_task2vec_similarity():
+    from zooscope.zoo.select.history import combine_similarities
+
+    got = combine_similarities({"p": 0.2, "q": 0.6, "r": 1.0}, {"p": 0.8, "q": 0.0})
+    assert got == pytest.approx({"p": 0.5, "q": 0.3, "r": 1.0})  # r: no task vector, profile alone

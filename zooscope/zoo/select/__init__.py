@@ -35,12 +35,12 @@ Default ranker (``method=None``), chosen for robustness (issue 20)
 
 History as a model (`zooscope.zoo.select.history`, fitted at query time on what is recorded, nothing written)
     The results matrix (models × past datasets) is read with the target's own results dropped first. Each past
-    dataset is weighted by its similarity to the target (max(0, Spearman) of the default score profiles); each
-    model's weighted mean z-scored outcome is its prior; the target-side fused score is projected onto the span of
-    the matrix's rank-2 model factors and shrunk toward the prior with few past datasets (λ = n/(n + 3)). The
+    dataset is weighted by its similarity to the target (mean of max(0, Spearman) of the default score profiles and
+    1 − Task2Vec d_sym); each model's weighted mean z-scored outcome is its prior; the target-side fused score is
+    projected onto the span of the matrix's rank-2 model factors and shrunk toward the prior with few past datasets (λ = n/(n + 3)). The
     default score is the mean of the target-side rank and the rank of that history score. A result recorded on the
-    target itself is shown in ``result_on_target`` and never used to rank it. Not yet in the model: the Task2Vec
-    distance of the target to each past dataset and each model's source-task distance.
+    target itself is shown in ``result_on_target`` and never used to rank it. Not yet in the model: each model's
+    source-task distance.
 
 Candidates (stage 1) and exact scores (stage 2)
     Zoos of at most ``STAGE1_ALL`` (200) fitting models: every model is scored. Larger zoos: the task2vec index of

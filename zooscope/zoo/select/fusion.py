@@ -55,8 +55,8 @@ def robust_zmean(table: pd.DataFrame, columns: Sequence[str], smaller_is_better:
         if not mad > 0:
             top = ok.round(12).value_counts()
             value, n = top.index[0], int(top.iloc[0])
-            dropped[c] = "constant" if n == len(ok) else \
-                f"saturated: {n} of {len(ok)} models tie at {abs(value):.4g}"
+            dropped[c] = f"{'constant' if n == len(ok) else 'saturated'}: {n} of {len(ok)} models tie at " \
+                f"{abs(value):.4g}"
             continue
         parts.append(((col - med) / (MAD_SCALE * mad)).clip(-CLIP, CLIP))
     if not parts:
