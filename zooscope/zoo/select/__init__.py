@@ -30,7 +30,8 @@ Default ranker (``method=None``), chosen for robustness (issue 20)
     ==============================================  ==========  ==========  ========
 
     The new and the old default are not distinguishable (paired bootstrap over targets: b1 −0.009 [−0.043, 0.020],
-    b2 +0.013 [−0.219, 0.201]); the choice is provisional until b2 is complete. Task distance (τ_w 0.27 on issue 8's
+    b2 +0.013 [−0.219, 0.201]; with b1's 11 targets 0.640 vs 0.663, −0.023 [−0.056, 0.006]); the choice is
+    provisional until b2 is complete. Task distance (τ_w 0.27 on issue 8's
     zoo) and the ``fisher`` pair distance (lowered the rank mean from 0.746 to 0.705 on 4 targets) stay out.
 
 History as a model (`zooscope.zoo.select.history`, fitted at query time on what is recorded, nothing written)
