@@ -31,17 +31,17 @@ Default ranker (``method=None``), chosen for robustness (issue 20)
 
     The new and the old default are not distinguishable (paired bootstrap over targets: b1 −0.009 [−0.043, 0.020],
     b2 +0.013 [−0.219, 0.201]; with b1's 11 targets 0.640 vs 0.663, −0.023 [−0.056, 0.006]); the choice is
-    provisional until b2 is complete. Task distance (τ_w 0.27 on issue 8's
-    zoo) and the ``fisher`` pair distance (lowered the rank mean from 0.746 to 0.705 on 4 targets) stay out.
+    provisional until b2 is complete. Task distance (τ_w 0.27 on issue 8's zoo) and the ``fisher`` pair distance
+    (lowered the rank mean from 0.746 to 0.705 on 4 targets) stay out.
 
 History as a model (`zooscope.zoo.select.history`, fitted at query time on what is recorded, nothing written)
     The results matrix (models × past datasets) is read with the target's own results dropped first. Each past
     dataset is weighted by its similarity to the target (mean of max(0, Spearman) of the default score profiles and
     1 − Task2Vec d_sym); each model's weighted mean z-scored outcome is its prior; the target-side fused score is
-    projected onto the span of the matrix's rank-2 model factors and shrunk toward the prior with few past datasets (λ = n/(n + 3)). The
-    default score is the mean of the target-side rank and the rank of that history score. A result recorded on the
-    target itself is shown in ``result_on_target`` and never used to rank it. Not yet in the model: each model's
-    source-task distance.
+    projected onto the span of the matrix's rank-2 model factors and shrunk toward the prior with few past
+    datasets (λ = n/(n + 3)). The default score is the mean of the target-side rank and the rank of that history
+    score. A result recorded on the target itself is shown in ``result_on_target`` and never used to rank it. Not
+    yet in the model: each model's source-task distance.
 
 Candidates (stage 1) and exact scores (stage 2)
     Zoos of at most ``STAGE1_ALL`` (200) fitting models: every model is scored. Larger zoos: the task2vec index of
