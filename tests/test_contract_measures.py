@@ -190,7 +190,17 @@ def test_triangle_inequality(name, seed):
 
 
 # ------------------------------------------------- label-scored measures (transferability): driven by signature
-LABELLED = [n for n in NAMES if list(inspect.signature(MEASURES.get(n).fn).parameters)[:2] == ["features", "labels"]]
+#: transfer scores that read (features, labels) but by design ignore the labels (ETran's energy term): not "labelled"
+LABEL_FREE = {"etran_energy"}
+LABELLED = [n for n in NAMES if list(inspect.signature(MEASURES.get(n).fn).parameters)[:2] == ["features", "labels"]
+            and n not in LABEL_FREE]
+
+
+@pytest.mark.parametrize("name", sorted(LABEL_FREE))
+def test_label_free_scores_ignore_the_labels(name, rng):
+    f = rng.normal(size=(60, 5))
+    y = np.arange(60) % 3
+    assert MEASURES.get(name)(f, y) == MEASURES.get(name)(f, rng.permutation(y))
 
 
 def _labelled_data(rng, sep=0.7, n=90, d=8, k=3):

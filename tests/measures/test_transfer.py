@@ -406,7 +406,7 @@ def test_every_transfer_score_is_registered_with_what_select_needs():
         assert e.transfer.source in ("features", "probs", "labels")
         assert MEASURES.get(e.transfer.method) is e  # the name select users type finds the measure
     assert {e.name for e in scores} == {"logme", "leep", "nce", "h_score", "ncti", "knn_accuracy", "linear_probe",
-                                        "sfda", "sfda_pca", "gbc", "transrate"}
+                                        "sfda", "sfda_pca", "gbc", "transrate", "probe_logloss", "etran_energy"}
     assert MEASURES.get("leep").transfer.source == "probs" and MEASURES.get("nce").transfer.source == "labels"
 
 

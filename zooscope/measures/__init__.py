@@ -19,6 +19,7 @@ from zooscope.measures.minibatch import *  # noqa: F403
 from zooscope.measures.shape import *  # noqa: F403
 from zooscope.measures.sketch import *  # noqa: F403
 from zooscope.measures.transfer import *  # noqa: F403
+from zooscope.measures.transfer_fast import *  # noqa: F403
 from zooscope.measures.transfer_lda import *  # noqa: F403
 from zooscope.measures.transfer_probe import *  # noqa: F403
 from zooscope.measures.transform import *  # noqa: F403

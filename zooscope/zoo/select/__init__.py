@@ -4,44 +4,44 @@ Reads only (see `SelectContext`); the one thing written is deletable cache under
 (pre-logits features per (model, dataset, subset) in ``cache/select_features``, the target's task vector and the
 trivial task's vector when task distance is asked for).
 
-Default ranker (``method=None``), chosen by evidence
-    The unweighted mean of the rank-normalised LogME, LEEP, NCE and H-score of each candidate, every score computed
-    on the candidate's **pre-logits** features (`zooscope.embed.prelogits`: the classifier's pooled input) on a
-    stratified subset (≤ ``max_examples``) of the target's labelled data. A model without a classifier head has no
-    LEEP/NCE: the mean is over the scores it has. Nothing here needs the model's training data (hub models) or any
-    recorded history.
+Default ranker (``method=None``), chosen for robustness (issue 20)
+    The robust z-mean (`fusion.robust_zmean`: (x − median)/(1.4826·MAD), clipped to ±3, averaged) of LogME, NCE,
+    H-score, k-NN leave-one-out accuracy and the 3-fold linear probe's log-loss (`DEFAULT_COLUMNS`), every score on
+    the candidate's **pre-logits** features (`zooscope.embed.prelogits`) on a stratified subset (≤ ``max_examples``)
+    of the target's labelled data. A member that is constant or saturated on the target (half the models or more
+    tie) is dropped for that target and named in ``why``; a model without a classifier head has no NCE. Nothing
+    here needs the model's training data or any recorded history.
 
-    Evidence (selection benchmark, ``scripts/build_selection_bench.py``: 28 models of 4 families trained on 7
-    source tasks, 11 target tasks, truth = full fine-tuning; ``benchmarks/selection_default.py``; mean weighted
-    Kendall τ_w over targets, nothing fitted on the target it ranks):
+    Chosen by the WORST benchmark, not one mean (``benchmarks/selection_robust.py``; RESULTS.md "A robust default"):
+    among rank means and robust z-means of every 2-5-member subset, those within 0.02 of the best single score on
+    every benchmark, no member anti-correlated alone on a benchmark, best worst-benchmark mean τ_w:
 
-    ========================================  ==========  =========
-    rule                                      mean τ_w    min τ_w
-    ========================================  ==========  =========
-    **rank mean(LogME, LEEP, NCE, H-score)**  **0.659**   0.214
-    best rank-mean set chosen on the other    0.656       0.201
-    targets (leave one target out)
-    ridge on z-scored scores (LOTO-fitted)    0.636       0.320
-    z-mean(LogME, LEEP, NCE, H-score)         0.617       0.190
-    NCTI / LEEP / LogME / k-NN alone          0.591 / 0.584 / 0.574 / 0.573
-    H-score / NCE / SFDA-PCA alone            0.555 / 0.545 / 0.542
-    GBC / 3-fold linear probe / TransRate     0.490 / 0.490 / 0.446
-    task distance alone (issue 8's zoo)       0.27
-    ========================================  ==========  =========
+    ==============================================  ==========  ==========  ========
+    rule (mean τ_w; b1: 8 targets, b2: 3 targets)   b1          b2          in/out
+    ==============================================  ==========  ==========  ========
+    **robust z-mean of the five (default)**         **0.703**   **0.333**
+    rank mean(LogME, LEEP, NCE, H-score) (old)      0.712       0.321
+    LogME                                           0.678       0.332       in
+    probe log-loss / k-NN / H-score / NCE           0.649 / 0.623 / 0.619 / 0.558 (b1)     in
+    LEEP (only one source-head score kept: NCE)     0.611       0.226       out
+    SFDA-PCA (worst on b2)                          0.655       0.086       out
+    ETran energy (near 0 on b1)                     0.185       0.245       out
+    NCTI (anti-correlated on b1)                    -0.420      0.042       out
+    ==============================================  ==========  ==========  ========
 
-    Choosing the "best" subset of scores on the benchmark does not beat the fixed four out of sample (0.656 vs
-    0.659), and a fitted fusion does worse (0.636): the simple rule is the default. Task distance is not in it
-    (τ_w 0.27 on issue 8's zoo; the rank mean with it was 0.61); ``method="task2vec"`` remains. Nor is the
-    ``fisher`` pair distance: on 4 targets it reaches τ_w 0.17 alone and adding it to the four lowers their rank
-    mean from 0.746 to 0.705 (``benchmarks/RESULTS.md``).
+    The new and the old default are not distinguishable (paired bootstrap over targets: b1 −0.009 [−0.043, 0.020],
+    b2 +0.013 [−0.219, 0.201]; with b1's 11 targets 0.640 vs 0.663, −0.023 [−0.056, 0.006]); the choice is
+    provisional until b2 is complete. Task distance (τ_w 0.27 on issue 8's zoo) and the ``fisher`` pair distance
+    (lowered the rank mean from 0.746 to 0.705 on 4 targets) stay out.
 
-History (recorded fine-tuning outcomes, `zooscope.zoo.history`)
-    When results on datasets other than the target are recorded, each model gets a prior: its mean z-scored
-    outcome over the past datasets, each weighted by task similarity = max(0, Spearman correlation of the default
-    score of the models on the target and on that past dataset) (1 when it cannot be computed). The default score
-    becomes the mean of the target-side rank mean and the rank-normalised prior (models without a prior keep the
-    target-side score). Benchmark, leave one target out: τ_w 0.714 (uniform weights 0.705; prior alone 0.644).
-    A result recorded on the target itself is shown in ``result_on_target`` and never used to rank it.
+History as a model (`zooscope.zoo.select.history`, fitted at query time on what is recorded, nothing written)
+    The results matrix (models × past datasets) is read with the target's own results dropped first. Each past
+    dataset is weighted by its similarity to the target (mean of max(0, Spearman) of the default score profiles and
+    1 − Task2Vec d_sym); each model's weighted mean z-scored outcome is its prior; the target-side fused score is
+    projected onto the span of the matrix's rank-2 model factors and shrunk toward the prior with few past
+    datasets (λ = n/(n + 3)). The default score is the mean of the target-side rank and the rank of that history
+    score. A result recorded on the target itself is shown in ``result_on_target`` and never used to rank it. Not
+    yet in the model: each model's source-task distance.
 
 Candidates (stage 1) and exact scores (stage 2)
     Zoos of at most ``STAGE1_ALL`` (200) fitting models: every model is scored. Larger zoos (`candidates`): the
@@ -68,18 +68,21 @@ Methods by name (``method=``; the table's ``score`` is then that column, rank-no
     unknown), ``history`` (the prior alone).
     ``methods=(...)`` (several) ranks by the rank mean of those columns.
 
-Optional refinement: ``finetune_top=n`` fine-tunes the top n candidates for ``epochs`` (head replaced, all layers
-trained, `zooscope.nets.training.train_classifier`, on a stratified 80/20 split of the target's data) and re-orders
-those n by validation accuracy (column ``finetune_val_acc``). Off by default. On the benchmark (top 3, 1 epoch):
-top-1 regret 0.030 → 0.015, τ_w 0.655 → 0.669, for ~3 s per target.
+Optional refinement, an active step (`zooscope.zoo.select.refine`): ``finetune_top=k`` fine-tunes k models
+chosen for information (the top-1, then the most different in the history's factor space among the top 3k; the top
+k without history) for ``epochs`` (head replaced, all layers, `zooscope.nets.training.train_classifier`, stratified
+80/20 split; column ``finetune_val_acc``), re-estimates every model from the low-rank history plus those k outcomes
+(OBOE-style, `zooscope.zoo.history_model.impute_column`), and moves a model above another only when its estimate
+is larger by more than the seed noise (`refine.SEED_NOISE` = 0.02, the benchmarks' median seed std). Off by default.
 
 The package, in the order `select` uses it: `context` (what it reads, the method table from the measure
 registry, rank arithmetic), `candidates` and `distances` (stage 1 and ``fisher``), `budget` and `remote`
-(successive halving, its Ray round), `scores` (stage 2: features and scores with their
-caches), `prior` (history), `refine` (``finetune_top``), `explain` (the ``why`` text).
+(successive halving, its Ray round), `scores` (stage 2: features and scores with their caches), `fusion` (the
+default's robust z-mean), `history` (history as a model), `refine` (``finetune_top``), `explain` (the ``why`` text).
 
-Speed: one target, 20 small models, default settings, no cached features: 11–19 s on 2 loaded cores; features and
-scores are then cached per (model, dataset, subset) and a repeat takes ~0.1 s.
+Speed (measured with the old default; the probe log-loss member adds ~0.4 s per model at 1000×512, not
+re-measured end to end): one target, 20 small models, default settings, no cached features: 11–19 s on 2 loaded
+cores; features and scores are then cached per (model, dataset, subset) and a repeat takes ~0.1 s.
 """
 
 from __future__ import annotations
@@ -110,7 +113,8 @@ from zooscope.zoo.select.context import (
 )
 from zooscope.zoo.select.distances import fisher_distances
 from zooscope.zoo.select.explain import why
-from zooscope.zoo.select.prior import prior as history_prior
+from zooscope.zoo.select.fusion import robust_zmean
+from zooscope.zoo.select.history import prior as history_prior
 from zooscope.zoo.select.remote import remote_round
 from zooscope.zoo.select.scores import score_table
 
@@ -207,8 +211,13 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     table.index = pd.Index(table["model"].to_numpy(), name=None)
     cols = [DISTANCES.get(c, c) for c in (DEFAULT_COLUMNS if default else chosen)]
     target_side = [c for c in cols if c != "history"]
-    base = pd.Series(combine_ranks(table, target_side, smaller_is_better=smaller_is_better()), index=table.index) \
-        if target_side else pd.Series(np.nan, index=table.index)
+    dropped: dict[str, str] = {}
+    if default:  # robust z-mean of the members; constant/saturated members dropped for this target, named in why
+        fused, dropped = robust_zmean(table, target_side, smaller_is_better())
+        base = rank01(fused)
+    else:
+        base = pd.Series(combine_ranks(table, target_side, smaller_is_better=smaller_is_better()),
+                         index=table.index) if target_side else pd.Series(np.nan, index=table.index)
     # history: results on OTHER datasets only; the target's own results are displayed, never ranked on
     prior, weights, own = history_prior(ctx, rec, table.index, fits, all_models, base if default else None,
                                         history and (default or "history" in chosen), metric, max_examples, seed)
@@ -226,10 +235,13 @@ def select(ctx: SelectContext, dataset: str, k: int = 10, *, method: str | None 
     by = ["_r", "score", "model"] if "_r" in table else ["score", "model"]  # halving: further rounds rank first
     table = table.sort_values(by, ascending=[False] * (len(by) - 1) + [True], na_position="last")
     if finetune_top:
+        from zooscope.zoo.history import results
+        from zooscope.zoo.select.history import history_matrix
         from zooscope.zoo.select.refine import refine
 
-        table = refine(table, fits, ds, int(finetune_top), int(epochs), seed)
-    return _shown(ctx, table, k, cols, score_cols, prior, weights, default, bool(finetune_top), skipped)
+        R = history_matrix(results(ctx.catalog), dataset, list(table.index), metric) if history else None
+        table = refine(table, fits, ds, int(finetune_top), int(epochs), seed, R)
+    return _shown(ctx, table, k, cols, score_cols, prior, weights, default, bool(finetune_top), skipped, dropped)
 
 
 def _candidates(ctx: SelectContext, dataset: str, candidates: Sequence[str] | None) -> tuple[
@@ -253,11 +265,11 @@ def _candidates(ctx: SelectContext, dataset: str, candidates: Sequence[str] | No
 
 def _shown(ctx: SelectContext, table: pd.DataFrame, k: int, cols: list[str], score_cols: list[str],
            prior: pd.DataFrame, weights: dict[str, float], default: bool, finetuned: bool,
-           skipped: list[tuple[str, str]]) -> pd.DataFrame:
+           skipped: list[tuple[str, str]], dropped: dict[str, str] | None = None) -> pd.DataFrame:
     """The top ``k`` rows with their ``why``, ranked, in the documented column order."""
     shown = [c for c in cols if c not in ("history",)]
     registered = {d.name for d in ctx.catalog.datasets()}
-    table["why"] = [why(table, name, shown, prior, weights, default, registered) for name in table.index]
+    table["why"] = [why(table, name, shown, prior, weights, default, registered, dropped) for name in table.index]
     table = table.head(k).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     distances = tuple(DISTANCES.values())

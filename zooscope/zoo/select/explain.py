@@ -12,8 +12,9 @@ __all__ = ["why"]
 
 
 def why(table: pd.DataFrame, model: str, cols: list[str], prior: pd.DataFrame, weights: dict[str, float],
-        default: bool, registered: set[str] = frozenset()) -> str:
-    """One row's explanation (``cols``: the ranked columns shown; ``registered``: the zoo's dataset names)."""
+        default: bool, registered: set[str] = frozenset(), dropped: dict[str, str] | None = None) -> str:
+    """One row's explanation (``cols``: the ranked columns shown; ``registered``: the zoo's dataset names;
+    ``dropped``: {default member left out on this target: reason}, named in every row)."""
     row = table.loc[model]
     parts = []
     if "task_distance" in cols:
@@ -39,8 +40,11 @@ def why(table: pd.DataFrame, model: str, cols: list[str], prior: pd.DataFrame, w
              if name not in best]
     if ranks and len(table) > 1:
         parts.append("rank " + ", ".join(ranks))
-    if default and not any(np.isfinite(row[c]) for c in DEFAULT_COLUMNS if c in ("leep", "nce")):
-        parts.append("no classifier head: LogME and H-score only")
+    if default and not any(np.isfinite(row[c]) for c in DEFAULT_COLUMNS if c in ("leep", "nce") and c in row):
+        parts.append("no classifier head: source-head scores missing")
+    if dropped:
+        parts.append("dropped on this target: " + ", ".join(
+            f"{SCORES[c].transfer.display if c in SCORES else c} ({r})" for c, r in dropped.items()))
     p = prior.loc[model] if model in prior.index else None
     if p is not None and np.isfinite(p["prior"]):
         near = sorted((w, d) for d, w in weights.items() if w > 0)[::-1][:3]
