@@ -126,7 +126,7 @@ def test_the_layer_test_can_fail():
 
 
 def test_the_select_package_imports_only_forward():
-    order = ["context", "scores", "distances", "fusion", "history", "candidates", "budget", "remote", "refine",
+    order = ["context", "scores", "distances", "fusion", "history", "budget", "candidates", "remote", "refine",
              "explain"]
     g = import_graph()
     rank = {f"zooscope.zoo.select.{m}": i for i, m in enumerate(order)} | {"zooscope.zoo.select": len(order)}
