@@ -1,5 +1,6 @@
-"""The one progress helper of zooscope, on stderr and only when asked for: a Rich bar on a terminal, plain lines in
-a log.
+"""The one progress helper of zooscope, on stderr and only when asked for.
+
+A Rich bar on a terminal, plain lines in a log.
 
 When stderr is not a terminal (``nohup``, CI, ``2> log``) a bar would print nothing useful, so `Progress` writes
 one plain line per few percent (``PCT_STEP``) or per ``EVERY_S`` seconds, whichever comes first, with the counts

@@ -47,7 +47,7 @@ _WHAT = {"cka": ("linear CKA of the models' penultimate-layer CKA signatures on 
 
 
 def report_kinds() -> list[str]:
-    """The ``by`` values accepted now: `KINDS` that are registered embedding kinds."""
+    """Return the ``by`` values accepted now: `KINDS` that are registered embedding kinds."""
     from zooscope.embed._kinds import EMBEDDINGS
 
     have = set(EMBEDDINGS.available())
@@ -301,7 +301,7 @@ def _page(title: str, sections: Iterable[str], nav: Sequence[tuple[str, str]]) -
 
 
 def build_report(zoo: Any, by: str = "cka") -> str:
-    """The report page of ``zoo`` as HTML text (see the module docstring). Reads only.
+    """Return the report page of ``zoo`` as HTML text (see the module docstring). Reads only.
 
     Parameters
     ----------

@@ -30,7 +30,7 @@ def _mpl_text(value: Any) -> str:
 
 
 def _short(value: Any, n: int = 28) -> str:
-    """A tick label: at most ``n`` characters (the tables give the full name), mathtext-safe."""
+    """Return a tick label: at most ``n`` characters (the tables give the full name), mathtext-safe."""
     text = str(value)
     return _mpl_text(text if len(text) <= n else text[:n - 1] + "…")
 
@@ -52,7 +52,7 @@ def _fmt(v: Any) -> str:
 
 
 def _sort_key(v: Any) -> str:
-    """The ``data-sort`` of a cell: numbers sort as numbers, the rest as text."""
+    """Return the ``data-sort`` of a cell: numbers sort as numbers, the rest as text."""
     if isinstance(v, bool | np.bool_):
         return str(int(v))
     if isinstance(v, int | float | np.integer | np.floating) and np.isfinite(v):
@@ -62,7 +62,7 @@ def _sort_key(v: Any) -> str:
 
 def table(df: pd.DataFrame, *, tid: str, caption: str | None = None, index: bool = False,
           sortable: bool = True, tall: int = 30) -> str:
-    """An escaped HTML table (``class="sortable"``: the inline script sorts it on a header click)."""
+    """Return an escaped HTML table (``class="sortable"``: the inline script sorts it on a header click)."""
     if df is None or df.empty:
         return '<p class="note">(none)</p>'
     d = df.reset_index() if index else df
@@ -106,7 +106,7 @@ def _img(fig: Any, alt: str) -> str:
 # -- figures --------------------------------------------------------------------------------------------------------
 def matrix_figure(df: pd.DataFrame, *, title: str, label: str, axis: str, larger_is_more_similar: bool,
                   vmin: float | None = None, vmax: float | None = None) -> Any:
-    """A square heat map of ``df`` (rows × columns named ``axis``), brighter = more similar as in `zooscope.plot`."""
+    """Return a square heat map of ``df`` (rows × columns named ``axis``), brighter = more similar as in `zooscope.plot`."""
     from matplotlib.figure import Figure
 
     values = np.asarray(df.to_numpy(), dtype=np.float64)
@@ -154,7 +154,7 @@ def _cluster_order(S: pd.DataFrame) -> pd.DataFrame:
 
 
 def map_svg(coords: pd.DataFrame, *, title: str, max_labels: int = 25) -> str:
-    """The zoo map (`zooscope.plot.zoo_map_figure`) as inline SVG, each point with a ``<title>`` (its name)."""
+    """Return the zoo map (`zooscope.plot.zoo_map_figure`) as inline SVG, each point with a ``<title>`` (its name)."""
     from zooscope.plot import zoo_map_figure
 
     shown = coords.copy()

@@ -333,7 +333,7 @@ def _add_row(rows: list[dict[str, Any]], score_rows: list[dict[str, Any]], label
 
 
 def _families(zoo: Any) -> dict[str, str]:
-    """model -> its ``family`` tag, else its spec."""
+    """Map each model to its ``family`` tag, else its spec."""
     out = {}
     for r in zoo.models().itertuples(index=False):
         tags = getattr(r, "tags", None)

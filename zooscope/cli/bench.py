@@ -41,7 +41,9 @@ def selection_cmd(
     per_target: Annotated[bool, typer.Option("--per-target/--summary-only",
                                              help="Also print one row per (method, target).")] = True,
 ) -> None:
-    """Mean weighted Kendall τ_w, its paired difference to the default with a 95 % bootstrap interval, τ_w within
+    """Rank every selection method against fine-tuning truth.
+
+    Mean weighted Kendall τ_w, its paired difference to the default with a 95 % bootstrap interval, τ_w within
     each family, top-1/top-3 regret (absolute and relative error) and time per method, and per-target rows.
 
     τ_w is scipy.stats.weightedtau(score, accuracy)[0]; regret@k = best accuracy − the best accuracy among the

@@ -51,8 +51,11 @@ def ls_cmd(
 
 
 def _with_cost(table: pd.DataFrame) -> pd.DataFrame:
-    """The models' recorded cost as two columns after ``input_shape``: ``gflops`` (per example) and
-    ``s_per_batch`` (measured forward seconds per batch of `zooscope.nets.cost.COST_BATCH`)."""
+    """Return the models' recorded cost as two columns after ``input_shape``.
+
+    ``gflops`` (per example) and ``s_per_batch`` (measured forward seconds per batch of
+    `zooscope.nets.cost.COST_BATCH`).
+    """
     from zooscope.nets.cost import COST_KEY
 
     costs = [m.get(COST_KEY) if isinstance(m, dict) else None for m in table.get("metrics", [])]

@@ -304,8 +304,10 @@ def compare(
 
 def warn_if_slow(measure: str, acts_a: dict[str, torch.Tensor], acts_b: dict[str, torch.Tensor],
                  limit_s: float = 60.0) -> float:
-    """Estimate the measure stage's seconds (`zooscope.measures.gramform.estimate_seconds`) before it starts, and
-    warn in one line above ``limit_s``. Returns the estimate."""
+    """Estimate the measure stage's seconds before it starts; warn in one line above ``limit_s``.
+
+    Uses `zooscope.measures.gramform.estimate_seconds`. Returns the estimate.
+    """
     from zooscope.measures.gramform import estimate_seconds
 
     first = next(iter(acts_a.values()))

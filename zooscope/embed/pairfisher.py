@@ -41,12 +41,12 @@ _HEAD_KWARGS = ("num_classes",)
 
 
 def architecture_of(spec: str, kwargs: dict[str, Any] | None) -> dict[str, Any]:
-    """What fixes the parameter space of a pair vector: the model spec and its kwargs but the head's."""
+    """Return what fixes the parameter space of a pair vector: the model spec and its kwargs but the head's."""
     return {"spec": str(spec), "kwargs": {k: v for k, v in sorted((kwargs or {}).items()) if k not in _HEAD_KWARGS}}
 
 
 def pair_fisher_vector(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **params: Any) -> np.ndarray:
-    """The model's per-filter diagonal Fisher on ``(x, y)``, float64 of shape (dim,).
+    """Return the model's per-filter diagonal Fisher on ``(x, y)``, float64 of shape (dim,).
 
     ``params``: `PAIR_DEFAULTS` overridden by any `zooscope.embed.task2vec.Task2Vec` parameter; the examples are
     first cut to a stratified subset of ``max_samples`` seeded by ``seed`` (`zooscope.nets.datasets.probe_subset`).
@@ -72,7 +72,7 @@ def pair_fisher_vector(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **par
                 "the model as probe). One FAISS index per architecture (inner product of unit vectors = cosine, "
                 "the score); never compared across architectures."))
 def fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **params: Any) -> np.ndarray:
-    """The ``fisher`` embedding kind of a (model, dataset) pair: `pair_fisher_vector` as float32.
+    """Return the ``fisher`` embedding kind of a (model, dataset) pair: `pair_fisher_vector` as float32.
 
     Parameters
     ----------

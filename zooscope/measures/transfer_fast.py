@@ -1,5 +1,7 @@
-"""Transferability candidates for the robust default (issue 20): the linear probe scored by cross-validated
-**log-loss**, and ETran's energy term; notation and the shared input checks in `zooscope.measures.transfer`.
+"""Transferability candidates for the robust default (issue 20).
+
+The linear probe scored by cross-validated **log-loss**, and ETran's energy term; notation and the shared
+input checks in `zooscope.measures.transfer`.
 
 ``probe_logloss``: 200 labels give a coarse, tied accuracy (``linear_probe``); the held-out log-loss of the same
 probe is continuous. To stay ≤ 1 s per model at 1,000 examples the features are standardised and PCA-reduced to

@@ -65,8 +65,10 @@ def _check_pair(x: np.ndarray, y: np.ndarray | None, what: str) -> None:
 
 
 def _check_declared(f: Any, size: int, what: str) -> None:
-    """Refuse an ``.npy`` stream whose header declares more bytes than its ``size`` holds (e.g. shape (10**12,)
-    in a file of a few bytes: loading it would try to allocate terabytes)."""
+    """Refuse an ``.npy`` stream whose header declares more bytes than its ``size`` holds (e.g.
+
+    shape (10**12,) in a file of a few bytes: loading it would try to allocate terabytes).
+    """
     try:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0

@@ -1,5 +1,7 @@
-"""A model's cost on this machine: FLOPs per example at its input shape (torch's own counter,
-`torch.utils.flop_counter.FlopCounterMode`, no hand-written table) and measured seconds per batch of a forward pass.
+"""A model's cost on this machine.
+
+FLOPs per example at its input shape (torch's own counter, `torch.utils.flop_counter.FlopCounterMode`, no
+hand-written table) and measured seconds per batch of a forward pass.
 
 Recorded once at ``add-model`` (or when `embed` settles an input shape left open) in the model's ``metrics`` JSON
 under the key `COST_KEY` (no schema change: ``metrics`` travels with the model through export/import); ``zooscope ls

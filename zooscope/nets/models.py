@@ -140,8 +140,9 @@ def build_model(
 
 
 def module_names(arch: str, kwargs: Mapping[str, Any] | None = None) -> list[str] | None:
-    """The module names of the network ``arch`` builds, from a skeleton on the meta device (no weights read, no
-    memory), so that layer names can be checked before anything loads.
+    """Return the module names of the network ``arch`` builds, from a skeleton on the meta device.
+
+    No weights are read and no memory is used, so that layer names can be checked before anything loads.
 
     An unknown timm name or a factory that rejects ``kwargs`` raises `ZooscopeInputError` as `build_model`
     does; a factory that cannot build on the meta device gives ``None`` (the layers are then checked later).
