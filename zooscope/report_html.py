@@ -106,7 +106,7 @@ def _img(fig: Any, alt: str) -> str:
 # -- figures --------------------------------------------------------------------------------------------------------
 def matrix_figure(df: pd.DataFrame, *, title: str, label: str, axis: str, larger_is_more_similar: bool,
                   vmin: float | None = None, vmax: float | None = None) -> Any:
-    """Return a square heat map of ``df`` (rows × columns named ``axis``), brighter = more similar as in `zooscope.plot`."""
+    """Return a square heat map of ``df`` (rows × columns named ``axis``); brighter = more similar (`zooscope.plot`)."""
     from matplotlib.figure import Figure
 
     values = np.asarray(df.to_numpy(), dtype=np.float64)
