@@ -79,7 +79,8 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
             continue
         path = Path(m.checkpoint)
         if not path.is_file():
-            add("missing checkpoint", m.name, str(path), "restore the file, or `zooscope remove model` it and `zooscope add-model` it again")
+            add("missing checkpoint", m.name, str(path),
+                "restore the file, or `zooscope remove model` it and `zooscope add-model` it again")
         elif m.checkpoint_sha256 and file_sha256(path) != m.checkpoint_sha256:
             add("checkpoint changed", m.name, f"{path}: sha256 differs from the recorded "
                 f"{m.checkpoint_sha256[:12]}…", "`zooscope check --fix` re-queues it, then `zooscope embed`")
