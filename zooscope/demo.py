@@ -148,8 +148,9 @@ def main(out_dir: str | os.PathLike[str] = "demo_out") -> None:
     zoo = build_zoo(out)
     t0 = time.perf_counter()
     summary = zoo.embed(kinds=("task2vec", "cka"), progress=True)
+    new = 0 if summary is None or not len(summary) else int((summary["status"] == "embedded").sum())
     console.print(f"embedded and indexed in {time.perf_counter() - t0:.1f} s "
-                  f"({0 if summary is None else len(summary)} new pairs)")
+                  + (f"({new} new pairs)" if new else "(nothing new: every pair was cached)"))
     failed = zoo.failures()
     if len(failed):
         print_table(failed, title="failed pairs")
