@@ -40,24 +40,48 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
+def _fit(natural: list[int], floors: list[int], room: int) -> list[int]:
+    """Column widths summing to at most ``room``: the widest column above its floor loses one character at a
+    time (so long text is cut first and short cells keep their width)."""
+    widths = list(natural)
+    while sum(widths) > room:
+        i = max(range(len(widths)), key=lambda j: (widths[j] > floors[j], widths[j]))
+        if widths[i] <= floors[i]:
+            break  # every column at its floor: the table is wider than the terminal
+        widths[i] -= 1
+    return widths
+
+
 def print_table(df: pd.DataFrame, *, title: str | None = None, index: bool = False) -> None:
-    """Rich table of a DataFrame on stdout; long cells wrap at word boundaries (never cut), no markup."""
+    """Rich table of a DataFrame on stdout, sized to the terminal width: one line per row, never wrapped.
+
+    Numbers and short cells are never cut; when the table is wider than the terminal, the widest text columns
+    (``why``, ``arch``, paths, long names) are cut with an ellipsis. ``--format csv|json`` and table files keep
+    the full text.
+    """
+    heads = ([str(df.index.name or "")] if index else []) + [str(c) for c in df.columns]
+    columns = ([[str(i) for i in df.index]] if index else []) + [[_fmt(v) for v in df[c].tolist()]
+                                                                 for c in df.columns]
+    natural = [max([len(h), *map(len, cells)]) for h, cells in zip(heads, columns, strict=True)]
+    floors = [n if n <= 10 or all(_is_number(v) for v in cells) else min(n, 16 if j == 0 else 8)
+              for j, (n, cells) in enumerate(zip(natural, columns, strict=True))]
+    room = out.width - 3 * len(heads) - 1  # a border and a blank either side of each cell
+    widths = _fit(natural, floors, room)
     t = Table(title=Text(title) if title else None, show_lines=False)
-    if index:
-        t.add_column(Text(str(df.index.name or "")), style="bold", no_wrap=True)
-    for i, c in enumerate(df.columns):
-        cells = [_fmt(v) for v in df[c].tolist()]
-        longest = max([len(str(c)), *map(len, cells)])
-        word = max([len(w) for s in [str(c), *cells] for w in s.split()] or [1])
-        # the first column and short ones never wrap; long text wraps at word boundaries (a word longer than
-        # the column, such as a path, is folded onto the next line, never cut off)
-        keep = (i == 0 and not index) or longest <= 8
-        t.add_column(Text(str(c)), overflow="fold", no_wrap=keep,
-                     min_width=min(longest if keep else word, 24))
-    for idx, row in df.iterrows():
-        cells = [Text(_fmt(v)) for v in row.tolist()]
-        t.add_row(*([Text(str(idx))] if index else []), *cells)
-    out.print(t, crop=False)  # a table wider than the terminal overflows rather than losing columns
+    for j, h in enumerate(heads):
+        t.add_column(Text(h), no_wrap=True, overflow="ellipsis", max_width=widths[j], min_width=widths[j],
+                     style="bold" if index and j == 0 else "")
+    for r in range(len(df)):
+        t.add_row(*[Text(col[r]) for col in columns])
+    out.print(t)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return cell == ""
+    return True
 
 
 def emit(
