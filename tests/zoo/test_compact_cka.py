@@ -3,11 +3,16 @@ CKA by at most 2⁻¹⁰ (measured against the exact linear CKA of the activatio
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import pandas as pd
 import pytest
+from typer.testing import CliRunner
 from zoo_helpers import make_zoo
 
 from zooscope._validation import ZooscopeInputError
+from zooscope.cli import app
 from zooscope.embed.signature import gram_signature
 from zooscope.measures import linear_cka
 
@@ -40,6 +45,13 @@ def test_a_float16_zoo_stores_half_and_answers_like_a_float32_zoo(tmp_path):
         assert {a.dtype for a in arrays} == {np.dtype(name.replace("f", "float"))}
         sizes[name] = sum(zoo.store.path(r.vector_key).stat().st_size for r in rows)
     assert sizes["f16"] < 0.55 * sizes["f32"]
+    listed = {}
+    for name in ("f32", "f16"):  # `ls` shows the storage per model
+        result = CliRunner().invoke(app, ["ls", "--zoo", str(tmp_path / name), "--format", "csv"])
+        assert result.exit_code == 0, result.output
+        listed[name] = pd.read_csv(io.StringIO(result.stdout)).set_index("name")["vectors_mb"]
+    assert listed["f32"].sum() * 2**20 == pytest.approx(sizes["f32"], rel=1e-3)
+    assert (listed["f16"] < 0.55 * listed["f32"]).all()
     a = exact.similar("cnn0", k=2, by="cka").set_index("model")["score"]
     b = compact.similar("cnn0", k=2, by="cka").set_index("model")["score"]
     assert list(a.index) == list(b.index)
