@@ -37,8 +37,11 @@ def width(monkeypatch):
 def assert_fits(text: str, width: int, n_rows: int) -> None:
     lines = text.rstrip("\n").splitlines()
     assert lines and max(map(len, lines)) <= width, "\n" + text
-    body = [ln for ln in lines if ln.startswith("│")]
+    boxed = any(ln.startswith("┏") for ln in lines)
+    body = [ln for ln in lines if ln.startswith("│")] if boxed else lines[-n_rows:]
     assert len(body) == n_rows, f"rows wrapped onto several lines:\n{text}"  # one line per row, never wrapped
+    if not boxed:  # a table without box lines: title, header, then exactly one line per row
+        assert len([ln for ln in lines if ln.strip()]) == n_rows + 2, f"rows wrapped:\n{text}"
 
 
 @pytest.mark.parametrize("w", [100, 80, 60])
@@ -78,3 +81,18 @@ def test_cli_tables_fit_100_columns(zoo, width, verb):
     n_rows = len(pd.read_csv(io.StringIO(CliRunner().invoke(app, [*verb, "--zoo", str(zoo), "--format", "csv"])
                                          .stdout)))
     assert_fits(text, 100, n_rows)
+
+
+def test_the_demo_prints_its_tables_in_100_columns_on_a_wide_terminal(zoo, monkeypatch):
+    """`make demo`'s tables (similar, select, a layers × layers CKA table) fit 100 columns, one line per row."""
+    from zooscope import Zoo, demo
+
+    z = Zoo.open(zoo)
+    tables = {"similar": z.similar("cnn0", k=3, by="cka"), "select": z.select("digits", k=3)}
+    layers = [f"layer{i}.conv_with_a_long_name" for i in range(6)]
+    tables["compare"] = pd.DataFrame([[0.123456] * 6] * 6, index=pd.Index(layers, name="A \\ B"), columns=layers)
+    for name, df in tables.items():
+        buf = io.StringIO()
+        monkeypatch.setattr(demo, "console", Console(width=240, file=buf, highlight=False))
+        demo.print_table(df, title=name, index=name == "compare")
+        assert_fits(buf.getvalue(), demo.TABLE_WIDTH, len(df))

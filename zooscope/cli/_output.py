@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from zooscope._tables import fitted_table
 from zooscope.cli._errors import say
 from zooscope.cli._validators import check_format, check_table_path
 
@@ -32,56 +32,10 @@ def status(text: str) -> Iterator[None]:
 
 
 # -- tables -----------------------------------------------------------------------------------------------------
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if v is None:
-        return ""
-    return str(v)
-
-
-def _fit(natural: list[int], floors: list[int], room: int) -> list[int]:
-    """Column widths summing to at most ``room``: the widest column above its floor loses one character at a
-    time (so long text is cut first and short cells keep their width)."""
-    widths = list(natural)
-    while sum(widths) > room:
-        i = max(range(len(widths)), key=lambda j: (widths[j] > floors[j], widths[j]))
-        if widths[i] <= floors[i]:
-            break  # every column at its floor: the table is wider than the terminal
-        widths[i] -= 1
-    return widths
-
-
 def print_table(df: pd.DataFrame, *, title: str | None = None, index: bool = False) -> None:
-    """Rich table of a DataFrame on stdout, sized to the terminal width: one line per row, never wrapped.
-
-    Numbers and short cells are never cut; when the table is wider than the terminal, the widest text columns
-    (``why``, ``arch``, paths, long names) are cut with an ellipsis. ``--format csv|json`` and table files keep
-    the full text.
-    """
-    heads = ([str(df.index.name or "")] if index else []) + [str(c) for c in df.columns]
-    columns = ([[str(i) for i in df.index]] if index else []) + [[_fmt(v) for v in df[c].tolist()]
-                                                                 for c in df.columns]
-    natural = [max([len(h), *map(len, cells)]) for h, cells in zip(heads, columns, strict=True)]
-    floors = [n if n <= 10 or all(_is_number(v) for v in cells) else min(n, 16 if j == 0 else 8)
-              for j, (n, cells) in enumerate(zip(natural, columns, strict=True))]
-    room = out.width - 3 * len(heads) - 1  # a border and a blank either side of each cell
-    widths = _fit(natural, floors, room)
-    t = Table(title=Text(title) if title else None, show_lines=False)
-    for j, h in enumerate(heads):
-        t.add_column(Text(h), no_wrap=True, overflow="ellipsis", max_width=widths[j], min_width=widths[j],
-                     style="bold" if index and j == 0 else "")
-    for r in range(len(df)):
-        t.add_row(*[Text(col[r]) for col in columns])
-    out.print(t)
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return cell == ""
-    return True
+    """Rich table of a DataFrame on stdout, sized to the terminal width (`zooscope._tables.fitted_table`): one
+    line per row, long text cut with an ellipsis. ``--format csv|json`` and table files keep the full text."""
+    out.print(fitted_table(df, out.width, title=title, index=index))
 
 
 def emit(
