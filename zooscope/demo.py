@@ -26,10 +26,15 @@ from rich.console import Console
 console = Console()
 
 
+#: every table the demo prints fits this many columns (or the terminal, if narrower)
+TABLE_WIDTH = 100
+
+
 def print_table(df: pd.DataFrame, *, title: str, index: bool = False) -> None:
-    """Print a table under a title (the demo does not import the CLI)."""
-    console.print(f"[bold]{title}[/bold]")
-    console.print(df.to_string(index=index), highlight=False)
+    """Print a table under a title, one line per row, at most `TABLE_WIDTH` columns (the CLI's table rule)."""
+    from zooscope._tables import fitted_table
+
+    console.print(fitted_table(df, min(console.width, TABLE_WIDTH), title=title, index=index))
 
 
 @dataclass(frozen=True)
@@ -148,8 +153,9 @@ def main(out_dir: str | os.PathLike[str] = "demo_out") -> None:
     zoo = build_zoo(out)
     t0 = time.perf_counter()
     summary = zoo.embed(kinds=("task2vec", "cka"), progress=True)
+    new = 0 if summary is None or not len(summary) else int((summary["status"] == "embedded").sum())
     console.print(f"embedded and indexed in {time.perf_counter() - t0:.1f} s "
-                  f"({0 if summary is None else len(summary)} new pairs)")
+                  + (f"({new} new pairs)" if new else "(nothing new: every pair was cached)"))
     failed = zoo.failures()
     if len(failed):
         print_table(failed, title="failed pairs")

@@ -42,7 +42,7 @@ VALID_BY_VERB: dict[str, dict[str, str]] = {"remove": {"what": "model"}, "ls": {
 # valid, cheap options for verbs that would otherwise do real work (or miss a needed value) when a value is accepted
 CHEAP: dict[str, list[str]] = {
     "compare": ["--kwargs-a", KW_JSON, "--n", "16"], "match": ["--kwargs-a", KW_JSON, "--n", "16"],
-    "add-model": ["--kwargs", KW_JSON], "embed": ["--kinds", "cka"], "similar": ["--by", "cka"],
+    "add-model": ["--arch", SPEC, "--kwargs", KW_JSON], "embed": ["--kinds", "cka"], "similar": ["--by", "cka"],
     "record": ["--value", "0.9"],
 }
 # a new model's spec (similar --arch …) must not reuse a zoo model's name

@@ -109,7 +109,7 @@ def test_check_fix_then_embed_restores_a_consistent_zoo(zoo):
     assert len(list((zoo / "vectors").rglob("*.npy"))) == len(vectors)
 
 
-def test_check_detail_is_never_cut(zoo, tmp_path):
+def test_check_detail_is_kept_whole_in_csv(zoo, tmp_path):
     ckpt = tmp_path / ("a-rather-long-folder-name-" * 3) / "weights-with-a-long-name.safetensors"
     ckpt.parent.mkdir(parents=True)
     shutil.copy(checkpoints(2)[0], ckpt)
@@ -118,9 +118,8 @@ def test_check_detail_is_never_cut(zoo, tmp_path):
     result = run("check", "--format", "csv", "--zoo", zoo, code=1)
     detail = pd.read_csv(io.StringIO(result.stdout)).set_index("subject").loc["moved", "detail"]
     assert detail == str(ckpt)
-    table = run("check", "--zoo", zoo, code=1).stdout
-    assert "…" not in table  # wrapped in the table, not cut
-    assert "weights-with-a-long-name.safetensors" in re.sub(r"[\s│]", "", table).replace("\n", "")
+    table = run("check", "--zoo", zoo, code=1).stdout  # the terminal table cuts it to fit (issue 18), csv not
+    assert "…" in table and str(ckpt) not in table
 
 
 def test_embed_retry_failed_retries_only_the_failed_pairs(zoo, tmp_path):

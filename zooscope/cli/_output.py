@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from zooscope._tables import fitted_table
 from zooscope.cli._errors import say
 from zooscope.cli._validators import check_format, check_table_path
 
@@ -32,32 +32,13 @@ def status(text: str) -> Iterator[None]:
 
 
 # -- tables -----------------------------------------------------------------------------------------------------
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if v is None:
-        return ""
-    return str(v)
-
-
 def print_table(df: pd.DataFrame, *, title: str | None = None, index: bool = False) -> None:
-    """Rich table of a DataFrame on stdout; long cells wrap at word boundaries (never cut), no markup."""
-    t = Table(title=Text(title) if title else None, show_lines=False)
-    if index:
-        t.add_column(Text(str(df.index.name or "")), style="bold", no_wrap=True)
-    for i, c in enumerate(df.columns):
-        cells = [_fmt(v) for v in df[c].tolist()]
-        longest = max([len(str(c)), *map(len, cells)])
-        word = max([len(w) for s in [str(c), *cells] for w in s.split()] or [1])
-        # the first column and short ones never wrap; long text wraps at word boundaries (a word longer than
-        # the column, such as a path, is folded onto the next line, never cut off)
-        keep = (i == 0 and not index) or longest <= 8
-        t.add_column(Text(str(c)), overflow="fold", no_wrap=keep,
-                     min_width=min(longest if keep else word, 24))
-    for idx, row in df.iterrows():
-        cells = [Text(_fmt(v)) for v in row.tolist()]
-        t.add_row(*([Text(str(idx))] if index else []), *cells)
-    out.print(t, crop=False)  # a table wider than the terminal overflows rather than losing columns
+    """Rich table of a DataFrame on stdout, sized to the terminal width (`zooscope._tables.fitted_table`).
+
+    One line per row, long text cut with an ellipsis. ``--format csv|json`` and table files keep the full
+    text.
+    """
+    out.print(fitted_table(df, out.width, title=title, index=index))
 
 
 def emit(

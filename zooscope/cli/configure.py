@@ -47,6 +47,8 @@ def configure_cmd(
         "fails where there is no network).")] = False,
     input_shape: Annotated[str | None, typer.Option(help="C,H,W the --task2vec-probe applies to, e.g. "
                                                     "3,224,224.")] = None,
+    cka_dtype: Annotated[str | None, typer.Option(help="dtype of CKA vectors stored from now on: float16 halves "
+                                                  "them (CKA within 0.001), float32 (default) is exact.")] = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """Change the zoo's settings, then print them all (with no option: only print them).
@@ -56,7 +58,7 @@ def configure_cmd(
     from zooscope.zoo.zoo import Zoo
 
     changes: dict[str, Any] = {"probe_dataset": probe_dataset, "probe_n": probe_n, "probe_seed": probe_seed,
-                               "jl_dim": jl_dim, "jl_seed": jl_seed}
+                               "jl_dim": jl_dim, "jl_seed": jl_seed, "cka_dtype": cka_dtype}
     if kind_params is not None:
         parsed = parse_json_object(kind_params, "--kind-params")
         bad = [k for k, v in parsed.items() if not isinstance(v, dict)]

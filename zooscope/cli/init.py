@@ -18,4 +18,9 @@ def init_cmd(zoo: ZooOpt) -> None:
     Example: zooscope init --zoo ./zoo
     """
     z = open_zoo(zoo, create=True)
-    say(f"zoo ready at {z.path} ({len(z.models())} models, {len(z.datasets())} datasets)")
+    counts = f"{len(z.models())} models, {len(z.datasets())} datasets"
+    if "://" in zoo:  # a catalog URL (PostgreSQL, …): name the database, and where the vectors go
+        url = z.catalog.engine.url.render_as_string(hide_password=True)
+        say(f"zoo ready: catalog {url}, storage folder {z.path} ({counts})")
+    else:
+        say(f"zoo ready at {z.path} ({counts})")

@@ -43,6 +43,12 @@ def ls_cmd(
         listings = {"models": lambda: _with_cost(z.models()), "datasets": z.datasets,
                     "embeddings": lambda: pd.DataFrame(z.catalog.embeddings())}
         table = listings[what]()
+        if what == "models":  # storage per model: what a compact zoo (configure --cka-dtype float16) saves
+            from zooscope.zoo.vectors import stored_bytes
+
+            sizes = stored_bytes(z.catalog, z.store)
+            table.insert(table.columns.get_loc("checkpoint"), "vectors_mb",
+                         [round(sizes.get(n, 0) / 2**20, 3) for n in table["name"]])
     if not isinstance(table, pd.DataFrame):
         table = pd.DataFrame(table)
     emit(table, fmt, out, title=("failures" if failed else what))

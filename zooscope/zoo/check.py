@@ -72,14 +72,14 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
                 verified_probe(ctx.embedding.probes, rec)
         except (ValueError, OSError) as e:
             add("corrupt probe set", f"{rec.get('dataset')} ({shape})", str(e).splitlines()[0],
-                "check(fix=True) sets it aside; embed re-makes it from the dataset")
+                "`zooscope check --fix` sets it aside, then `zooscope embed` re-makes it")
             listed["probes"].append(shape)
     for shape, net in sorted(ctx.embedding.settings.task2vec_probes.items()):
         try:
             loadable_net(ctx.embedding.probes, net)
         except (ValueError, OSError) as e:
             add("bad Task2Vec probe network", shape, str(e).splitlines()[0],
-                "check(fix=True) sets it aside; embed trains a new one (or configure --task2vec-probe)")
+                "`zooscope check --fix` sets it aside, then `zooscope embed` trains a new one")
             listed["t2v"].append(shape)
 
     for m in cat.models():
@@ -87,10 +87,11 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
             continue
         path = Path(m.checkpoint)
         if not path.is_file():
-            add("missing checkpoint", m.name, str(path), "restore the file, or remove_model and re-add it")
+            add("missing checkpoint", m.name, str(path),
+                "restore the file, or `zooscope remove model` it and `zooscope add-model` it again")
         elif m.checkpoint_sha256 and file_sha256(path) != m.checkpoint_sha256:
             add("checkpoint changed", m.name, f"{path}: sha256 differs from the recorded "
-                f"{m.checkpoint_sha256[:12]}…", "check --fix re-queues it (check(fix=True)), then embed")
+                f"{m.checkpoint_sha256[:12]}…", "`zooscope check --fix` re-queues it, then `zooscope embed`")
             changed.append((m.name, path))
     rows = cat.embeddings()
     used: dict[str, set[str]] = {}
@@ -100,25 +101,25 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
         who = f"{r.model}:{r.dataset}" if r.model and r.dataset else r.model or r.dataset  # pairs: both
         req = (r.params or {}).get("request") or {}
         if r.model and "checkpoint_sha256" in req and req["checkpoint_sha256"] != shas.get(r.model):
-            add("stale vector", who, f"{r.kind} vector of an earlier checkpoint", "embed re-embeds it")
+            add("stale vector", who, f"{r.kind} vector of an earlier checkpoint", "`zooscope embed` re-embeds it")
         try:
             arr = vectors.read(r)
             if arr.shape[-1] != r.dim:
                 add("vector shape", who, f"{r.kind} vector {r.vector_key} has dim {arr.shape[-1]}, "
-                    f"catalog says {r.dim}", "check(fix=True) drops it, then embed")
+                    f"catalog says {r.dim}", "`zooscope check --fix` drops it, then `zooscope embed`")
                 listed["rows"].append(r)
         except CorruptFileError as e:
             add("corrupt vector", who, f"{r.kind} row {r.id}: {str(e).splitlines()[0]}",
-                "check(fix=True) drops the row and its file, then embed recomputes it")
+                "`zooscope check --fix` drops it, then `zooscope embed` recomputes it")
             listed["rows"].append(r)
         except (KeyError, OSError, ValueError) as e:
             add("missing vector", who, f"{r.kind} row {r.id}: {str(e).splitlines()[0]}",
-                "re-embed (remove the row with check(fix=True), then embed)")
+                "`zooscope check --fix` drops it, then `zooscope embed` recomputes it")
             listed["rows"].append(r)
     for kind in store.kinds():
         for key in store.keys(kind):
             if key not in used.get(kind, set()):
-                add("orphan vector", kind, f"{key}.npy is named by no catalog row", "check(fix=True) deletes it")
+                add("orphan vector", kind, f"{key}.npy is named by no catalog row", "`zooscope check --fix` deletes it")
                 listed["orphans"].append(key)
     for path in stray_index_files(ctx):
         add("stray index file", path.name, "left by an index save that was killed", "check(fix=True) deletes it")
@@ -186,7 +187,7 @@ def _check_index(ctx: CheckContext, key: IndexKey, wanted: bool, add: Any) -> No
     name = f"{key.kind}__{key.column}"
     rec = ctx.indices.record(key)
     if not wanted:
-        add("stale index", name, "an index is recorded for a group with no vectors", "check(fix=True) drops it")
+        add("stale index", name, "an index is recorded for a group with no vectors", "`zooscope check --fix` drops it")
         return
     try:
         _, want = ctx.indices.expected(key)
@@ -194,18 +195,18 @@ def _check_index(ctx: CheckContext, key: IndexKey, wanted: bool, add: Any) -> No
         want = None  # a missing vector is reported already
     if rec is None:
         if want is not None and len(want):
-            add("missing index", name, "vectors exist but no index is recorded", "check(fix=True)")
+            add("missing index", name, "vectors exist but no index is recorded", "`zooscope check --fix` builds it")
         return
     try:
         index = ctx.indices.load(key)
     except Exception as e:  # missing file, sha256 mismatch, unreadable
-        add("bad index", name, str(e).splitlines()[0], "check(fix=True) rebuilds it")
+        add("bad index", name, str(e).splitlines()[0], "`zooscope check --fix` rebuilds it")
         return
     if want is not None and not np.array_equal(np.sort(index.ids()), np.sort(want)):
         extra = np.setdiff1d(index.ids(), want).size
         missing = np.setdiff1d(want, index.ids()).size
         add("stale index", name, f"{missing} vectors missing from the index, {extra} ids without "
-            "a catalog row", "check(fix=True) rebuilds it")
+            "a catalog row", "`zooscope check --fix` rebuilds it")
 
 
 def _fix(ctx: CheckContext, listed: dict[str, list[Any]], kinds: list[str]) -> None:

@@ -329,7 +329,10 @@ def _write(ctx: EmbedContext, job: EmbedJob, res: JobResult, meta: Any) -> bool:
     old = [r for r in ctx.catalog.embeddings(kind=kind, **who) if _key(r) == _key(job)]
     if any(r.params.get("request_hash") == job.request_hash for r in old):
         return False
-    key, sha = ctx.store.put_hashed(res.vectors, kind=kind)  # the sha256 is verified on every read
+    vectors = res.vectors
+    if kind == "cka" and ctx.settings.cka_dtype != "float32":  # a compact zoo (configure cka_dtype)
+        vectors = np.asarray(vectors).astype(ctx.settings.cka_dtype)
+    key, sha = ctx.store.put_hashed(vectors, kind=kind)  # the sha256 is verified on every read
     params = {"request_hash": job.request_hash, "request": json.loads(json.dumps(job.request, default=str)),
               "layers": res.layers, "penultimate": res.penultimate}
     try:

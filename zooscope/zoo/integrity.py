@@ -96,7 +96,8 @@ def model_problem(rec: ModelRecord) -> str | None:
         return f"checkpoint missing ({path})"
     want = rec.checkpoint_sha256
     if want and file_sha256(path, memo=True) != want:
-        return f"checkpoint changed since add_model ({path}: sha256 differs; re-add it with `add-model --replace`)"
+        return (f"checkpoint changed since add_model ({path}: sha256 differs; run `zooscope check --fix`, then "
+                "`zooscope embed`)")
     return None
 
 

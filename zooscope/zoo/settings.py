@@ -1,8 +1,8 @@
 """The zoo's settings as one typed value (`ZooSettings`), and where a zoo's files and cache live (`ZooPaths`).
 
 Settings are stored in the catalog's ``settings`` table (JSON, one key per group: ``probe``, ``probe_sets``,
-``task2vec_probes``, ``jl``, ``kind_params``); `ZooSettings.load` reads them all at once and `configure` is the
-only writer. Everything downstream (probes, vectors, indices, queries) receives a `ZooSettings`, never the
+``task2vec_probes``, ``jl``, ``kind_params``, ``storage``); `ZooSettings.load` reads them all at once and
+`configure` is the only writer. Everything downstream (probes, vectors, indices, queries) receives a `ZooSettings`, never the
 catalog's raw dicts.
 """
 
@@ -19,11 +19,15 @@ from zooscope._io import user_cache_dir
 from zooscope._validation import ZooscopeInputError
 from zooscope.zoo.catalog import Catalog
 
-__all__ = ["DEFAULT_JL", "DEFAULT_PROBE_N", "ZooPaths", "ZooSettings", "configure", "shape_key", "user_cache_dir"]
+__all__ = ["CKA_DTYPES", "DEFAULT_JL", "DEFAULT_PROBE_N", "ZooPaths", "ZooSettings", "configure", "shape_key",
+           "user_cache_dir"]
 
 DEFAULT_PROBE_N = 512
 DEFAULT_JL = (256, 0)
-_KEYS = ("probe", "probe_sets", "task2vec_probes", "jl", "kind_params")
+_KEYS = ("probe", "probe_sets", "task2vec_probes", "jl", "kind_params", "storage")
+#: dtypes a zoo may store its CKA signatures in: float16 halves the files, moving a CKA value by at most 2⁻¹⁰
+#: (each unit-vector entry rounded to 11 significant bits; see `zooscope.embed.signature`)
+CKA_DTYPES = ("float32", "float16")
 
 
 def shape_key(shape: Sequence[int]) -> str:
@@ -84,6 +88,8 @@ class ZooSettings:
         JL projection of long vectors for the indices.
     kind_params : dict
         kind -> parameter overrides.
+    cka_dtype : {"float32", "float16"}
+        dtype of newly stored CKA signatures (`CKA_DTYPES`); vectors stored before keep theirs.
     """
 
     probe_n: int = DEFAULT_PROBE_N
@@ -94,6 +100,7 @@ class ZooSettings:
     jl_dim: int = DEFAULT_JL[0]
     jl_seed: int = DEFAULT_JL[1]
     kind_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    cka_dtype: str = "float32"
 
     @classmethod
     def load(cls, catalog: Catalog) -> ZooSettings:
@@ -105,7 +112,8 @@ class ZooSettings:
                    probe_sets=dict(catalog.get_setting("probe_sets") or {}),
                    task2vec_probes=dict(catalog.get_setting("task2vec_probes") or {}),
                    jl_dim=int(jl.get("dim", DEFAULT_JL[0])), jl_seed=int(jl.get("seed", DEFAULT_JL[1])),
-                   kind_params=dict(catalog.get_setting("kind_params") or {}))
+                   kind_params=dict(catalog.get_setting("kind_params") or {}),
+                   cka_dtype=str((catalog.get_setting("storage") or {}).get("cka_dtype", "float32")))
 
     def as_dict(self) -> dict[str, Any]:
         """The stored form (what `Zoo.settings` returns): probe, probe_sets, task2vec_probes, jl, kind_params."""
@@ -113,7 +121,8 @@ class ZooSettings:
         if self.probe_datasets:
             probe["datasets"] = dict(self.probe_datasets)
         return {"probe": probe, "probe_sets": dict(self.probe_sets), "task2vec_probes": dict(self.task2vec_probes),
-                "jl": {"dim": self.jl_dim, "seed": self.jl_seed}, "kind_params": dict(self.kind_params)}
+                "jl": {"dim": self.jl_dim, "seed": self.jl_seed}, "kind_params": dict(self.kind_params),
+                "storage": {"cka_dtype": self.cka_dtype}}
 
     def params_of(self, kind: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
         """A kind's parameters: its defaults updated with the configured overrides."""
@@ -146,7 +155,7 @@ class ZooSettings:
 
 def configure(catalog: Catalog, *, probe_n: int | None = None, probe_seed: int | None = None,
               probe_dataset: str | None = None, jl_dim: int | None = None, jl_seed: int | None = None,
-              kind_params: dict[str, dict] | None = None) -> ZooSettings:
+              kind_params: dict[str, dict] | None = None, cka_dtype: str | None = None) -> ZooSettings:
     """Change the stored settings (see `Zoo.configure`); returns the new `ZooSettings`.
 
     The Task2Vec probe network (a file under ``<zoo>/probes/`` plus its record) is set by
@@ -172,6 +181,10 @@ def configure(catalog: Catalog, *, probe_n: int | None = None, probe_seed: int |
         now = ZooSettings.load(cat)
         cat.set_setting("jl", {"dim": int(jl_dim if jl_dim is not None else now.jl_dim),
                                "seed": int(jl_seed if jl_seed is not None else now.jl_seed)})
+    if cka_dtype is not None:
+        if cka_dtype not in CKA_DTYPES:
+            raise ZooscopeInputError(f"'cka_dtype' must be one of {', '.join(CKA_DTYPES)}; got {cka_dtype!r}.")
+        cat.set_setting("storage", {**dict(cat.get_setting("storage", {}) or {}), "cka_dtype": cka_dtype})
     if kind_params is not None:
         current = dict(cat.get_setting("kind_params", {}) or {})
         current.update({k: dict(v) for k, v in kind_params.items()})

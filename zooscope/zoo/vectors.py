@@ -107,3 +107,14 @@ def layer_position(row: EmbeddingRecord, layer: str | None = None) -> int:
     if name not in layers:
         raise unknown_name_error(f"layer of model {row.model!r}", str(name), layers)
     return layers.index(name)
+
+
+def stored_bytes(catalog: Catalog, store: VectorStore) -> dict[str, int]:
+    """Model name -> bytes of its stored vector files (every kind; a missing file counts 0). Reads only sizes."""
+    sizes: dict[str, int] = {}
+    for r in catalog.embeddings():
+        if r.model is None:
+            continue
+        path = store.path(r.vector_key)
+        sizes[r.model] = sizes.get(r.model, 0) + (path.stat().st_size if path.is_file() else 0)
+    return sizes

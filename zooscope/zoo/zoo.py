@@ -290,7 +290,8 @@ class Zoo:
     def configure(self, *, probe_n: int | None = None, probe_seed: int | None = None,
                   probe_dataset: str | None = None, task2vec_probe: dict | str | None = None,
                   input_shape: Sequence[int] | None = None, jl_dim: int | None = None,
-                  jl_seed: int | None = None, kind_params: dict[str, dict] | None = None) -> dict[str, Any]:
+                  jl_seed: int | None = None, kind_params: dict[str, dict] | None = None,
+                  cka_dtype: str | None = None) -> dict[str, Any]:
         """Change the zoo's settings; returns them all.
 
         Parameters
@@ -309,6 +310,8 @@ class Zoo:
             JL projection of long vectors for the index (default 256, 0).
         kind_params : dict, optional
             Per kind parameter overrides, e.g. ``{"cka": {"debiased": True}}`` (changes re-embed that kind).
+        cka_dtype : {"float32", "float16"}, optional
+            dtype of CKA signatures stored from now on: float16 halves them (CKA within 2⁻¹⁰; benchmarks/RESULTS.md).
         """
         from zooscope.zoo import probes
 
@@ -328,7 +331,7 @@ class Zoo:
                                          "task2vec_probe='trained'.")
             probes.store_task2vec_probe(self.probe_context(), input_shape, task2vec_probe)
         settings.configure(self.catalog, probe_n=probe_n, probe_seed=probe_seed, probe_dataset=probe_dataset,
-                           jl_dim=jl_dim, jl_seed=jl_seed, kind_params=kind_params)
+                           jl_dim=jl_dim, jl_seed=jl_seed, kind_params=kind_params, cka_dtype=cka_dtype)
         if jl_dim is not None or jl_seed is not None:  # the indices hold JL views: rebuilt now, under the locks
             embedrun.rebuild_indices(self.embed_context())
         return self.settings()

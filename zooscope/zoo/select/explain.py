@@ -49,8 +49,10 @@ def why(table: pd.DataFrame, model: str, cols: list[str], prior: pd.DataFrame, w
     if p is not None and np.isfinite(p["prior"]):
         near = sorted((w, d) for d, w in weights.items() if w > 0)[::-1][:3]
         like = ", ".join(f"{d} (sim {w:.2f})" for w, d in near)
+        # with one past task its similarity is 1 by normalisation and says nothing: name it only among several
+        like = f"; most similar: {like}" if sum(w > 0 for w in weights.values()) > 1 else ""
         parts.append(f"history: {'above' if p['prior'] > 0 else 'below'} average (z {p['prior']:+.2f}) on "
-                     f"{int(p['n_past'])} past task(s); most similar: {like}")
+                     f"{int(p['n_past'])} past task(s){like}")
     if np.isfinite(row.get("result_on_target", np.nan)):
         parts.append(f"recorded on this dataset: {row['result_on_target']:.3g} (shown, not used to rank)")
     if "group" in table and isinstance(row["group"], str) and row["group"]:
