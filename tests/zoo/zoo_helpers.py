@@ -15,9 +15,9 @@ _CACHE: dict[str, Path] = {}
 
 def checkpoints(n: int = 3, epochs: int = 2) -> list[Path]:
     """Paths of ``n`` small CNNs trained with different seeds (trained once per test session)."""
-    from zooscope.nets.training import train_classifier
     from zooscope.nets.datasets import load_dataset
     from zooscope.nets.models import save_checkpoint, small_cnn
+    from zooscope.nets.training import train_classifier
 
     if "ckpt" not in _CACHE:
         _CACHE["ckpt"] = Path(tempfile.mkdtemp(prefix="zooscope-ckpt-"))

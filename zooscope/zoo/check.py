@@ -45,6 +45,7 @@ class CheckContext:
 
     @property
     def indices(self) -> IndexWriter:
+        """The indices."""
         return self.embedding.indices
 
 
@@ -56,7 +57,8 @@ def check(ctx: CheckContext, *, fix: bool = False) -> pd.DataFrame:
     cat, store, vectors = ctx.embedding.catalog, ctx.embedding.store, ctx.embedding.vectors
     out: list[dict[str, Any]] = []
     changed: list[tuple[str, Path]] = []
-    listed: dict[str, list[Any]] = {"rows": [], "orphans": [], "probes": [], "t2v": [], "temps": []}  # fix acts on these
+    # what fix=True acts on
+    listed: dict[str, list[Any]] = {"rows": [], "orphans": [], "probes": [], "t2v": [], "temps": []}
 
     def add(problem: str, subject: str, detail: str, how: str) -> None:
         out.append({"problem": problem, "subject": subject, "detail": detail, "fix": how})
@@ -158,7 +160,7 @@ def stray_index_files(ctx: CheckContext) -> list[Path]:
 
 
 def _catalog_problem(cat: Any) -> str | None:
-    """The catalog's own damage (SQLite ``PRAGMA quick_check``), or None."""
+    """Return the catalog's own damage (SQLite ``PRAGMA quick_check``), or None."""
     import sqlalchemy as sa
 
     if cat.engine.dialect.name != "sqlite":
@@ -176,7 +178,7 @@ def _probe_path(ctx: CheckContext, rec: dict[str, Any]) -> Path:
 
 
 def _fresh(ctx: CheckContext) -> CheckContext:
-    """The context with settings re-read (a fix may have changed the probe sets)."""
+    """Return the context with settings re-read (a fix may have changed the probe sets)."""
     from zooscope.zoo.settings import ZooSettings
 
     e = ctx.embedding

@@ -40,6 +40,7 @@ class CurateContext:
 
     @property
     def catalog(self) -> Catalog:
+        """The catalog."""
         return self.vectors.catalog
 
 
@@ -98,18 +99,23 @@ def task_distances(zoo: Any) -> pd.DataFrame:
     -------
     pandas.DataFrame of shape (n_datasets, n_datasets)
         Index and columns are the names of the datasets with a task vector (sorted); empty when none has one.
+        NaN between datasets whose task vectors come from different probe networks (other input shapes): those
+        vectors live in different parameter spaces.
     """
     from zooscope.embed.task2vec import task_distance
 
     ctx = _ctx(zoo)
-    vecs = {r.dataset: ctx.vectors.read64(r) for r in ctx.vectors.current_rows("task2vec")}
+    rows = ctx.vectors.current_rows("task2vec")
+    vecs = {r.dataset: ctx.vectors.read64(r) for r in rows}
+    group = {r.dataset: comparability_group(r) for r in rows}
     names = sorted(vecs)
-    D = np.array([[0.0 if a == b else task_distance(vecs[a], vecs[b]) for b in names] for a in names])
+    D = np.array([[0.0 if a == b else task_distance(vecs[a], vecs[b]) if group[a] == group[b] else np.nan
+                   for b in names] for a in names])
     return pd.DataFrame(D.reshape(len(names), len(names)), index=names, columns=names)
 
 
 def duplicates(zoo: Any, threshold: float = 0.995, by: str = "cka", *, progress: bool = False) -> pd.DataFrame:
-    """Groups of near-identical models: connected components of the graph "similarity >= threshold".
+    """Return groups of near-identical models: connected components of the graph "similarity >= threshold".
 
     Returns
     -------

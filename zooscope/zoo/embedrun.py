@@ -73,14 +73,17 @@ class EmbedContext:
 
     @property
     def probes(self) -> ProbeContext:
+        """The probes."""
         return ProbeContext(self.catalog, self.settings, self.paths)
 
     @property
     def vectors(self) -> VectorRepo:
+        """The vectors."""
         return VectorRepo(self.catalog, self.store)
 
     @property
     def indices(self) -> IndexWriter:
+        """The indices."""
         return IndexWriter(self.catalog, self.paths, self.vectors, self.settings)
 
 
@@ -92,7 +95,7 @@ def _kind(kind: str) -> Any:
 
 def plan_job(ctx: EmbedContext, kind: str, subject: ModelRecord | DatasetRecord, *,
              probe: dict[str, Any] | None = None) -> EmbedJob:
-    """The job (and its request) for one (kind, model|dataset) pair.
+    """Return the job (and its request) for one (kind, model|dataset) pair.
 
     Model kinds need ``probe`` (the probe-set record with its ``file``); dataset kinds need nothing stored.
     """
@@ -121,8 +124,9 @@ def plan_job(ctx: EmbedContext, kind: str, subject: ModelRecord | DatasetRecord,
 
 
 def compute_missing(ctx: EmbedContext, kind: str, dataset: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """(vector, request) of a dataset kind for ``dataset``: the stored vector, else computed in memory; the
-    request is what it answers (its comparability group: `zooscope.zoo.vectors.request_group`).
+    """(vector, request) of a dataset kind for ``dataset``: the stored vector, else computed in memory.
+
+    The request is what it answers (its comparability group: `zooscope.zoo.vectors.request_group`).
 
     A computed vector is kept only in the cache folder (``<cache>/vectors/<kind>/<request_hash>.npy``); `embed`
     stores it for good. Writes nothing else.
@@ -165,7 +169,8 @@ def index_locks(catalog: Catalog, kinds: Sequence[str]) -> Iterator[None]:
     """Hold the index lock of every kind in ``kinds`` (taken in sorted order: two holders never deadlock).
 
     Every writer that deletes vector files or changes an index (embed's index update, remove, --replace,
-    check --fix) does so under these locks."""
+    check --fix) does so under these locks.
+    """
     with ExitStack() as stack:
         for kind in sorted(set(kinds)):
             stack.enter_context(catalog.lock(f"zooscope-index:{kind}"))
@@ -268,8 +273,10 @@ def embed(ctx: EmbedContext, kinds: Sequence[str] | str, *, backend: str, models
     remove_orphans(ctx, kinds, owner=owner)
 
     def claimed() -> Iterator[EmbedJob]:
-        """Each job, claimed just before it is handed to a worker; pairs another writer holds or finished are
-        reported as skipped."""
+        """Each job, claimed just before it is handed to a worker.
+
+        Pairs another writer holds or finished are reported as skipped.
+        """
         for job in jobs:
             if not cat.claim(kind=job.kind, owner=owner, lease_s=lease_s, **job.who):
                 report.append(_entry(job) | {"status": "skipped (another writer)"})

@@ -45,8 +45,10 @@ def _check_names(catalog: Catalog, model: str, dataset: str, metric: str) -> Non
 
 
 def record_result(catalog: Catalog, model: str, dataset: str, value: float, metric: str = "accuracy") -> None:
-    """Store how fine-tuning ``model`` on ``dataset`` went (``value``: larger is better); overwrites a previous
-    value for the same (model, dataset, metric)."""
+    """Store how fine-tuning ``model`` on ``dataset`` went (``value``: larger is better).
+
+    Overwrites a previous value for the same (model, dataset, metric).
+    """
     _check_names(catalog, model, dataset, metric)
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer) \
             or not math.isfinite(float(value)):

@@ -69,6 +69,7 @@ class IndexKey:
 
     @classmethod
     def from_record(cls, rec: IndexRecord) -> IndexKey:
+        """Return the from record."""
         policy, _, group = rec.policy.partition("@")
         return cls(rec.kind, policy, group)
 
@@ -106,7 +107,7 @@ class IndexReader:
         return jl_project(arr, self.settings.jl_dim, self.settings.jl_seed, kind=JL_KIND).astype(np.float32)
 
     def view(self, row: EmbeddingRecord) -> np.ndarray:
-        """The vectors of ``row`` as they enter the index: (n_layers, d) or (1, d), float32."""
+        """Return the vectors of ``row`` as they enter the index: (n_layers, d) or (1, d), float32."""
         arr = self._transform(row.kind, np.asarray(self.vectors.read(row)))
         if arr.shape[1] <= JL_MAX_DIM:
             return arr.astype(np.float32)
@@ -144,19 +145,20 @@ class IndexReader:
         return view[:1], [row.id]
 
     def keys(self, kind: str | None = None) -> list[IndexKey]:
-        """The recorded index keys (of one kind, or all)."""
+        """Return the recorded index keys (of one kind, or all)."""
         return sorted(IndexKey.from_record(r) for r in self.catalog.indices() if kind is None or r.kind == kind)
 
     def expected_keys(self, kind: str) -> list[IndexKey]:
-        """The keys the current rows of ``kind`` call for."""
+        """Return the keys the current rows of ``kind`` call for."""
         groups = sorted({comparability_group(r) for r in self.vectors.current_rows(kind)})
         return [IndexKey(kind, p, g) for g in groups for p in policies(_kind_meta(kind).meta.subject)]
 
     def record(self, key: IndexKey) -> IndexRecord | None:
+        """Return the record."""
         return self.catalog.get_index(key.kind, key.column)
 
     def load(self, key: IndexKey) -> Any:
-        """The recorded index of ``key`` (sha256-checked), or None when none is recorded."""
+        """Return the recorded index of ``key`` (sha256-checked), or None when none is recorded."""
         from zooscope.index import VectorIndex
 
         for attempt in range(3):
@@ -171,8 +173,10 @@ class IndexReader:
         return None
 
     def search(self, key: IndexKey, queries: np.ndarray, m: int) -> np.ndarray:
-        """Catalog row ids of the ``m`` nearest entries of each query (layer ids mapped to their rows), or
-        None when no index is recorded."""
+        """Catalog row ids of the ``m`` nearest entries of each query (layer ids mapped to their rows).
+
+        Or None when no index is recorded.
+        """
         index = self.load(key)
         if index is None:
             return None
@@ -233,8 +237,11 @@ class IndexWriter(IndexReader):
         return sorted(want)
 
     def sync(self, kind: str) -> None:
-        """Bring every index of ``kind`` in step with the catalog, in place: add the vectors of rows it lacks,
-        remove ids whose rows are gone, build missing indices, drop those of groups without rows."""
+        """Bring every index of ``kind`` in step with the catalog, in place.
+
+        Add the vectors of rows it lacks, remove ids whose rows are gone, build missing indices, drop those of
+        groups without rows.
+        """
         rows = self.vectors.current_rows(kind)
         for key in self._drop_unwanted(kind):
             group_rows = [r for r in rows if comparability_group(r) == key.group]

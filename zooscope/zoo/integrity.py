@@ -1,9 +1,9 @@
-"""Integrity of a zoo: names that are data, files that carry their sha256, a catalog that cannot be mistaken.
+r"""Integrity of a zoo: names that are data, files that carry their sha256, a catalog that cannot be mistaken.
 
 * **Names** (`validate_name`, defined in `zooscope._validation`): every model / dataset name is checked where
   the library records it (`zooscope.zoo.catalog.Catalog`): 1–200 bytes of UTF-8, no control characters or NUL,
-  no ``/`` or ``\\``, not ``.`` or ``..``, no leading/trailing blanks. Unicode letters are fine. Names never become file names: vector
-  files are named by uuid keys, probe files by a hash of the probe set's id.
+  no ``/`` or ``\\``, not ``.`` or ``..``, no leading/trailing blanks. Unicode letters are fine. Names never
+  become file names: vector files are named by uuid keys, probe files by a hash of the probe set's id.
 * **Checksums** (`verified_bytes`): the catalog records the sha256 of every vector file (``embeddings.sha256``)
   and of every probe file (the probe-set record's ``file_sha256``); readers verify it and a mismatch raises
   `CorruptFileError` naming the file and ``zooscope check --fix``.
@@ -49,7 +49,7 @@ class CorruptFileError(ZooscopeInputError):
 
 # -- checksums ------------------------------------------------------------------------------------------------
 def check_labels(y: Any, name: str, source: str) -> None:
-    """A labelled dataset needs labels of at least two classes (``y`` None: a probe set without labels)."""
+    """Return a labelled dataset needs labels of at least two classes (``y`` None: a probe set without labels)."""
     if y is None:
         return
     import numpy as np
@@ -62,7 +62,7 @@ def check_labels(y: Any, name: str, source: str) -> None:
 
 
 def verified_bytes(path: str | os.PathLike[str], sha256: str | None, what: str) -> bytes:
-    """The bytes of ``path``, after checking them against ``sha256`` (None: not recorded, not checked).
+    """Return the bytes of ``path``, after checking them against ``sha256`` (None: not recorded, not checked).
 
     Raises
     ------
@@ -129,7 +129,7 @@ _HEAD_FDS: dict[tuple[int, int], int] = {}
 
 
 def _read_head(path: Path) -> bytes:
-    """The first 100 bytes of an SQLite file, read through one descriptor kept open for the process's life.
+    """Return the first 100 bytes of an SQLite file, read through one descriptor kept open for the process's life.
 
     SQLite's POSIX locks belong to the process and the inode: closing *any* descriptor of the database drops the
     locks of every connection this process holds on it (sqlite.org/howtocorrupt.html, 2.2). Another process
@@ -148,7 +148,7 @@ def _read_head(path: Path) -> bytes:
 
 
 def read_marker(root: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The zoo's marker (``zoo.json``), or None when the folder has none (a zoo made before markers existed)."""
+    """Return the zoo's marker (``zoo.json``), or None when the folder has none (a zoo made before markers existed)."""
     p = Path(root) / MARKER
     if not p.exists():
         return None
@@ -195,8 +195,11 @@ def check_folder(root: Path, *, create: bool) -> dict[str, Any] | None:
 
 
 def catalog_unusable(root: Path, e: BaseException) -> ZooscopeInputError:
-    """The error for a catalog that failed to open: a full disk or I/O error says so (the catalog is intact and
-    must not be "restored"); anything else is a catalog that cannot be read."""
+    """Return the error for a catalog that failed to open.
+
+    A full disk or I/O error says so (the catalog is intact and must not be "restored"); anything else is a
+    catalog that cannot be read.
+    """
     text = str(getattr(e, "orig", e)).splitlines()[0]
     path = root / "catalog.sqlite"
     if any(s in text.lower() for s in ("database or disk is full", "disk i/o error", "no space left")):

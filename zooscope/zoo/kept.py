@@ -39,7 +39,7 @@ def save_last(zoo: Any, summary: pd.DataFrame, per_target: pd.DataFrame, truth: 
 
 
 def last_selection(zoo: Any) -> dict[str, Any] | None:
-    """The last kept run on this zoo, or None.
+    """Return the last kept run on this zoo, or None.
 
     Returns
     -------

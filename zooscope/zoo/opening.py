@@ -17,8 +17,11 @@ __all__ = ["folder_of_zoo", "open_catalog", "storage_of_url", "writable"]
 
 
 def writable(root: Path) -> bool:
-    """Whether to open the zoo for writing: the folder and its catalog are writable, and their permission bits
-    say so (``chmod -R a-w zoo`` makes a zoo read-only even for root, whom `os.access` always lets write)."""
+    """Whether to open the zoo for writing.
+
+    The folder and its catalog are writable, and their permission bits say so (``chmod -R a-w zoo`` makes a
+    zoo read-only even for root, whom `os.access` always lets write).
+    """
 
     def ok(p: Path) -> bool:
         return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
@@ -38,7 +41,7 @@ def open_catalog(root: Path, open_: Any) -> Catalog:
 
 
 def storage_of_url(url: str, storage: str | os.PathLike[str] | None, create: bool) -> Path:
-    """The storage folder of a zoo whose catalog is at ``url``; it must exist unless the zoo is being created."""
+    """Return the storage folder of a zoo whose catalog is at ``url``; it must exist unless the zoo is being created."""
     if storage is None:
         raise ZooscopeInputError(
             f"--zoo {url.split('://')[0]}://…: a catalog URL needs the zoo's storage folder (vectors, indices, "
@@ -51,7 +54,7 @@ def storage_of_url(url: str, storage: str | os.PathLike[str] | None, create: boo
 
 
 def folder_of_zoo(path: str, storage: str | os.PathLike[str] | None, create: bool) -> Path:
-    """The folder of a zoo at ``path``: not a file, its own storage, and never a catalog that lost its bytes."""
+    """Return the folder of a zoo at ``path``: not a file, its own storage, and never a catalog that lost its bytes."""
     root = Path(path).expanduser().resolve()
     if storage is not None and Path(storage).expanduser().resolve() != root:
         raise ZooscopeInputError(f"--storage {str(storage)!r} goes with a catalog URL in --zoo; a zoo folder "

@@ -1,5 +1,7 @@
-"""One zoo owns its storage: the storage folder and its sub-folders carry the zoo's id, and a catalog is only
-opened with storage that carries its own id.
+"""One zoo owns its storage.
+
+The storage folder and its sub-folders carry the zoo's id, and a catalog is only opened with storage that
+carries its own id.
 
 Two zoos whose files live in one folder would each take the other's vector files for orphans of an interrupted
 run and delete them. So:
@@ -55,7 +57,7 @@ def _shown(url: str) -> str:
 
 
 def open_url_catalog(url: str, root: Path, *, create: bool, writable: bool) -> Catalog:
-    """The catalog at ``url`` whose storage folder is ``root``, after checking that each is the other's."""
+    """Return the catalog at ``url`` whose storage folder is ``root``, after checking that each is the other's."""
     if not create and not _database_has_zoo(url):
         raise ZooscopeInputError(
             f"The database {_shown(url)} holds no zoo catalog (it is empty or another database). Check --zoo, or "
@@ -87,8 +89,11 @@ def open_url_catalog(url: str, root: Path, *, create: bool, writable: bool) -> C
 
 
 def own_subfolders(root: Path, catalog: Any, *, writable: bool) -> None:
-    """Check (and, writable, stamp) ``.zoo-id`` in each storage sub-folder: a folder another zoo stamped (a
-    ``vectors/`` linked into two zoos) is refused. Zoos made before markers (no ``zoo_id``) are left alone."""
+    """Check (and, writable, stamp) ``.zoo-id`` in each storage sub-folder.
+
+    A folder another zoo stamped (a ``vectors/`` linked into two zoos) is refused. Zoos made before markers
+    (no ``zoo_id``) are left alone.
+    """
     zoo_id = catalog.get_setting("zoo_id")
     if not zoo_id:
         return

@@ -1,5 +1,6 @@
-"""(model, dataset) pairs of the pair embedding kinds (``fisher``): which pairs `Zoo.embed` computes, their jobs,
-and the architecture that keys their index.
+"""(model, dataset) pairs of the pair embedding kinds (``fisher``).
+
+Which pairs `Zoo.embed` computes, their jobs, and the architecture that keys their index.
 
 Which pairs (``pairs=`` of `Zoo.embed`, ``zooscope embed --pairs``):
 
@@ -35,14 +36,14 @@ _WORDS = ("trained-on", "all")
 
 
 def arch_label(request: dict[str, Any]) -> str:
-    """A short readable name of a pair vector's architecture: the spec, with its non-head kwargs."""
+    """Return a short readable name of a pair vector's architecture: the spec, with its non-head kwargs."""
     a = request.get("architecture") or {}
     kw = ", ".join(f"{k}={v}" for k, v in (a.get("kwargs") or {}).items())
     return f"{a.get('spec')}({kw})" if kw else str(a.get("spec"))
 
 
 def parse_pairs(pairs: str | Sequence[str] | None) -> list[str]:
-    """The items of ``pairs`` (a comma-separated string or a sequence): words and ``MODEL:DATASET`` strings."""
+    """Return the items of ``pairs`` (a comma-separated string or a sequence): words and ``MODEL:DATASET`` strings."""
     if pairs is None:
         return [DEFAULT_PAIRS]
     items = [p.strip() for p in (pairs.split(",") if isinstance(pairs, str) else pairs) if str(p).strip()]
@@ -103,7 +104,7 @@ def resolve_pairs(catalog: Catalog, pairs: str | Sequence[str] | None, *, models
 
 def plan_pair(settings: ZooSettings, kind: str, meta: Any, model: ModelRecord, data: DatasetRecord,
               max_samples: int | None = None) -> EmbedJob:
-    """The job (and its request) of one pair kind on (model, dataset); no catalog access.
+    """Return the job (and its request) of one pair kind on (model, dataset); no catalog access.
 
     Raises
     ------
@@ -128,8 +129,11 @@ def plan_pair(settings: ZooSettings, kind: str, meta: Any, model: ModelRecord, d
 
 def stored_pair_vector(vectors: VectorRepo, kind: str, model: ModelRecord, data: DatasetRecord,
                        params: dict[str, Any]) -> np.ndarray | None:
-    """The stored ``kind`` vector of (model, dataset) computed with exactly ``params`` from the checkpoint and the
-    dataset contents the catalog records now (float64), else None. Reads only."""
+    """Return the stored ``kind`` vector of (model.
+
+    Dataset) computed with exactly ``params`` from the checkpoint and the dataset contents the catalog records
+    now (float64), else None. Reads only.
+    """
     for row in reversed(vectors.current_rows(kind, model=model.name, dataset=data.name)):
         req = row.request
         if (req.get("params") == params and req.get("checkpoint_sha256") == model.checkpoint_sha256

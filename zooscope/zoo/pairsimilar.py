@@ -8,9 +8,9 @@
 Score: the cosine of the stored Fisher vectors (larger = more similar; see `zooscope.embed.pairfisher`). Path: the
 FAISS index of (kind, "all", the query's architecture group) proposes ``k * oversample`` rows, the cosine of the
 stored float32 vectors re-ranks them exactly; when the candidates of the right datasets are too few among them,
-every row of the group is scored. Only vectors of the query's architecture are ever compared: a zoo whose other pair vectors are all of
-other architectures gets a one-line refusal naming them (across architectures, compare the training sets:
-``by="task2vec"``, Task2Vec of each training set through the zoo's probe network).
+every row of the group is scored. Only vectors of the query's architecture are ever compared: a zoo whose other
+pair vectors are all of other architectures gets a one-line refusal naming them (across architectures, compare the
+training sets: ``by="task2vec"``, Task2Vec of each training set through the zoo's probe network).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class CrossArchitectureError(ZooscopeInputError):
 
 
 def pair_kinds() -> list[str]:
-    """The registered embedding kinds whose subject is a (model, dataset) pair."""
+    """Return the registered embedding kinds whose subject is a (model, dataset) pair."""
     from zooscope.embed._kinds import EMBEDDINGS
 
     return [k for k in EMBEDDINGS.available() if EMBEDDINGS.get(k).meta.subject == "pair"]
@@ -62,7 +62,7 @@ def cosine(q: np.ndarray, cands: np.ndarray) -> np.ndarray:
 
 
 def _current(ctx: Any, row: EmbeddingRecord) -> bool:
-    """The row was computed from the model's recorded checkpoint and the dataset's recorded contents."""
+    """Return the row was computed from the model's recorded checkpoint and the dataset's recorded contents."""
     try:
         m, d = ctx.catalog.get_model(row.model), ctx.catalog.get_dataset(row.dataset)
     except ValueError:

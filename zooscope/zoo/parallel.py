@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EmbedJob:
-    """One planned (kind, model | dataset | (model, dataset)) job: all a worker needs to compute its vectors (no
-    catalog access).
+    """One planned (kind, model | dataset | (model, dataset)) job.
+
+    All a worker needs to compute its vectors (no catalog access).
 
     ``request`` is what the stored row remembers (and `request_hash` its hash): a changed request re-embeds.
     Model kinds fill ``arch``, ``kwargs``, ``checkpoint`` and ``probe_file`` (the zoo's probe inputs); dataset kinds
@@ -64,8 +65,10 @@ class EmbedJob:
 
     @property
     def who(self) -> dict[str, str]:
-        """The catalog's key of the job's subject: ``{"model": name}``, ``{"dataset": name}`` or (pairs)
-        ``{"model": name, "dataset": dataset}``."""
+        """The catalog's key of the job's subject: ``{"model": name}``, ``{"dataset".
+
+        Name}`` or (pairs) ``{"model": name, "dataset": dataset}``.
+        """
         if self.subject == "pair":
             return {"model": self.name, "dataset": str(self.dataset)}
         return {self.subject: self.name}
@@ -73,8 +76,11 @@ class EmbedJob:
 
 @dataclass(frozen=True)
 class JobResult:
-    """The vectors of one job: shape (n_layers, dim) for model kinds (``layers`` names the rows, ``penultimate``
-    is the one the penultimate index takes), (dim,) for dataset kinds; ``seconds`` of compute."""
+    """The vectors of one job.
+
+    Shape (n_layers, dim) for model kinds (``layers`` names the rows, ``penultimate`` is the one the
+    penultimate index takes), (dim,) for dataset kinds; ``seconds`` of compute.
+    """
 
     vectors: np.ndarray
     layers: list[str] | None
@@ -90,8 +96,11 @@ def _load_probe(path: str) -> Any:
 
 
 def compute_job(job: EmbedJob) -> JobResult:
-    """Compute the vectors of one planned job (no catalog access): every layer the kind captures for model kinds
-    (the catalog keeps them all, for the ``layers`` index policy), one vector for dataset kinds."""
+    """Compute the vectors of one planned job (no catalog access).
+
+    Every layer the kind captures for model kinds (the catalog keeps them all, for the ``layers`` index
+    policy), one vector for dataset kinds.
+    """
     from zooscope.embed._kinds import EMBEDDINGS
     from zooscope.nets.models import build_model
 
@@ -142,8 +151,10 @@ def _safe(job: EmbedJob) -> tuple[EmbedJob, JobResult | None, str | None]:
 
 @dataclass(frozen=True)
 class Permanent:
-    """A Ray task's failure that a retry cannot fix (a missing file, a bad checkpoint, a bad input): returned,
-    not raised, so Ray does not retry it."""
+    """A Ray task's failure that a retry cannot fix (a missing file, a bad checkpoint, a bad input).
+
+    Returned, not raised, so Ray does not retry it.
+    """
 
     message: str
 
@@ -166,8 +177,10 @@ def _first_line(text: object) -> str:
 
 
 def _ray_task(job: EmbedJob) -> JobResult | Permanent:
-    """One Ray task: one pair, one torch thread. A permanent error is returned (not retried); any other
-    exception propagates so Ray retries it."""
+    """One Ray task: one pair, one torch thread.
+
+    A permanent error is returned (not retried); any other exception propagates so Ray retries it.
+    """
     import torch
 
     os.environ["OMP_NUM_THREADS"] = "1"

@@ -45,12 +45,12 @@ class ProbeContext:
 
 
 def probe_file_name(probe_id: str) -> str:
-    """The file name of a probe set: a hash of its id (which holds the dataset name: data, never a path)."""
+    """Return the file name of a probe set: a hash of its id (which holds the dataset name: data, never a path)."""
     return hashlib.sha256(probe_id.encode("utf-8")).hexdigest()[:32] + ".safetensors"
 
 
 def recorded(ctx: ProbeContext, shape: Sequence[int]) -> dict[str, Any] | None:
-    """The materialised probe set of ``shape`` (its file exists, inside the zoo), else None."""
+    """Return the materialised probe set of ``shape`` (its file exists, inside the zoo), else None."""
     rec = ctx.settings.probe_sets.get(shape_key(shape))
     if rec and _inside(ctx, rec["file"]).is_file():
         return dict(rec)
@@ -67,7 +67,7 @@ def _inside(ctx: ProbeContext, rel: str) -> Path:
 
 
 def verified_probe(ctx: ProbeContext, rec: dict[str, Any]) -> dict[str, Any]:
-    """The tensors of a materialised probe set, after checking the file (and the tensors) against the record.
+    """Return the tensors of a materialised probe set, after checking the file (and the tensors) against the record.
 
     Raises
     ------
@@ -118,7 +118,7 @@ def _compute(ctx: ProbeContext, shape: tuple[int, ...]) -> tuple[dict[str, Any],
 
 
 def materialise(ctx: ProbeContext, shape: Sequence[int]) -> dict[str, Any]:
-    """The probe set of ``shape``, written to ``<zoo>/probes/<id>.safetensors`` and recorded on first use."""
+    """Return the probe set of ``shape``, written to ``<zoo>/probes/<id>.safetensors`` and recorded on first use."""
     from safetensors.torch import save
 
     shape = tuple(int(s) for s in shape)
@@ -159,8 +159,10 @@ def probe_inputs(ctx: ProbeContext, shape: Sequence[int]) -> tuple[dict[str, Any
 
 def shape_candidates(datasets: list[DatasetRecord], explicit: Sequence[int] | None, trained_on: str | None,
                      kwargs: dict | None, model: Any) -> list[tuple[int, ...]]:
-    """Input shapes to try for a model, in order: explicit; its ``trained_on`` dataset's; the kwargs'
-    (``in_features``, ``in_chans`` × ``img_size``²); every registered dataset's; timm's default."""
+    """Input shapes to try for a model, in order: explicit; its ``trained_on`` dataset's.
+
+    The kwargs' (``in_features``, ``in_chans`` × ``img_size``²); every registered dataset's; timm's default.
+    """
     if explicit is not None:
         return [tuple(int(s) for s in explicit)]
     out: list[tuple[int, ...]] = []
@@ -181,7 +183,7 @@ def shape_candidates(datasets: list[DatasetRecord], explicit: Sequence[int] | No
 
 
 def find_input_shape(model: Any, candidates: list[tuple[int, ...]]) -> tuple[int, ...]:
-    """The first candidate shape that a dry forward pass (batch of 2 zeros, eval, no grad) accepts."""
+    """Return the first candidate shape that a dry forward pass (batch of 2 zeros, eval, no grad) accepts."""
     import torch
 
     was_training = model.training
@@ -209,7 +211,7 @@ T2V_PROBE_EPOCHS = 3
 
 
 def probe_net_untrained(net: dict[str, Any] | None) -> bool:
-    """True for a Task2Vec probe network with random weights (no checkpoint, not ``pretrained``)."""
+    """Return true for a Task2Vec probe network with random weights (no checkpoint, not ``pretrained``)."""
     return bool(net) and not net.get("checkpoint") and not net.get("pretrained")
 
 

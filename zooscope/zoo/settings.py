@@ -2,8 +2,8 @@
 
 Settings are stored in the catalog's ``settings`` table (JSON, one key per group: ``probe``, ``probe_sets``,
 ``task2vec_probes``, ``jl``, ``kind_params``, ``storage``); `ZooSettings.load` reads them all at once and
-`configure` is the only writer. Everything downstream (probes, vectors, indices, queries) receives a `ZooSettings`, never the
-catalog's raw dicts.
+`configure` is the only writer. Everything downstream (probes, vectors, indices, queries) receives a
+`ZooSettings`, never the catalog's raw dicts.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class ZooPaths:
 
     @classmethod
     def for_root(cls, root: str | os.PathLike[str], writable: bool) -> ZooPaths:
+        """Return the paths of the zoo at ``root``."""
         root = Path(root)
         if writable:
             return cls(root, True, root / "cache")
@@ -58,14 +59,17 @@ class ZooPaths:
 
     @property
     def vectors(self) -> Path:
+        """The vectors."""
         return self.root / "vectors"
 
     @property
     def indices(self) -> Path:
+        """The indices."""
         return self.root / "indices"
 
     @property
     def probes(self) -> Path:
+        """The probes."""
         return self.root / "probes"
 
 
@@ -116,7 +120,7 @@ class ZooSettings:
                    cka_dtype=str((catalog.get_setting("storage") or {}).get("cka_dtype", "float32")))
 
     def as_dict(self) -> dict[str, Any]:
-        """The stored form (what `Zoo.settings` returns): probe, probe_sets, task2vec_probes, jl, kind_params."""
+        """Return the stored form (what `Zoo.settings` returns): probe, probe_sets, task2vec_probes, jl, kind_params."""
         probe: dict[str, Any] = {"n": self.probe_n, "seed": self.probe_seed}
         if self.probe_datasets:
             probe["datasets"] = dict(self.probe_datasets)
@@ -125,12 +129,15 @@ class ZooSettings:
                 "storage": {"cka_dtype": self.cka_dtype}}
 
     def params_of(self, kind: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
-        """A kind's parameters: its defaults updated with the configured overrides."""
+        """Return a kind's parameters: its defaults updated with the configured overrides."""
         return {**dict(defaults), **dict(self.kind_params.get(kind, {}))}
 
     def task2vec_probe(self, shape: Sequence[int], num_classes: int) -> dict[str, Any]:
-        """The configured (or trained) Task2Vec probe network of ``shape``, else `default_task2vec_probe` (untrained:
-        `zooscope.zoo.probes.train_task2vec_probe` trains one at the first `embed`)."""
+        """Return the configured (or trained) Task2Vec probe network of ``shape``.
+
+        Else `default_task2vec_probe` (untrained: `zooscope.zoo.probes.train_task2vec_probe` trains one at the
+        first `embed`).
+        """
         shape = tuple(int(s) for s in shape)
         if shape_key(shape) in self.task2vec_probes:
             return dict(self.task2vec_probes[shape_key(shape)])
@@ -138,8 +145,11 @@ class ZooSettings:
 
     @staticmethod
     def default_task2vec_probe(shape: Sequence[int], num_classes: int) -> dict[str, Any]:
-        """The architecture of ``shape``'s probe network: ``timm:resnet10t`` for images of side >= 32,
-        ``small_cnn`` for smaller square images, ``mlp`` for 1-D inputs (random weights)."""
+        """Return the architecture of ``shape``'s probe network.
+
+        ``timm:resnet10t`` for images of side >= 32, ``small_cnn`` for smaller square images, ``mlp`` for 1-D
+        inputs (random weights).
+        """
         shape = tuple(int(s) for s in shape)
         if len(shape) == 3 and min(shape[1:]) >= 32:
             return {"arch": "timm:resnet10t", "kwargs": {"in_chans": shape[0], "num_classes": num_classes}}
@@ -159,7 +169,8 @@ def configure(catalog: Catalog, *, probe_n: int | None = None, probe_seed: int |
     """Change the stored settings (see `Zoo.configure`); returns the new `ZooSettings`.
 
     The Task2Vec probe network (a file under ``<zoo>/probes/`` plus its record) is set by
-    `zooscope.zoo.probes.store_task2vec_probe` / `~zooscope.zoo.probes.train_task2vec_probe`."""
+    `zooscope.zoo.probes.store_task2vec_probe` / `~zooscope.zoo.probes.train_task2vec_probe`.
+    """
     cat = catalog
     probe = dict(cat.get_setting("probe", {}) or {})
     if probe_n is not None:

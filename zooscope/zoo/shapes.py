@@ -1,5 +1,8 @@
-"""Input shapes of zoo models: the shapes a zoo dataset (or the user) vouches for, and settling the shapes of
-models added before any dataset fitted them (at `Zoo.embed`)."""
+"""Input shapes of zoo models.
+
+The shapes a zoo dataset (or the user) vouches for, and settling the shapes of models added before any dataset
+fitted them (at `Zoo.embed`).
+"""
 
 from __future__ import annotations
 
@@ -28,8 +31,11 @@ def firm_shapes(datasets: list[dict[str, Any]], explicit: Sequence[int] | None, 
 
 
 def settle_input_shapes(catalog: Catalog, names: Sequence[str] | None) -> None:
-    """Give models added without a usable input shape (no dataset fitted yet) the first registered dataset
-    shape a dry forward pass accepts; says the guess in one line per shape."""
+    """Give models added without a usable input shape.
+
+    (no dataset fitted yet) the first registered dataset shape a dry forward pass accepts; says the guess in
+    one line per shape.
+    """
     from zooscope.nets.models import ModelSpec
 
     wanted = None if names is None else set(names)
@@ -61,8 +67,10 @@ def settle_input_shapes(catalog: Catalog, names: Sequence[str] | None) -> None:
 
 
 def with_cost(metrics: dict | None, model: Any, shape: Sequence[int] | None) -> dict | None:
-    """``metrics`` plus the model's measured cost at ``shape`` under `zooscope.nets.cost.COST_KEY` (unchanged
-    when the shape is not known yet: the cost is recorded when `embed` settles it)."""
+    """``metrics`` plus the model's measured cost at ``shape`` under `zooscope.nets.cost.COST_KEY`.
+
+    Unchanged when the shape is not known yet: the cost is recorded when `embed` settles it.
+    """
     from zooscope.nets.cost import COST_KEY, measure_cost
 
     if shape is None:

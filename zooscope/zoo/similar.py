@@ -79,7 +79,7 @@ def _model_kinds() -> list[str]:
 
 def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkpoint: Any,
            kwargs: dict | None) -> _Query:
-    """The query's vectors: a zoo model's stored stack, or a new spec embedded in memory."""
+    """Return the query's vectors: a zoo model's stored stack, or a new spec embedded in memory."""
     if arch is None:
         rec = ctx.catalog.get_model(model)  # unknown name: error with close names
         _refuse_if_changed(rec)
@@ -115,8 +115,10 @@ def _query(ctx: SimilarContext, model: str, by: str, *, arch: str | None, checkp
 
 
 def _refuse_if_changed(rec: ModelRecord) -> None:
-    """A query about a model whose checkpoint is missing or changed since it was added: its stored vectors
-    describe other weights, so refuse, with the fix."""
+    """Return a query about a model whose checkpoint is missing or changed since it was added.
+
+    Its stored vectors describe other weights, so refuse, with the fix.
+    """
     if not rec.checkpoint:
         return
     path = Path(rec.checkpoint)

@@ -187,7 +187,7 @@ def _rows(src: Path, name: str) -> list[dict[str, Any]]:
 
 
 def _untrusted_specs(tables: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """The model and probe specs of an export that would import code other than zooscope's and timm's."""
+    """Return the model and probe specs of an export that would import code other than zooscope's and timm's."""
     specs = [f"model {r.get('name')!r}: {r.get('spec')!r}" for r in tables["models"]
              if not is_registered_spec(r.get("spec"))]
     for r in tables["settings"]:
@@ -210,7 +210,7 @@ def _dangling(tables: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 def _staging(dest: Path) -> Path:
-    """The hidden sibling folder an import of ``dest`` builds in; stale ones of killed imports are swept."""
+    """Return the hidden sibling folder an import of ``dest`` builds in; stale ones of killed imports are swept."""
     for old in dest.parent.glob(f".{dest.name}.importing-*"):
         pid = old.name.rpartition("-")[2]
         if pid.isdigit() and _owner_dead(f"{socket.gethostname()}:{pid}:x"):
@@ -220,9 +220,11 @@ def _staging(dest: Path) -> Path:
 
 def import_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str], zoo_cls: Any, *,
                trust_code: bool = False) -> Any:
-    """Create a new zoo at ``dest`` from an export folder ``src``: files verified, catalog restored, indices
-    rebuilt. Returns the opened zoo. ``zoo_cls`` is the facade class (`zooscope.Zoo`: its ``create``/``open``);
-    passed in because nothing in ``zooscope.zoo`` imports the facade.
+    """Create a new zoo at ``dest`` from an export folder ``src``.
+
+    Files verified, catalog restored, indices rebuilt. Returns the opened zoo. ``zoo_cls`` is the facade class
+    (`zooscope.Zoo`: its ``create``/``open``); passed in because nothing in ``zooscope.zoo`` imports the
+    facade.
 
     ``trust_code``: accept model and probe specs naming any ``package.module:factory`` (by default only
     zooscope's own factories and ``timm:`` names: an export folder is data, it must not choose code to run).
@@ -270,7 +272,7 @@ def import_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str], zoo_cl
 
 def _build(src: Path, stage: Path, files: dict[str, str], tables: dict[str, list[dict[str, Any]]],
            manifest: dict[str, Any], zoo_cls: Any, kinds: list[str]) -> None:
-    """The imported zoo, built whole in ``stage`` (then closed, ready to be renamed)."""
+    """Return the imported zoo, built whole in ``stage`` (then closed, ready to be renamed)."""
     zoo = zoo_cls.create(stage)
     try:
         for rel, sha in files.items():

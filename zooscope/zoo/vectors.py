@@ -23,14 +23,16 @@ __all__ = ["VectorRepo", "comparability_group", "request_group"]
 
 
 def comparability_group(row: EmbeddingRecord) -> str:
-    """Rows of one kind are comparable iff they share this: the probe set (model kinds), the probe network
-    (dataset kinds) or the model's architecture (pair kinds: ``arch-<hash>``), plus the kind's parameters. It is
-    part of every index key."""
+    """Rows of one kind are comparable iff they share this.
+
+    The probe set (model kinds), the probe network (dataset kinds) or the model's architecture (pair kinds:
+    ``arch-<hash>``), plus the kind's parameters. It is part of every index key.
+    """
     return request_group(row.request)
 
 
 def request_group(request: Mapping[str, Any]) -> str:
-    """The comparability group of a row computed for ``request`` (see `comparability_group`)."""
+    """Return the comparability group of a row computed for ``request`` (see `comparability_group`)."""
     if request.get("architecture") is not None:  # pair kinds: one parameter space per architecture
         return f"arch-{params_hash(request['architecture'])[:12]}.{params_hash(request.get('params'))[:8]}"
     base = request.get("probe_set") or params_hash(request.get("probe_net"))[:12]
@@ -46,14 +48,14 @@ class VectorRepo:
 
     def current_rows(self, kind: str, *, model: str | None = None,
                      dataset: str | None = None) -> list[EmbeddingRecord]:
-        """The embedding rows of ``kind`` (one per subject: the newest when several exist), in id order."""
+        """Return the embedding rows of ``kind`` (one per subject: the newest when several exist), in id order."""
         best: dict[tuple[str | None, str | None], EmbeddingRecord] = {}
         for r in self.catalog.embeddings(kind=kind, model=model, dataset=dataset):
             best[(r.model, r.dataset)] = r  # rows come in id order: the newest wins
         return sorted(best.values(), key=lambda r: r.id)
 
     def read(self, row: EmbeddingRecord) -> np.ndarray:
-        """The stored array of a row, memory-mapped (read-only): (n_layers, dim) or (dim,).
+        """Return the stored array of a row, memory-mapped (read-only): (n_layers, dim) or (dim,).
 
         The file is checked against the sha256 the catalog recorded (rows written before schema v2 have none),
         and must hold finite numbers.
@@ -89,7 +91,7 @@ class VectorRepo:
         return None
 
     def read64(self, row: EmbeddingRecord) -> np.ndarray:
-        """The stored array of a row as float64 (in memory)."""
+        """Return the stored array of a row as float64 (in memory)."""
         return np.asarray(self.read(row), dtype=np.float64)
 
     def layer_vector(self, row: EmbeddingRecord, layer: str | None = None) -> np.ndarray:

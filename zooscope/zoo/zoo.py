@@ -48,15 +48,9 @@ from zooscope._validation import ZooscopeInputError
 from zooscope.index.store import VectorStore
 from zooscope.zoo import embedrun, integrity, opening, ownership, settings, shapes
 from zooscope.zoo.catalog import Catalog
-from zooscope.zoo.check import CheckContext
-from zooscope.zoo.curate import CurateContext
-from zooscope.zoo.embedrun import EmbedContext
-from zooscope.zoo.indices import IndexReader
-from zooscope.zoo.probes import ProbeContext, find_input_shape, materialise, shape_candidates
-from zooscope.zoo.select import SelectContext
-from zooscope.zoo.settings import DEFAULT_JL, DEFAULT_PROBE_N, ZooPaths, ZooSettings, shape_key
-from zooscope.zoo.similar import SimilarContext
-from zooscope.zoo.vectors import VectorRepo
+from zooscope.zoo.contexts import ZooContexts
+from zooscope.zoo.probes import find_input_shape, materialise, shape_candidates
+from zooscope.zoo.settings import DEFAULT_JL, DEFAULT_PROBE_N, ZooPaths, shape_key
 
 __all__ = ["DEFAULT_JL", "DEFAULT_PROBE_N", "Zoo", "shape_key"]
 
@@ -65,9 +59,11 @@ log = logging.getLogger(__name__)
 _SUBDIRS = ("vectors", "indices", "probes", "cache")
 
 
-class Zoo:
-    """A model zoo: models, datasets, their embeddings and indices (`Zoo.open` an existing one, `Zoo.create`
-    a new one)."""
+class Zoo(ZooContexts):
+    """A model zoo.
+
+    Models, datasets, their embeddings and indices (`Zoo.open` an existing one, `Zoo.create` a new one).
+    """
 
     def __init__(self, catalog: Catalog, root: Path, *, writable: bool = True) -> None:
         self.catalog = catalog
@@ -139,6 +135,7 @@ class Zoo:
         return cls.open(path_or_url, storage=storage, create=True)
 
     def __repr__(self) -> str:
+        """Return a short description."""
         return f"Zoo({str(self.root)!r}, models={len(self.catalog.models())})"
 
     @property
@@ -150,39 +147,6 @@ class Zoo:
     def writable(self) -> bool:
         """False when the zoo was opened read-only (its folder is not writable): only queries work."""
         return self.paths.writable
-
-    # -- contexts: what each stage of the pipeline gets (never the Zoo itself) ------------------------------
-    def typed_settings(self) -> ZooSettings:
-        """The settings as a `ZooSettings` (read now from the catalog)."""
-        return ZooSettings.load(self.catalog)
-
-    def probe_context(self) -> ProbeContext:
-        return ProbeContext(self.catalog, self.typed_settings(), self.paths)
-
-    def embed_context(self) -> EmbedContext:
-        return EmbedContext(self.catalog, self.store, self.paths, self.typed_settings())
-
-    def _reader(self, st: ZooSettings) -> tuple[VectorRepo, IndexReader]:
-        vectors = VectorRepo(self.catalog, self.store)
-        return vectors, IndexReader(self.catalog, self.paths, vectors, st)
-
-    def similar_context(self) -> SimilarContext:
-        st = self.typed_settings()
-        vectors, indices = self._reader(st)
-        return SimilarContext(self.catalog, vectors, indices, ProbeContext(self.catalog, st, self.paths), st)
-
-    def select_context(self) -> SelectContext:
-        st = self.typed_settings()
-        vectors, indices = self._reader(st)
-        return SelectContext(self.catalog, vectors, indices, ProbeContext(self.catalog, st, self.paths),
-                             EmbedContext(self.catalog, self.store, self.paths, st))
-
-    def check_context(self) -> CheckContext:
-        return CheckContext(self.embed_context())
-
-    def curate_context(self) -> CurateContext:
-        st = self.typed_settings()
-        return CurateContext(VectorRepo(self.catalog, self.store), ProbeContext(self.catalog, st, self.paths))
 
     # -- contents -------------------------------------------------------------------------------------------
     def add_model(self, name: str, arch: str, checkpoint: str | os.PathLike[str] | None = None,
@@ -271,13 +235,13 @@ class Zoo:
         embedrun.drop_rows(self.embed_context(), self.catalog.remove_dataset(name))
 
     def models(self) -> pd.DataFrame:
-        """One row per model: name, spec, trained_on, input_shape, checkpoint, metrics, tags, …"""
+        """Return one row per model: name, spec, trained_on, input_shape, checkpoint, metrics, tags, and so on."""
         cols = ["name", "spec", "trained_on", "input_shape", "checkpoint", "checkpoint_sha256", "kwargs",
                 "metrics", "tags", "created"]
         return pd.DataFrame(self.catalog.models(), columns=cols)
 
     def datasets(self) -> pd.DataFrame:
-        """One row per dataset: name, source, size, num_classes, input_shape, probe_sha256, …"""
+        """Return one row per dataset: name, source, size, num_classes, input_shape, probe_sha256, and so on."""
         cols = ["name", "source", "size", "num_classes", "input_shape", "probe_sha256", "meta", "created"]
         return pd.DataFrame(self.catalog.datasets(), columns=cols)
 
@@ -357,8 +321,10 @@ class Zoo:
         return st.jl_dim, st.jl_seed
 
     def probe_set(self, input_shape: Sequence[int]) -> dict[str, Any]:
-        """The probe set for ``input_shape`` (materialised on first use, so this writes): id, dataset, n, seed,
-        sha256, file."""
+        """Return the probe set for ``input_shape`` (materialised on first use, so this writes).
+
+        Id, dataset, n, seed, sha256, file.
+        """
         return materialise(self.probe_context(), tuple(int(s) for s in input_shape))
 
     # -- work -----------------------------------------------------------------------------------------------
@@ -419,7 +385,7 @@ class Zoo:
                 checkpoint: str | os.PathLike[str] | None = None, kwargs: dict | None = None,
                 layer: str = "penultimate", rule: str = "layer", oversample: int = 4,
                 exact: bool = False, dataset: str | None = None) -> pd.DataFrame:
-        """The ``k`` zoo models most similar to ``model`` (reads only); see `zooscope.zoo.similar.similar`."""
+        """Return the ``k`` zoo models most similar to ``model`` (reads only); see `zooscope.zoo.similar.similar`."""
         from zooscope.zoo.similar import similar
 
         return similar(self.similar_context(), model, k, by, arch=arch, checkpoint=checkpoint, kwargs=kwargs,
@@ -429,8 +395,10 @@ class Zoo:
                candidates: Sequence[str] | None = None, pool: int | None = None, alpha: float = 0.15,
                max_examples: int = 1000, seed: int = 0, history: bool = True, metric: str = "accuracy",
                finetune_top: int = 0, epochs: int = 1, progress: bool = False, **budget: Any) -> pd.DataFrame:
-        """The ``k`` zoo models to transfer from for ``dataset`` (reads only); see `zooscope.zoo.select.select`
-        (``budget``: its ``budget_s``, ``backend``, ``address``)."""
+        """Return the ``k`` zoo models to transfer from for ``dataset`` (reads only).
+
+        See `zooscope.zoo.select.select` (``budget``: its ``budget_s``, ``backend``, ``address``).
+        """
         from zooscope.zoo.select import select
 
         return select(self.select_context(), dataset, k, method=method, methods=methods, candidates=candidates,
@@ -450,7 +418,7 @@ class Zoo:
         remove_result(self.catalog, model, dataset, metric)
 
     def results(self) -> pd.DataFrame:
-        """Recorded fine-tuning outcomes: model, dataset, metric, value, created."""
+        """Return recorded fine-tuning outcomes: model, dataset, metric, value, created."""
         from zooscope.zoo.history import results
 
         return results(self.catalog)

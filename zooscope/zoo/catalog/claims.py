@@ -32,12 +32,12 @@ DEFAULT_LEASE_S = 600.0
 
 
 def new_owner() -> str:
-    """A writer's claim owner id: ``host:pid:token`` (the token tells two runs of one process apart)."""
+    """Return a writer's claim owner id: ``host:pid:token`` (the token tells two runs of one process apart)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 def _owner_dead(owner: str) -> bool:
-    """True when ``owner`` names a process of this host that is gone (its claims can be taken over at once)."""
+    """Return true when ``owner`` names a process of this host that is gone (its claims can be taken over at once)."""
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
@@ -56,8 +56,10 @@ class CatalogClaims(CatalogEngine):
 
     def claim(self, *, kind: str, model: str | None = None, dataset: str | None = None, owner: str,
               lease_s: float = DEFAULT_LEASE_S) -> bool:
-        """Claim (kind, model, dataset) for ``owner`` for ``lease_s`` seconds; False when another live writer
-        holds it. Re-claiming one's own pair renews it."""
+        """Claim (kind, model, dataset) for ``owner`` for ``lease_s`` seconds.
+
+        False when another live writer holds it. Re-claiming one's own pair renews it.
+        """
         t = claims_table
         where = (t.c.kind == kind, t.c.model == _key(model), t.c.dataset == _key(dataset))
         expires = _now() + dt.timedelta(seconds=float(lease_s))

@@ -80,7 +80,7 @@ def _row(r: Any, record: type[R], *, keyed: tuple[str, ...] = ()) -> R:
 
 
 def _unwritable_folder(folder: Path) -> bool:
-    """The folder may not be written (by us, or by anyone per its mode bits, as after ``chmod -R a-w``)."""
+    """Return the folder may not be written (by us, or by anyone per its mode bits, as after ``chmod -R a-w``)."""
     try:
         return not os.access(folder, os.W_OK) or not folder.stat().st_mode & 0o222
     except OSError:
@@ -130,7 +130,7 @@ class CatalogEngine:
 
     @classmethod
     def for_folder(cls, folder: str | Path, *, readonly: bool = False) -> Self:
-        """The SQLite catalog ``<folder>/catalog.sqlite`` (a writable open creates the folder if needed)."""
+        """Return the SQLite catalog ``<folder>/catalog.sqlite`` (a writable open creates the folder if needed)."""
         folder = Path(folder).expanduser().resolve()
         if not readonly:
             folder.mkdir(parents=True, exist_ok=True)
@@ -141,12 +141,15 @@ class CatalogEngine:
         self.engine.dispose()
 
     def __enter__(self) -> Self:
+        """Enter the context."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Leave the context."""
         self.close()
 
     def __repr__(self) -> str:
+        """Return a short description."""
         return f"Catalog({self.engine.url.render_as_string(hide_password=True)!r})"
 
     # -- plumbing -------------------------------------------------------------------------------------------
@@ -164,8 +167,11 @@ class CatalogEngine:
             raise self.write_error(e) or e from None
 
     def write_error(self, e: BaseException) -> ZooscopeInputError | None:
-        """A full disk or an I/O error while writing the catalog, as a one-line input error naming the database
-        (not "damaged": the catalog is intact, the write was rolled back); None for other errors."""
+        """Return a full disk or an I/O error while writing the catalog.
+
+        As a one-line input error naming the database (not "damaged": the catalog is intact, the write was
+        rolled back); None for other errors.
+        """
         text = str(getattr(e, "orig", e)).splitlines()[0]
         if not any(s in text.lower() for s in _WRITE_FAILURES):
             return None
@@ -179,7 +185,7 @@ class CatalogEngine:
             return list(conn.execute(stmt))
 
     def _stored_versions(self) -> list[int] | None:
-        """The schema versions recorded, or None when the catalog has no schema yet (reads only)."""
+        """Return the schema versions recorded, or None when the catalog has no schema yet (reads only)."""
         with self.engine.connect() as conn:
             if not sa.inspect(conn).has_table(schema_version_table.name):
                 return None
@@ -235,9 +241,12 @@ class CatalogEngine:
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """An exclusive lock across processes for ``name`` (e.g. updating one kind's FAISS index): a PostgreSQL
-        session advisory lock, or for SQLite a `fcntl.flock` on a file beside the database (one machine). A
-        writer that has to wait says so in one warning line, then waits."""
+        """Return an exclusive lock across processes for ``name`` (e.g.
+
+        updating one kind's FAISS index): a PostgreSQL session advisory lock, or for SQLite a `fcntl.flock` on
+        a file beside the database (one machine). A writer that has to wait says so in one warning line, then
+        waits.
+        """
         key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         if self.engine.dialect.name == "postgresql":
             with self.engine.connect() as conn:

@@ -121,9 +121,12 @@ class Catalog(CatalogClaims):
         )
 
     def replace_model(self, name: str, **values: Any) -> tuple[int, list[EmbeddingRecord]]:
-        """Overwrite the record of model ``name`` (same id; ``values`` as `add_model` takes them) and delete its
-        embedding rows and failures, in ONE transaction: a kill leaves the old model or the new, never neither.
-        Returns (its id, the deleted embedding rows: the caller deletes their files and index entries)."""
+        """Overwrite the record of model ``name`` (same id.
+
+        ``values`` as `add_model` takes them) and delete its embedding rows and failures, in ONE transaction:
+        a kill leaves the old model or the new, never neither. Returns (its id, the deleted embedding rows:
+        the caller deletes their files and index entries).
+        """
         validate_name(name, "model")
         new = self._model_values(**values)
         t, e = models_table, embeddings_table
@@ -140,8 +143,11 @@ class Catalog(CatalogClaims):
 
     @staticmethod
     def _lock_named(conn: Any, table: sa.Table, name: str) -> int | None:
-        """The id of ``name`` in ``table``, its row locked until the transaction ends (PostgreSQL ``FOR SHARE``;
-        SQLite's write transactions are serialised already), so a concurrent delete waits for our commit."""
+        """Return the id of ``name`` in ``table``, its row locked until the transaction ends.
+
+        (PostgreSQL ``FOR SHARE``; SQLite's write transactions are serialised already), so a concurrent delete
+        waits for our commit.
+        """
         stmt = sa.select(table.c.id).where(table.c.name == name)
         if conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update(read=True)
@@ -168,7 +174,7 @@ class Catalog(CatalogClaims):
             conn.execute(models_table.update().where(models_table.c.name == name).values(**fields))
 
     def get_model(self, name: str) -> ModelRecord:
-        """The model's record; an unknown name raises with the closest names."""
+        """Return the model's record; an unknown name raises with the closest names."""
         return self._get_named(models_table, "model", name)
 
     def models(self) -> list[ModelRecord]:
@@ -206,7 +212,7 @@ class Catalog(CatalogClaims):
         return self._add_named(datasets_table, "dataset", name, values, replace)
 
     def get_dataset(self, name: str) -> DatasetRecord:
-        """The dataset's record; an unknown name raises with the closest names."""
+        """Return the dataset's record; an unknown name raises with the closest names."""
         return self._get_named(datasets_table, "dataset", name)
 
     def datasets(self) -> list[DatasetRecord]:
@@ -313,7 +319,7 @@ class Catalog(CatalogClaims):
                     raise
 
     def failures(self) -> list[FailureRecord]:
-        """Recorded failures (kind, model, dataset, error, attempts, created), oldest first."""
+        """Return recorded failures (kind, model, dataset, error, attempts, created), oldest first."""
         stmt = sa.select(failures_table).order_by(failures_table.c.id)
         return [_row(r, FailureRecord, keyed=("model", "dataset")) for r in self._read(stmt)]
 
@@ -325,7 +331,7 @@ class Catalog(CatalogClaims):
 
     # -- settings ---------------------------------------------------------------------------------------------
     def get_setting(self, key: str, default: Any = None) -> Any:
-        """A JSON setting, or ``default`` when unset."""
+        """Return a JSON setting, or ``default`` when unset."""
         rows = self._read(sa.select(settings_table.c.value).where(settings_table.c.key == key))
         return rows[0][0] if rows else default
 
@@ -355,7 +361,7 @@ class Catalog(CatalogClaims):
                 conn.execute(t.update().where(*where).values(**values))
 
     def get_index(self, kind: str, policy: str) -> IndexRecord | None:
-        """The record of (kind, policy)'s index, or None when none was saved."""
+        """Return the record of (kind, policy)'s index, or None when none was saved."""
         t = indices_table
         rows = self._read(sa.select(t).where(t.c.kind == kind, t.c.policy == policy))
         return _row(rows[0], IndexRecord) if rows else None

@@ -1,5 +1,6 @@
-"""The catalog's tables (SQLAlchemy Core, portable types only: SQLite and PostgreSQL run the same DDL), and the
-migrations that bring an older catalog up to them.
+"""The catalog's tables (SQLAlchemy Core, portable types only.
+
+SQLite and PostgreSQL run the same DDL), and the migrations that bring an older catalog up to them.
 
 Versions. The ``schema_version`` table holds one row per version applied. A new catalog gets every table below
 (``create_all``) and the row `SCHEMA_VERSION`. An older one is upgraded when opened for writing

@@ -266,7 +266,7 @@ def _candidates(ctx: SelectContext, dataset: str, candidates: Sequence[str] | No
 def _shown(ctx: SelectContext, table: pd.DataFrame, k: int, cols: list[str], score_cols: list[str],
            prior: pd.DataFrame, weights: dict[str, float], default: bool, finetuned: bool,
            skipped: list[tuple[str, str]], dropped: dict[str, str] | None = None) -> pd.DataFrame:
-    """The top ``k`` rows with their ``why``, ranked, in the documented column order."""
+    """Return the top ``k`` rows with their ``why``, ranked, in the documented column order."""
     shown = [c for c in cols if c not in ("history",)]
     registered = {d.name for d in ctx.catalog.datasets()}
     table["why"] = [why(table, name, shown, prior, weights, default, registered, dropped) for name in table.index]

@@ -53,8 +53,10 @@ MIN_EXAMPLES = 32  # the smallest round (and at least 4 examples per class)
 
 @dataclass(frozen=True)
 class Plan:
-    """Rounds of successive halving: ``sizes[r]`` examples for ``keep[r]`` candidates; ``spent``: the budget ends
-    the rounds before full size."""
+    """Rounds of successive halving: ``sizes[r]`` examples for ``keep[r]`` candidates; ``spent``.
+
+    The budget ends the rounds before full size.
+    """
 
     sizes: tuple[int, ...]
     keep: tuple[int, ...]
@@ -71,8 +73,10 @@ def ladder(n_full: int, n_min: int) -> list[int]:
 
 
 def nested_order(y: np.ndarray, sizes: list[int], seed: int) -> np.ndarray:
-    """A permutation of ``range(len(y))`` whose prefix of each length in ``sizes`` (ascending, last = len(y)) is a
-    stratified sample of the next larger prefix."""
+    """Return a permutation of ``range(len(y))`` whose prefix of each length in ``sizes`` (ascending.
+
+    Last = len(y)) is a stratified sample of the next larger prefix.
+    """
     idx = np.arange(len(y))
     chunks = []
     for n in sizes[-2::-1]:
@@ -89,7 +93,7 @@ def _sample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def plan_rounds(n_models: int, s_per_example: float, sizes: list[int], k: int, budget_s: float | None) -> Plan:
-    """The rounds (module docstring) for ``n_models`` candidates of mean cost ``s_per_example`` on the ladder."""
+    """Return the rounds (module docstring) for ``n_models`` candidates of mean cost ``s_per_example`` on the ladder."""
     full = sizes[-1]
     exhaustive = Plan((full,), (n_models,), n_models * s_per_example * full)
     if budget_s is None or exhaustive.seconds <= budget_s or n_models <= 1:
@@ -120,8 +124,11 @@ def plan_rounds(n_models: int, s_per_example: float, sizes: list[int], k: int, b
 
 
 def costs(models: list[Any], cache: Path | None = None) -> np.ndarray:
-    """Forward seconds per example of each model: recorded at add-model, else measured now and kept under
-    ``cache/select_cost`` (models added before the cost model; never written to the catalog by a query)."""
+    """Forward seconds per example of each model.
+
+    Recorded at add-model, else measured now and kept under ``cache/select_cost`` (models added before the
+    cost model; never written to the catalog by a query).
+    """
     from zooscope.nets.cost import COST_KEY, measure_cost, seconds_per_example
     from zooscope.nets.models import ModelSpec
 
@@ -146,9 +153,11 @@ def costs(models: list[Any], cache: Path | None = None) -> np.ndarray:
 def halving(ctx: SelectContext, rec: Any, fits: list[Any], score_cols: list[str], max_examples: int, seed: int,
             k: int, budget_s: float | None, progress: bool = False,
             skipped: list[tuple[str, str]] | None = None, first_round: Any = None) -> tuple[pd.DataFrame | None, Any]:
-    """(table, labelled dataset): one row per model (in ``fits`` order) with its last round's ``score_cols``,
-    ``examples``, ``round`` and ``_r`` (the round index, the first sort key of the ranking). The table is None
-    when every candidate fits the budget at full size (the caller scores them as without a budget).
+    """(table, labelled dataset).
+
+    One row per model (in ``fits`` order) with its last round's ``score_cols``, ``examples``, ``round`` and
+    ``_r`` (the round index, the first sort key of the ranking). The table is None when every candidate fits
+    the budget at full size (the caller scores them as without a budget).
 
     ``first_round(models, chunks, path_of)`` computes round 0's features elsewhere and stores them in their cache
     files ``path_of(model, chunk index)`` (the Ray backend, `zooscope.zoo.select.remote`); None: in this process.

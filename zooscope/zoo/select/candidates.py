@@ -1,4 +1,4 @@
-"""Candidates of zoos above `STAGE1_ALL` models (stage 1), from what the zoo has already indexed:
+"""Candidates of zoos above `STAGE1_ALL` models (stage 1), from what the zoo has already indexed.
 
 1. **Task2Vec neighbours**: the task2vec index proposes the source datasets nearest the target (FAISS on the
    centred log-Fisher), their models are re-ranked by d_asym (`distances.task_distances`) and the ``pool`` nearest
@@ -31,9 +31,11 @@ DUPLICATE_CKA = 0.995
 
 def stage1(ctx: SelectContext, dataset: str, fits: list[Any], chosen: list[str], alpha: float, pool: int,
            metric: str = "accuracy", history: bool = True) -> tuple[dict[str, float], list[Any]]:
-    """(task distances, candidates): above `STAGE1_ALL` models the union of the three sources (module
-    docstring), in ``fits`` order; without task vectors every model stays (an error only when ``task2vec`` was
-    asked for)."""
+    """(task distances, candidates).
+
+    Above `STAGE1_ALL` models the union of the three sources (module docstring), in ``fits`` order; without
+    task vectors every model stays (an error only when ``task2vec`` was asked for).
+    """
     from zooscope.zoo.select.distances import task_distances
 
     large = len(fits) > STAGE1_ALL
@@ -53,7 +55,7 @@ def stage1(ctx: SelectContext, dataset: str, fits: list[Any], chosen: list[str],
 
 
 def history_candidates(ctx: SelectContext, dataset: str, fits: list[Any], pool: int, metric: str) -> set[str]:
-    """The ``pool`` models with the best prior from results recorded on datasets other than ``dataset``."""
+    """Return the ``pool`` models with the best prior from results recorded on datasets other than ``dataset``."""
     from zooscope.zoo import history as hist
 
     recorded = hist.results(ctx.catalog)
@@ -65,8 +67,11 @@ def history_candidates(ctx: SelectContext, dataset: str, fits: list[Any], pool: 
 
 
 def duplicate_groups(ctx: SelectContext, fits: list[Any], threshold: float = DUPLICATE_CKA) -> dict[str, str]:
-    """{member: the group's scored model} for the candidates in a near-duplicate group (members only, not the
-    scored one); empty without CKA vectors."""
+    """{member.
+
+    The group's scored model} for the candidates in a near-duplicate group (members only, not the scored one);
+    empty without CKA vectors.
+    """
     from scipy.sparse.csgraph import connected_components
 
     from zooscope.zoo.curate import CurateContext, similarity_matrix
@@ -94,8 +99,11 @@ def duplicate_groups(ctx: SelectContext, fits: list[Any], threshold: float = DUP
 
 
 def expand_groups(table: pd.DataFrame, fits: list[Any], groups: dict[str, str]) -> pd.DataFrame:
-    """The scored table with one row per candidate again: each member gets its group's scored row (the ``group``
-    column names the scored model for every model of a group), in ``fits`` order."""
+    """Return the scored table with one row per candidate again.
+
+    Each member gets its group's scored row (the ``group`` column names the scored model for every model of a
+    group), in ``fits`` order.
+    """
     rows = table.set_index("model", drop=False)
     reps = set(groups.values())
     out = []

@@ -1,5 +1,8 @@
-"""What `select` reads and ranks by: `SelectContext`, the method table (from the measure registry) and the rank
-arithmetic shared by every stage (`combine_ranks`)."""
+"""What `select` reads and ranks by.
+
+`SelectContext`, the method table (from the measure registry) and the rank arithmetic shared by every stage
+(`combine_ranks`).
+"""
 
 from __future__ import annotations
 
@@ -33,8 +36,11 @@ STAGE1_ALL = 200  # at most this many fitting models: all are scored; above, the
 
 @dataclass(frozen=True)
 class SelectContext:
-    """What `select` reads: catalog, stored vectors, indices, probe sets, and the embedding plan (used only to
-    compute missing vectors in memory)."""
+    """What `select` reads.
+
+    Catalog, stored vectors, indices, probe sets, and the embedding plan (used only to compute missing vectors
+    in memory).
+    """
 
     catalog: Catalog
     vectors: VectorRepo
@@ -44,7 +50,7 @@ class SelectContext:
 
 
 def chosen_methods(method: str | None, methods: Sequence[str] | None) -> list[str]:
-    """The methods asked for (``[]``: the default ranker), each checked against `METHODS`."""
+    """Return the methods asked for (``[]``: the default ranker), each checked against `METHODS`."""
     if method is not None and methods is not None:
         raise ZooscopeInputError("Pass either method= (one) or methods= (several) to Zoo.select, not both.")
     if methods is not None:

@@ -1,6 +1,9 @@
-"""Task distances: d_asym(source → target) through the zoo's probe network (``task2vec``, and stage 1 of large
-zoos) and d_sym between each candidate's own Fisher on its source and on the target (``fisher``); the trivial
-task's vector and the per-(model, dataset) Fishers are cached under the zoo's ``cache/``."""
+"""Task distances.
+
+D_asym(source → target) through the zoo's probe network (``task2vec``, and stage 1 of large zoos) and d_sym
+between each candidate's own Fisher on its source and on the target (``fisher``); the trivial task's vector
+and the per-(model, dataset) Fishers are cached under the zoo's ``cache/``.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +30,10 @@ log = logging.getLogger(__name__)
 
 def task_distances(ctx: SelectContext, target: str, models: list[dict], alpha: float,
                    pool: int) -> tuple[dict[str, float], set[str]]:
-    """(d_asym(source → target) of the models whose source task the index proposes (exact re-rank), names of
-    the models whose source task is unknown: not registered, or its task vector cannot be computed)."""
+    """(d_asym(source → target) of the models whose source task the index proposes (exact re-rank).
+
+    Names of the models whose source task is unknown: not registered, or its task vector cannot be computed).
+    """
     from zooscope.embed.task2vec import task_distance
     from zooscope.index import rerank
 
@@ -62,7 +67,7 @@ def task_distances(ctx: SelectContext, target: str, models: list[dict], alpha: f
 
 
 def _trivial(ctx: SelectContext, target: str, req: dict[str, Any]) -> np.ndarray:
-    """The trivial task's vector for the target's probe network (kept in ``<cache>/task2vec_trivial``)."""
+    """Return the trivial task's vector for the target's probe network (kept in ``<cache>/task2vec_trivial``)."""
     shape = tuple(ctx.catalog.get_dataset(target).input_shape)
     probe, x = probe_inputs(ctx.probes, shape)
     path = ctx.probes.paths.cache / "task2vec_trivial" / f"fisher-{params_hash({**req, 'probe': probe['id']})[:24]}.npy"
@@ -81,11 +86,13 @@ def _trivial(ctx: SelectContext, target: str, req: dict[str, Any]) -> np.ndarray
 
 
 def pair_fisher(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], seed: int) -> np.ndarray:
-    """The per-filter diagonal Fisher of zoo model ``m`` itself on dataset ``rec`` (MODEL2VEC's F_i): Task2Vec
-    with the model as the probe (its head refitted on the dataset, the task2vec per-sample estimator), on a
-    stratified subset of `FISHER_EXAMPLES`: the stored ``fisher`` pair vector when `Zoo.embed` computed it with
-    these parameters (`zooscope.zoo.pairs.stored_pair_vector`), else computed by the same function and cached in
-    ``cache/select_fisher`` per (model, dataset)."""
+    """Return the per-filter diagonal Fisher of zoo model ``m`` itself on dataset ``rec`` (MODEL2VEC's F_i).
+
+    Task2Vec with the model as the probe (its head refitted on the dataset, the task2vec per-sample
+    estimator), on a stratified subset of `FISHER_EXAMPLES`: the stored ``fisher`` pair vector when
+    `Zoo.embed` computed it with these parameters (`zooscope.zoo.pairs.stored_pair_vector`), else computed by
+    the same function and cached in ``cache/select_fisher`` per (model, dataset).
+    """
     from zooscope.embed.pairfisher import PAIR_DEFAULTS
 
     params = {**PAIR_DEFAULTS, "max_samples": FISHER_EXAMPLES, "n_samples": FISHER_EXAMPLES, "seed": seed}

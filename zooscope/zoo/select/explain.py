@@ -1,5 +1,8 @@
-"""The ``why`` text of each ranked model: source task and distance, the scores it leads or its ranks, history,
-a result recorded on the target, and the fine-tuning check."""
+"""The ``why`` text of each ranked model.
+
+Source task and distance, the scores it leads or its ranks, history, a result recorded on the target, and the
+fine-tuning check.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ __all__ = ["why"]
 
 def why(table: pd.DataFrame, model: str, cols: list[str], prior: pd.DataFrame, weights: dict[str, float],
         default: bool, registered: set[str] = frozenset(), dropped: dict[str, str] | None = None) -> str:
-    """One row's explanation (``cols``: the ranked columns shown; ``registered``: the zoo's dataset names;
-    ``dropped``: {default member left out on this target: reason}, named in every row)."""
+    """One row's explanation (``cols``: the ranked columns shown; ``registered``: the zoo's dataset names.
+
+    ``dropped``: {default member left out on this target: reason}, named in every row).
+    """
     row = table.loc[model]
     parts = []
     if "task_distance" in cols:

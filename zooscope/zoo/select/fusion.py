@@ -1,5 +1,8 @@
-"""The default ranker's fusion: a robust per-target z-mean of its member scores (median/MAD), members that are
-constant or saturated on the target dropped for that target and named (`zooscope.zoo.select.explain`)."""
+"""The default ranker's fusion.
+
+A robust per-target z-mean of its member scores (median/MAD), members that are constant or saturated on the
+target dropped for that target and named (`zooscope.zoo.select.explain`).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""History as a model, fitted at query time on what is recorded (nothing is written): "this model does well on
-targets like this one".
+"""History as a model, fitted at query time on what is recorded (nothing is written).
+
+"this model does well on targets like this one".
 
 1. The results matrix ``R`` (models × past datasets) is read with the target's own column DROPPED FIRST
    (`history_matrix`): nothing recorded on the target it ranks can reach the ranking (tests/zoo/
@@ -73,14 +74,20 @@ def prior(ctx: SelectContext, rec: dict[str, Any], index: pd.Index, fits: list[d
 
 
 def combine_similarities(profile: dict[str, float], task2vec: dict[str, float]) -> dict[str, float]:
-    """Each past dataset's weight: the mean of its score-profile and its Task2Vec similarity to the target (the one
-    available when the other is missing)."""
+    """Each past dataset's weight.
+
+    The mean of its score-profile and its Task2Vec similarity to the target (the one available when the other
+    is missing).
+    """
     return {p: float(np.mean([v for v in (w, task2vec.get(p)) if v is not None])) for p, w in profile.items()}
 
 
 def _task2vec_similarities(ctx: SelectContext, target: str, past: Sequence[str]) -> dict[str, float]:
-    """1 − d_sym(Task2Vec(past), Task2Vec(target)) through the zoo's probe network, clipped to [0, 1], for each past
-    dataset with a task vector (computed in memory when not stored); {} when the target has none."""
+    """1 − d_sym(Task2Vec(past), Task2Vec(target)) through the zoo's probe network, clipped to [0, 1].
+
+    For each past dataset with a task vector (computed in memory when not stored); {} when the target has
+    none.
+    """
     from zooscope.embed.task2vec import task_distance
     from zooscope.zoo.embedrun import compute_missing
 
@@ -101,8 +108,10 @@ def _task2vec_similarities(ctx: SelectContext, target: str, past: Sequence[str])
 
 def history_matrix(recorded: pd.DataFrame, target: str, models: Sequence[str], metric: str = "accuracy"
                    ) -> pd.DataFrame:
-    """The results matrix (``models`` × past datasets, NaN where not recorded) WITHOUT ``target``'s column:
-    its rows are dropped before anything else is read."""
+    """Return the results matrix (``models`` × past datasets.
+
+    NaN where not recorded) WITHOUT ``target``'s column: its rows are dropped before anything else is read.
+    """
     past = recorded[(recorded["dataset"] != target) & (recorded["metric"] == metric)]
     R = past.pivot_table(index="model", columns="dataset", values="value", aggfunc="last")
     return R.reindex(index=pd.Index(models), columns=sorted(R.columns)).astype(float)
@@ -139,8 +148,10 @@ def lowrank_history(R: pd.DataFrame, target_score: pd.Series, prior: pd.Series, 
 
 def _similarities(ctx: SelectContext, target_score: pd.Series, past: Sequence[str], models: list[dict[str, Any]],
                   max_examples: int, seed: int) -> dict[str, float]:
-    """Task similarity of each past dataset to the target: max(0, Spearman correlation over the models of the
-    default score on both); 1.0 when it cannot be computed."""
+    """Task similarity of each past dataset to the target.
+
+    Max(0, Spearman correlation over the models of the default score on both); 1.0 when it cannot be computed.
+    """
     from scipy.stats import spearmanr
 
     out = {}

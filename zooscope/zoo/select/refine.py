@@ -1,6 +1,7 @@
-"""Optional refinement (``finetune_top=k``), an active step: fine-tune k models chosen for information, re-estimate
-EVERY model from the low-rank history plus those k outcomes, and accept a re-order only where the difference
-exceeds the seed noise.
+"""Optional refinement (``finetune_top=k``), an active step.
+
+Fine-tune k models chosen for information, re-estimate EVERY model from the low-rank history plus those k
+outcomes, and accept a re-order only where the difference exceeds the seed noise.
 
 - Choice (`choose`): the current top-1, then, greedily, the candidate among the top ``POOL_FACTOR``·k farthest (in
   the results matrix's model-factor space) from those already chosen; without a usable history, the top k.
@@ -43,7 +44,7 @@ def _factors(R: pd.DataFrame | None, rank: int = 2) -> pd.DataFrame | None:
 
 
 def choose(order: list[str], k: int, R: pd.DataFrame | None) -> list[str]:
-    """k models to fine-tune: the top-1, then the farthest (max-min factor distance) among the top POOL_FACTOR·k."""
+    """K models to fine-tune: the top-1, then the farthest (max-min factor distance) among the top POOL_FACTOR·k."""
     F = _factors(R)
     if F is None or k < 2:
         return order[:k]
@@ -76,8 +77,10 @@ def reestimate(order: list[str], measured: dict[str, float], R: pd.DataFrame | N
 
 
 def noisy_reorder(order: list[str], estimate: pd.Series, noise: float = SEED_NOISE) -> list[str]:
-    """``order`` re-sorted by ``estimate``, moving a model above its neighbour only when its estimate exceeds the
-    neighbour's by more than ``noise`` (models without an estimate keep their place relative to their neighbours).
+    """``order`` re-sorted by ``estimate``.
+
+    Moving a model above its neighbour only when its estimate exceeds the neighbour's by more than ``noise``
+    (models without an estimate keep their place relative to their neighbours).
 
     Examples
     --------
@@ -98,8 +101,11 @@ def noisy_reorder(order: list[str], estimate: pd.Series, noise: float = SEED_NOI
 
 def refine(table: pd.DataFrame, fits: list[dict[str, Any]], ds: Any, n: int, epochs: int, seed: int,
            R: pd.DataFrame | None = None, noise: float = SEED_NOISE) -> pd.DataFrame:
-    """Fine-tune ``n`` models chosen for information (head replaced, all layers, ``epochs``), re-estimate every
-    model from the history ``R`` (models × past datasets, no target column) and re-order beyond ``noise``."""
+    """Fine-tune ``n`` models chosen for information (head replaced, all layers, ``epochs``).
+
+    Re-estimate every model from the history ``R`` (models × past datasets, no target column) and re-order
+    beyond ``noise``.
+    """
     import torch
 
     from zooscope._sampling import stratified_sample

@@ -1,5 +1,7 @@
-"""``select --backend ray``: the first halving round's feature passes as jobs of the one job runner
-(`zooscope.zoo.parallel.run_jobs`, the mechanism of ``embed --backend ray``).
+"""``select --backend ray``.
+
+The first halving round's feature passes as jobs of the one job runner (`zooscope.zoo.parallel.run_jobs`, the
+mechanism of ``embed --backend ray``).
 
 The driver writes the round's inputs once to ``cache/select_inputs/<hash>.safetensors`` (workers read it from the
 zoo's shared storage, as they read ``probes/``), submits one `zooscope.zoo.parallel.FEATURES_KIND` job per
@@ -61,7 +63,7 @@ def remote_round(backend: str, address: str | None) -> Callable[[list[Any], list
 
 
 def _softmax(logits: np.ndarray | None) -> np.ndarray:
-    """The source head's softmax, as `zooscope.zoo.select.scores.features` stores it (empty without a head)."""
+    """Return the source head's softmax, as `zooscope.zoo.select.scores.features` stores it (empty without a head)."""
     if logits is None:
         return np.zeros(0)
     z = logits - logits.max(axis=1, keepdims=True)

@@ -1,6 +1,9 @@
-"""Target-side scores: each candidate's transferability scores on the target's labelled data, computed on its
-pre-logits features (`zooscope.embed.prelogits`); features and scores cached per (model, dataset, subset) under the
-zoo's ``cache/select_features``."""
+"""Target-side scores.
+
+Each candidate's transferability scores on the target's labelled data, computed on its pre-logits features
+(`zooscope.embed.prelogits`); features and scores cached per (model, dataset, subset) under the zoo's
+``cache/select_features``.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def load_labelled(rec: dict[str, Any]) -> Any:
-    """The registered dataset ``rec``'s labelled examples (at least two classes)."""
+    """Return the registered dataset ``rec``'s labelled examples (at least two classes)."""
     from zooscope.nets.datasets import check_labelled, load_dataset
 
     return check_labelled(load_dataset(rec.source, split=rec.meta.get("split", "train"),
@@ -33,8 +36,10 @@ def load_labelled(rec: dict[str, Any]) -> Any:
 
 
 def _cache_path(ctx: SelectContext, m: dict[str, Any], rec: dict[str, Any], key: dict[str, Any]) -> Path:
-    """``cache/select_features/<hash>.npz`` for (model, dataset, subset); its scores sit next to it in
-    ``<hash>.scores-<zooscope version>.json``."""
+    """``cache/select_features/<hash>.npz`` for (model, dataset, subset).
+
+    Its scores sit next to it in ``<hash>.scores-<zooscope version>.json``.
+    """
     h = params_hash({**key, "model": m.name, "spec": m.spec, "kwargs": m.kwargs,
                      "checkpoint": m.checkpoint, "sha": m.checkpoint_sha256,
                      "dataset": rec.name, "source": rec.source, "meta": rec.meta, "rule": "prelogits"})
@@ -63,8 +68,10 @@ def features(m: dict[str, Any], sub: Any, path: Path) -> tuple[np.ndarray, np.nd
 def score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str, Any]], columns: Sequence[str],
                 max_examples: int, seed: int, show_progress: bool = False,
                 skipped: list[tuple[str, str]] | None = None) -> tuple[pd.DataFrame, Any]:
-    """One row per model: the transferability ``columns`` on ``rec``'s labelled data (pre-logits features);
-    features and scores cached per (model, dataset, subset). Returns (table, the labelled dataset)."""
+    """One row per model: the transferability ``columns`` on ``rec``'s labelled data (pre-logits features).
+
+    Features and scores cached per (model, dataset, subset). Returns (table, the labelled dataset).
+    """
     from zooscope._version import __version__
     from zooscope.nets.datasets import probe_subset
 
@@ -100,8 +107,10 @@ def score_table(ctx: SelectContext, rec: dict[str, Any], models: list[dict[str, 
 
 
 def feature_problem(feats: np.ndarray) -> str | None:
-    """Why a model's features on a dataset cannot be scored (non-finite, or the same for every example: all-zero
-    or dead weights), or None."""
+    """Why a model's features on a dataset cannot be scored (non-finite, or the same for every example.
+
+    All-zero or dead weights), or None.
+    """
     if not np.isfinite(feats).all():
         return "non-finite features (NaN or Inf weights or activations)"
     if len(feats) > 1 and np.array_equal(np.broadcast_to(feats[:1], feats.shape), feats):
@@ -127,6 +136,6 @@ def _one_score(c: str, feats: np.ndarray, probs: np.ndarray | None, y: np.ndarra
 
 def default_table(ctx: SelectContext, rec: dict[str, Any], fits: list[dict[str, Any]], max_examples: int,
                   seed: int) -> tuple[pd.DataFrame, list[str]]:
-    """The default ranker's score columns of ``fits`` on ``rec`` (table, `DEFAULT_COLUMNS`)."""
+    """Return the default ranker's score columns of ``fits`` on ``rec`` (table, `DEFAULT_COLUMNS`)."""
     t, _ = score_table(ctx, rec, fits, DEFAULT_COLUMNS, max_examples, seed)
     return t, list(DEFAULT_COLUMNS)
