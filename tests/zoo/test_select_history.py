@@ -47,20 +47,20 @@ def test_a_saturated_member_is_dropped_and_named_in_why(zoo, monkeypatch):
 
     real = sel.score_table
 
-    def saturated_knn(*args, **kwargs):  # k-NN at 100 % for every candidate, as on an easy target
+    def saturated_leep(*args, **kwargs):  # a member that ties every candidate, as on an easy target
         table, ds = real(*args, **kwargs)
-        if "knn" in table:
-            table["knn"] = 1.0
+        if "leep" in table:
+            table["leep"] = 1.0
         return table, ds
 
-    monkeypatch.setattr(sel, "score_table", saturated_knn)
+    monkeypatch.setattr(sel, "score_table", saturated_leep)
     t = zoo.select("low", k=3, max_examples=300)
-    assert all("dropped on this target: k-NN (constant: 3 of 3 models tie at 1)" in w for w in t["why"])
+    assert all("dropped on this target: LEEP (constant: 3 of 3 models tie at 1)" in w for w in t["why"])
     from zooscope.zoo.select.fusion import robust_zmean
 
-    rest = [c for c in DEFAULT_COLUMNS if c != "knn"]
+    rest = [c for c in DEFAULT_COLUMNS if c != "leep"]
     fused, _ = robust_zmean(t, rest)
-    np.testing.assert_allclose(t["score"], (fused.rank() - 1) / 2)  # k-NN contributes nothing
+    np.testing.assert_allclose(t["score"], (fused.rank() - 1) / 2)  # LEEP contributes nothing
 
 
 def test_logme_column_is_logme_on_prelogits_features(zoo):

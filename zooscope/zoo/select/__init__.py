@@ -5,8 +5,8 @@ Reads only (see `SelectContext`); the one thing written is deletable cache under
 trivial task's vector when task distance is asked for).
 
 Default ranker (``method=None``), chosen for robustness (issue 20)
-    The robust z-mean (`fusion.robust_zmean`: (x − median)/(1.4826·MAD), clipped to ±3, averaged) of LogME, NCE,
-    H-score, k-NN leave-one-out accuracy and the 3-fold linear probe's log-loss (`DEFAULT_COLUMNS`), every score on
+    The robust z-mean (`fusion.robust_zmean`: (x − median)/(1.4826·MAD), clipped to ±3, averaged) of LogME, LEEP,
+    NCE and H-score (`DEFAULT_COLUMNS`; the five-member candidate below was not adopted), every score on
     the candidate's **pre-logits** features (`zooscope.embed.prelogits`) on a stratified subset (≤ ``max_examples``)
     of the target's labelled data. A member that is constant or saturated on the target (half the models or more
     tie) is dropped for that target and named in ``why``; a model without a classifier head has no NCE. Nothing
@@ -19,8 +19,8 @@ Default ranker (``method=None``), chosen for robustness (issue 20)
     ==============================================  ==========  ==========  ========
     rule (mean τ_w; b1: 8 targets, b2: 3 targets)   b1          b2          in/out
     ==============================================  ==========  ==========  ========
-    **robust z-mean of the five (default)**         **0.703**   **0.333**
-    rank mean(LogME, LEEP, NCE, H-score) (old)      0.712       0.321
+    robust z-mean of five (+k-NN, probe log-loss)   0.703       0.333       not adopted
+    **LogME, LEEP, NCE, H-score (default)**         **0.712**   **0.321**
     LogME                                           0.678       0.332       in
     probe log-loss / k-NN / H-score / NCE           0.649 / 0.623 / 0.619 / 0.558 (b1)     in
     LEEP (only one source-head score kept: NCE)     0.611       0.226       out
@@ -29,10 +29,11 @@ Default ranker (``method=None``), chosen for robustness (issue 20)
     NCTI (anti-correlated on b1)                    -0.420      0.042       out
     ==============================================  ==========  ==========  ========
 
-    The new and the old default are not distinguishable (paired bootstrap over targets: b1 −0.009 [−0.043, 0.020],
-    b2 +0.013 [−0.219, 0.201]; with b1's 11 targets 0.640 vs 0.663, −0.023 [−0.056, 0.006]); the choice is
-    provisional until b2 is complete. Task distance (τ_w 0.27 on issue 8's zoo) and the ``fisher`` pair distance
-    (lowered the rank mean from 0.746 to 0.705 on 4 targets) stay out.
+    The five-member candidate and the old members are not distinguishable (paired bootstrap over targets: b1
+    −0.009 [−0.043, 0.020], b2 +0.013 [−0.219, 0.201]; with b1's 11 targets 0.640 vs 0.663, −0.023 [−0.056,
+    0.006]), and on a zoo of one trained and seven random-init CNNs its label-only members rank a random network
+    first; the old members stay until b2 is complete. Task distance (τ_w 0.27 on issue 8's zoo) and the
+    ``fisher`` pair distance (lowered the rank mean from 0.746 to 0.705 on 4 targets) stay out.
 
 History as a model (`zooscope.zoo.select.history`, fitted at query time on what is recorded, nothing written)
     The results matrix (models × past datasets) is read with the target's own results dropped first. Each past

@@ -30,7 +30,7 @@ METHODS = ("task2vec", *SCORES, "fisher", "history")
 DISTANCES = {"task2vec": "task_distance", "fisher": "fisher_distance"}
 FISHER_EXAMPLES = 300  # examples per (model, dataset) Fisher of the ``fisher`` method
 #: the default ranker's members (chosen by the worst benchmark, `benchmarks/selection_robust.py`; select's docstring)
-DEFAULT_COLUMNS = ("logme", "nce", "hscore", "knn", "probe_logloss")
+DEFAULT_COLUMNS = ("logme", "leep", "nce", "hscore")
 STAGE1_ALL = 200  # at most this many fitting models: all are scored; above, the task2vec index proposes candidates
 
 
