@@ -33,6 +33,7 @@ def verbs(zoo, tmp_path):
         ["curate", "dupes", *z], ["curate", "clusters", *z], ["curate", "map", *z],
         ["record", "cnn0", "digits", "--value", "0.9", *z], ["results", *z],
         ["export", tmp_path / "export", *z],
+        ["report", "--out", tmp_path / "report.html", *z],
     ]
 
 
