@@ -14,14 +14,12 @@ pooled features); label-free, larger = the target looks more in-distribution to 
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import numpy.typing as npt
 
-from zooscope._validation import ZooscopeInputError, check_positive
 from zooscope.measures._base import MEASURES, Inv, TransferMeta
 from zooscope.measures.transfer import _features, _labels, _meta
+from zooscope.measures.transfer_probe import cross_validated_probe, probe_inputs
 
 __all__ = ["etran_energy", "probe_logloss"]
 
@@ -63,27 +61,13 @@ def probe_logloss(features: npt.ArrayLike, labels: npt.ArrayLike, *, folds: int 
     True
     """
     from sklearn.decomposition import PCA
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if not (isinstance(folds, int | np.integer) and folds >= 2):
-        raise ZooscopeInputError(f"'folds' of probe_logloss must be an int >= 2; got {folds!r}.")
-    C = check_positive(C, "C", "probe_logloss")
-    f = _features(features, "probe_logloss", min_samples=4)
-    y, _ = _labels(labels, f.shape[0], "probe_logloss", per_class=2)
-    n_splits = int(min(folds, np.bincount(y).min()))
+    f, y, C, n_splits = probe_inputs(features, labels, folds, C, "probe_logloss")
     dims = int(max(1, min(n_components, *f.shape)))
     # PCA is label-free: fitted once on all examples (not per fold), so the folds see no label information
     f = PCA(dims, svd_solver="randomized", random_state=seed).fit_transform(StandardScaler().fit_transform(f))
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=300))
-    cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        scores = cross_val_score(probe, f, y, cv=cv, scoring="neg_log_loss", error_score="raise")
-    return float(np.mean(scores))
+    return cross_validated_probe(f, y, C=C, n_splits=n_splits, seed=seed, scoring="neg_log_loss", max_iter=300)
 
 
 @MEASURES.register(_meta(Inv.PERMUTATION, "Gholami et al., ICCV 2023 (ETran, energy term)",

@@ -55,23 +55,35 @@ def linear_probe(features: npt.ArrayLike, labels: npt.ArrayLike, *, folds: int =
     >>> linear_probe(np.c_[3 * y + rng.normal(size=60), rng.normal(size=60)], y) > 0.9
     True
     """
+    f, y, C, n_splits = probe_inputs(features, labels, folds, C, "linear_probe")
+    return cross_validated_probe(f, y, C=C, n_splits=n_splits, seed=seed, scoring="accuracy", max_iter=1000)
+
+
+def probe_inputs(features: npt.ArrayLike, labels: npt.ArrayLike, folds: int, C: float,
+                 name: str) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Return the checked features, labels, ``C`` and number of folds of a cross-validated probe score."""
+    if not (isinstance(folds, int | np.integer) and folds >= 2):
+        raise ZooscopeInputError(f"'folds' of {name} must be an int >= 2; got {folds!r}.")
+    C = check_positive(C, "C", name)
+    f = _features(features, name, min_samples=4)
+    y, _ = _labels(labels, f.shape[0], name, per_class=2)
+    return f, y, C, int(min(folds, np.bincount(y).min()))
+
+
+def cross_validated_probe(f: np.ndarray, y: np.ndarray, *, C: float, n_splits: int, seed: int, scoring: str,
+                          max_iter: int) -> float:
+    """Return the mean ``scoring`` of a standardised logistic-regression probe over stratified folds."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if not (isinstance(folds, int | np.integer) and folds >= 2):
-        raise ZooscopeInputError(f"'folds' of linear_probe must be an int >= 2; got {folds!r}.")
-    C = check_positive(C, "C", "linear_probe")
-    f = _features(features, "linear_probe", min_samples=4)
-    y, _ = _labels(labels, f.shape[0], "linear_probe", per_class=2)
-    n_splits = int(min(folds, np.bincount(y).min()))
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000))
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
     cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        scores = cross_val_score(probe, f, y, cv=cv, scoring="accuracy", error_score="raise")
+        scores = cross_val_score(probe, f, y, cv=cv, scoring=scoring, error_score="raise")
     return float(np.mean(scores))
 
 
