@@ -1,30 +1,11 @@
 """select --backend ray (issue 16): the first halving round's feature passes run as Ray tasks through the job runner
 of embed (`zooscope.zoo.parallel.run_jobs`); the ranking equals the local one."""
 
-import os
 
 import pandas as pd
-import pytest
-from _servers import unavailable
 
 SPEC = "zooscope.zoo.models:small_cnn"
 KW = {"in_chans": 1, "num_classes": 10, "width": 8, "img_size": 8}
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    try:
-        import ray
-    except ImportError:
-        unavailable("Ray is not installed (pip install 'zooscope[ray]'); the Ray backend tests need it")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}})
-    yield ray
-    ray.shutdown()
 
 
 def _zoo(root):
